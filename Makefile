@@ -1,0 +1,33 @@
+# ticketlab: `make demo` runs the main job on built-in offline data, `make test` runs the tests.
+# Both create .venv (with the CPU build of torch 2.13.0) if it is absent.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ticketlab-installed
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ticketlab train --preset digits_mlp --threads 1 --runs-dir runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/trainer_overhead.py
+
+clean:
+	rm -rf runs/demo .pytest_cache

@@ -1,0 +1,24 @@
+"""ticketlab: find, train, combine and study sparse subnetworks ("lottery tickets") with PyTorch.
+
+The public API is re-exported here; importing ticketlab has no side effects beyond importing torch.
+"""
+
+__version__ = "0.1.0"
+
+from ticketlab.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig  # noqa: E402
+from ticketlab.data import DATASETS, DataBundle, load_data, register_dataset  # noqa: E402
+from ticketlab.errors import CheckpointError, ConfigError, DataError, TicketlabError  # noqa: E402
+from ticketlab.methods import RunContext, run_train  # noqa: E402
+from ticketlab.models import MODELS, build_model, register_model  # noqa: E402
+from ticketlab.presets import get_preset, list_presets, register_preset  # noqa: E402
+from ticketlab.sparsity import Mask, MaskedOptimizer, MaskEnforcer, prune  # noqa: E402
+from ticketlab.steps import Steps  # noqa: E402
+from ticketlab.train import Callback, Trainer, evaluate  # noqa: E402
+
+__all__ = [
+    "__version__", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "PruneConfig", "Steps",
+    "DATASETS", "DataBundle", "load_data", "register_dataset", "MODELS", "build_model", "register_model",
+    "Mask", "MaskEnforcer", "MaskedOptimizer", "prune", "Trainer", "Callback", "evaluate",
+    "get_preset", "list_presets", "register_preset", "run_train", "RunContext",
+    "TicketlabError", "ConfigError", "DataError", "CheckpointError",
+]

@@ -1,0 +1,1 @@
+"""Analysis of finished runs: tables now; reports, plots and interpolation later."""

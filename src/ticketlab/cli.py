@@ -1,0 +1,205 @@
+"""Command line: parse arguments into a config, call the method, print where the run is. Nothing else.
+
+Config flags are generated from the dataclass tree (``--train.lr``, ``--data.noise_rate``; dashes and
+underscores are interchangeable). Resolution: preset, then ``--config FILE``, then flags. ``--help``
+is answered after parsing, so ``--preset X --help`` shows the values the preset resolves to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ticketlab.config import RunConfig, get_path, iter_fields, load_config_file, merge
+from ticketlab.errors import TicketlabError
+
+RUN_COMMANDS = {"train": "train one model (dense, or sparse with --prune.density < 1)"}
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) or str(tp)
+    return text.replace("typing.", "").replace("ticketlab.steps.", "")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="named starting config (`ticketlab list presets`)")
+    parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of fields, applied after the preset")
+    parser.add_argument("--seed", dest="cfg:seed", metavar="INT", default=argparse.SUPPRESS,
+                        help="master seed (default 0)")
+    for dotted, tp, field in iter_fields():
+        if dotted in ("method", "seed"):
+            continue
+        flags = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
+        parser.add_argument(*flags, dest=f"cfg:{dotted}", metavar=_type_name(tp).upper()[:12],
+                            default=argparse.SUPPRESS, help=field.metadata.get("help", ""))
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime (not part of the run hash)")
+    group.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default: runs)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    group.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then stop")
+    group.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
+                       help="progress output (default: a bar on a terminal, plain lines otherwise)")
+    group.add_argument("-h", "--help", action="store_true", help="show fields with their resolved defaults")
+
+
+def resolve_config(args: argparse.Namespace, method: str) -> RunConfig:
+    from ticketlab.presets import get_preset
+
+    config = get_preset(args.preset) if args.preset else RunConfig()
+    if args.config:
+        config = merge(config, load_config_file(args.config))
+    overrides: Dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key.startswith("cfg:"):
+            node = overrides
+            *parents, leaf = key[4:].split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    config = merge(config, overrides)
+    return merge(config, {"method": method})
+
+
+def print_config_help(parser: argparse.ArgumentParser, config: RunConfig) -> None:
+    print(parser.format_usage().strip())
+    print(f"\n{parser.description}\n\nconfig fields (current value shown; set with --FIELD VALUE):")
+    for dotted, tp, field in iter_fields():
+        if dotted == "method":
+            continue
+        value = get_path(config, dotted)
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        print(f"  --{dotted:<26} {str(shown):<14} {field.metadata.get('help', '')}")
+    runtime = [a for a in parser._actions if a.dest in ("runs_dir", "device", "threads", "dry_run", "progress")]
+    print("\nruntime (not part of the run hash):")
+    for action in runtime:
+        print(f"  {action.option_strings[0]:<28} {action.help}")
+    print("  --preset NAME / --config FILE   starting point; flags override both")
+
+
+def progress_mode(flag: str) -> Optional[bool]:
+    return {"auto": None, "bar": True, "lines": None, "none": False}[flag]
+
+
+def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: List[str]) -> int:
+    from ticketlab.methods import RunContext, run_train
+
+    config = resolve_config(args, args.command)
+    if args.help:
+        print_config_help(parser, config)
+        return 0
+    run_path = Path(args.runs_dir) / config.run_name
+    if args.dry_run:
+        print(config.to_json())
+        print(f"run directory: {run_path}")
+        return 0
+    ctx = RunContext(args.runs_dir, args.device, args.threads, progress_mode(args.progress), ["ticketlab", *argv])
+    run, summary = run_train(config, ctx)
+    print(format_summary(summary))
+    print(f"run directory: {run.path}")
+    return 0
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    from ticketlab.analysis.table import render_table
+
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    final = summary.get("final", {})
+    rows = [[split, pct(final.get(split, {}).get("accuracy")), f"{final[split]['loss']:.4f}" if split in final else "-"]
+            for split in ("val", "test") if split in final]
+    rows.append(["test @ best val", pct(summary.get("test_accuracy_at_best_val")), "-"])
+    table = render_table(["split", "accuracy %", "loss"], rows)
+    return f"{table}\ndensity {100 * summary['density']:.2f}%, {summary['steps']} steps, {summary['train_seconds']:.1f} s"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ticketlab.analysis.table import render_table
+    from ticketlab.io import read_json
+    from ticketlab.runs import find_runs, load_config, remove_run, resolve_run, run_status
+
+    runs_dir = Path(args.runs_dir)
+    if args.action == "list":
+        rows = []
+        for path in find_runs(runs_dir):
+            config = load_config(path)
+            summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+            acc = summary.get("final_test_accuracy")
+            rows.append([path.name, config.data.dataset, config.model.name, run_status(path),
+                         "-" if acc is None else f"{100 * acc:.2f}"])
+        print(render_table(["run", "data", "model", "status", "test %"], rows) if rows else f"no runs in {runs_dir}")
+        return 0
+    if not args.run:
+        raise TicketlabError(f"`ticketlab runs {args.action}` needs a RUN (name, hash prefix or path)")
+    path = resolve_run(runs_dir, args.run)
+    if args.action == "show":
+        print(json.dumps({"path": str(path), "status": run_status(path), "config": read_json(path / "config.json"),
+                          "manifest": read_json(path / "manifest.json"),
+                          "summary": read_json(path / "summary.json") if (path / "summary.json").exists() else None},
+                         indent=2))
+    else:
+        remove_run(path)
+        print(f"removed {path}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "presets":
+        from ticketlab.presets import describe_presets
+
+        for name, text in describe_presets().items():
+            print(f"{name:<28} {text}")
+    elif args.what == "models":
+        from ticketlab.models import MODELS
+
+        print("\n".join(MODELS.names()))
+    else:
+        from ticketlab.data import DATASETS
+
+        print("\n".join(DATASETS.names()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in RUN_COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text, add_help=False)
+        add_config_flags(p)
+        add_runtime_flags(p)
+    runs = sub.add_parser("runs", help="list, show or remove run directories")
+    runs.add_argument("action", choices=["list", "show", "rm"])
+    runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show, rm)")
+    runs.add_argument("--runs-dir", default="runs")
+    lister = sub.add_parser("list", help="list presets, models or data sets")
+    lister.add_argument("what", choices=["presets", "models", "datasets"])
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in RUN_COMMANDS:
+            sub = parser._subparsers._group_actions[0].choices[args.command]
+            return cmd_run(args, sub, argv)
+        if args.command == "runs":
+            return cmd_runs(args)
+        return cmd_list(args)
+    except TicketlabError as exc:
+        print(f"ticketlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The config tree: frozen dataclasses that describe a run, its canonical JSON and its hash.
+
+Each field is declared once, with its type, default and help text; the CLI flags (``--train.lr``), the
+TOML/JSON file format, ``--help`` and the validation all come from these declarations. A run's hash is
+taken over the canonical JSON with default-valued fields left out (so adding a field with a neutral
+default changes no existing hash) and without the fields marked ``hash=False`` (paths, downloads and
+other things that do not change results).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple
+
+from ticketlab.errors import ConfigError
+from ticketlab.steps import Steps
+
+
+def option(default, help: str, hash: bool = True, **kwargs):
+    """A dataclass field with help text; ``hash=False`` keeps it out of the run hash."""
+    return field(default=default, metadata={"help": help, "hash": hash}, **kwargs)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = option("digits", "data source (see `ticketlab list datasets`)")
+    val_size: int = option(0, "examples carved from the training set for validation")
+    subset: float = option(1.0, "fraction of the training split kept, in (0, 1]")
+    noise: Literal["none", "random", "symmetric", "pairflip", "asymmetric"] = option(
+        "none", "label noise on the training split")
+    noise_rate: float = option(0.0, "label-noise rate r in [0, 1]")
+    augment: bool = option(False, "batched pad-crop and flip augmentation (image data)")
+    split_seed: int = option(0, "seed of the validation split and subset (fixed across replicates)")
+    noise_seed: Optional[int] = option(None, "seed of the label noise (default: derived from --seed)")
+    order_seed: Optional[int] = option(None, "seed of the batch order (default: derived from --seed)")
+    root: Optional[str] = option(None, "folder of this data set's files (default $TICKETLAB_DATA/<name>)",
+                                 hash=False)
+    download: bool = option(False, "download missing files from the official source", hash=False)
+
+    def __post_init__(self):
+        _check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)
+        _check_range("data.noise_rate", self.noise_rate, 0.0, 1.0)
+        _check_range("data.val_size", self.val_size, 0, math.inf)
+        if self.noise != "none" and self.noise_rate == 0.0:
+            raise ConfigError(f"data.noise={self.noise} needs --data.noise_rate > 0")
+        if self.noise == "none" and self.noise_rate != 0.0:
+            raise ConfigError("data.noise_rate is set but data.noise is none; "
+                              "choose --data.noise random|symmetric|pairflip|asymmetric")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = option("mlp", "architecture (see `ticketlab list models`)")
+    hidden: Tuple[int, ...] = option((), "hidden widths of an MLP, e.g. 300,100 (empty: the model's default)")
+    init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"] = option(
+        "kaiming_normal", "initialisation of Conv/Linear weights (biases 0)")
+    init_seed: Optional[int] = option(None, "seed of the initialisation (default: derived from --seed)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: Steps = option(Steps(40), "training length (40ep, 1000it, 2ep100it)")
+    batch_size: int = option(128, "examples per step")
+    optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "optimizer")
+    lr: float = option(0.1, "learning rate")
+    momentum: float = option(0.0, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum (SGD)")
+    weight_decay: float = option(0.0, "weight decay")
+    schedule: Literal["constant", "multistep", "cosine", "piecewise"] = option(
+        "constant", "learning-rate schedule")
+    milestones: Tuple[Steps, ...] = option((), "multistep milestones, e.g. 80ep,120ep")
+    gamma: float = option(0.1, "multistep decay factor")
+    warmup: Steps = option(Steps(), "linear warm-up length (factor step/warmup, 0 at step 0)")
+    piecewise: str = option("", "piecewise lr 'epoch:lr,...', e.g. 0:0.1,100:0.01")
+    eval_every: Steps = option(Steps(1), "evaluation interval (validation and test)")
+    checkpoint_every: Steps = option(Steps(1), "interval of resumable checkpoints", hash=False)
+
+    def __post_init__(self):
+        if self.steps.is_zero:
+            raise ConfigError("train.steps must be positive, e.g. --train.steps 40ep")
+        _check_range("train.batch_size", self.batch_size, 1, math.inf)
+        _check_range("train.lr", self.lr, 0.0, math.inf)
+        _check_range("train.momentum", self.momentum, 0.0, 1.0)
+        _check_range("train.weight_decay", self.weight_decay, 0.0, math.inf)
+        if self.eval_every.is_zero:
+            raise ConfigError("train.eval_every must be positive, e.g. --train.eval_every 1ep")
+        if self.checkpoint_every.is_zero:
+            raise ConfigError("train.checkpoint_every must be positive, e.g. --train.checkpoint_every 1ep")
+        if self.schedule == "piecewise":
+            parse_piecewise(self.piecewise)
+        if self.schedule == "multistep" and not self.milestones:
+            raise ConfigError("train.schedule=multistep needs --train.milestones, e.g. 80ep,120ep")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("train.nesterov needs --train.optimizer sgd and --train.momentum > 0")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    density: float = option(1.0, "fraction of prunable weights kept, in (0, 1]; 1 = dense")
+    criterion: Literal["magnitude", "gradient", "random"] = option(
+        "magnitude", "score: |w|, |w * dL/dw| on one batch, or random")
+    scope: Literal["global", "layer", "uniform"] = option(
+        "global", "global: one threshold; layer: every layer at the density; uniform: as layer, first layer dense")
+    output_rate: float = option(
+        1.0, "pruning rate of the output layer relative to the others (0 keeps it dense, 0.5 half the rate)")
+    fraction: float = option(0.2, "fraction pruned per level in iterative pruning, in (0, 1)")
+    seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
+
+    def __post_init__(self):
+        _check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
+        _check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
+        _check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = option("train", "what the run does (set by the command)")
+    seed: int = option(0, "master seed; init, data order, noise and pruning seeds derive from it")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    # -- seeds ---------------------------------------------------------------------------------
+    def derived_seed(self, purpose: str, explicit: Optional[int] = None) -> int:
+        """The seed for one source of randomness: ``explicit`` if set, else a stable hash of --seed."""
+        if explicit is not None:
+            return explicit
+        digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    @property
+    def init_seed(self) -> int:
+        return self.derived_seed("init", self.model.init_seed)
+
+    @property
+    def order_seed(self) -> int:
+        return self.derived_seed("order", self.data.order_seed)
+
+    @property
+    def noise_seed(self) -> int:
+        return self.derived_seed("noise", self.data.noise_seed)
+
+    @property
+    def prune_seed(self) -> int:
+        return self.derived_seed("prune", self.prune.seed)
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        return from_mapping(cls, data, prefix="")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def hash(self) -> str:
+        """Canonical hash over the non-default, hashed fields; names the run directory."""
+        canonical = json.dumps(_hashed_fields(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.md5(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.method}_{self.hash()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_range(name, value, low, high, low_open=False, high_open=False):
+    bad = (value <= low if low_open else value < low) or (value >= high if high_open else value > high)
+    if bad or (isinstance(value, float) and math.isnan(value)):
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(f"{name}={value} is out of range; it must lie in {lo}{low}, {high}{hi}")
+
+
+def parse_piecewise(text: str) -> Tuple[Tuple[float, float], ...]:
+    """``"0:0.1,100:0.01"`` -> ((0, 0.1), (100, 0.01)); keys are epochs (may be fractional)."""
+    entries = []
+    for part in [p for p in text.replace("{", "").replace("}", "").replace(";", ",").split(",") if p.strip()]:
+        try:
+            key, value = part.split(":")
+            entries.append((float(key), float(value)))
+        except ValueError:
+            raise ConfigError(f"train.piecewise entry {part!r} is not 'epoch:lr'; e.g. 0:0.1,100:0.01") from None
+    if not entries:
+        raise ConfigError("train.schedule=piecewise needs --train.piecewise, e.g. 0:0.1,100:0.01")
+    return tuple(sorted(entries))
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, Steps):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Steps):
+        return str(value)
+    if isinstance(value, tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def _hashed_fields(obj) -> Dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("hash", True):
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, Steps):
+            nested = _hashed_fields(value)
+            if nested:
+                out[f.name] = nested
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value != default:
+            out[f.name] = to_jsonable(value)
+    return out
+
+
+def field_types(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def is_section(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp is not Steps
+
+
+def coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` (from JSON, TOML or a command-line string) to the annotated type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        inner = [a for a in args if a is not type(None)][0]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return coerce(name, inner, value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        inner = args[0]
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, e.g. 1,2,3; got {value!r}")
+        return tuple(coerce(name, inner, v) for v in value)
+    if tp is Steps:
+        return Steps.parse(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name} must be true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _is_int(value))):
+            raise ConfigError(f"{name} must be an integer; got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number; got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number; got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string; got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {name}")
+
+
+def _is_int(text: str) -> bool:
+    return text.strip().lstrip("+-").isdigit()
+
+
+def from_mapping(cls, data: Mapping[str, Any], prefix: str):
+    """Build dataclass ``cls`` from a nested mapping; unknown keys and wrong types are errors."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {data!r}")
+    types = field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in names:
+            import difflib
+
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config field {full!r}{hint}; see `ticketlab train --help` for the fields")
+        tp = types[key]
+        kwargs[key] = from_mapping(tp, value, full + ".") if is_section(tp) else coerce(full, tp, value)
+    return cls(**kwargs)
+
+
+def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
+    """Return ``base`` with the nested ``overrides`` applied (values already typed or raw strings)."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {overrides!r}")
+    types = field_types(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    changes = {}
+    for key, value in overrides.items():
+        full = prefix + key
+        if key not in names:
+            from_mapping(type(base), {key: value}, prefix)  # raises the unknown-field error
+        tp = types[key]
+        if is_section(tp):
+            changes[key] = merge(getattr(base, key), value, full + ".")
+        else:
+            changes[key] = coerce(full, tp, value)
+    try:
+        return dataclasses.replace(base, **changes)
+    except TypeError as exc:  # pragma: no cover - guarded by the name check above
+        raise ConfigError(str(exc)) from None
+
+
+def iter_fields(cls=RunConfig, prefix: str = ""):
+    """Yield ``(dotted_name, type, field)`` for every leaf field of the tree."""
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp = types[f.name]
+        if is_section(tp):
+            yield from iter_fields(tp, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, tp, f
+
+
+def get_path(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+    """Read a TOML or JSON config file into a nested mapping (validated later by `merge`)."""
+    import pathlib
+
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .json file")
+    try:
+        if p.suffix == ".json":
+            return json.loads(p.read_text())
+        import tomllib
+
+        return tomllib.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {p.suffix[1:] or 'TOML'}: {exc}") from None

@@ -1,0 +1,157 @@
+"""From a source to the tensors a run trains on: splits, subset, label noise, normalisation, batch order.
+
+`load_data` does every step once, in this order: read the source -> carve the validation split from the
+training set (seeded by ``split_seed``) -> keep a ``subset`` fraction of the rest (another stream of
+``split_seed``) -> label noise on the training split only (``noise_seed``) -> normalise to float32 on the
+target device. `DataBundle.state` holds the indices and noisy labels, so a run can be re-created exactly
+with ``load_data(..., state=saved)`` even if the random streams change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ticketlab.config import DataConfig
+from ticketlab.data.noise import apply_label_noise, seeded_generator
+from ticketlab.data.sources import DATASETS, RawData, resolve_root
+from ticketlab.errors import ConfigError, DataError
+
+Device = Union[str, torch.device]
+
+
+@dataclass
+class Split:
+    x: Tensor  # float32, normalised, on the target device
+    y: Tensor  # int64 labels (noisy for the training split when noise is on)
+    index: Tensor  # int64 index of each example in the source's train (or test) set
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    val: Optional[Split]  # None when val_size == 0
+    test: Split
+    num_classes: int
+    input_shape: Tuple[int, ...]  # per example, e.g. (1, 28, 28)
+    clean_train_y: Tensor  # training labels before noise
+
+    @property
+    def noisy(self) -> Tensor:
+        """Which training labels the noise changed."""
+        return self.train.y != self.clean_train_y
+
+    def state(self) -> Dict[str, Tensor]:
+        """Small CPU tensors that pin the splits and noisy labels (saved with a run)."""
+        val_index = self.val.index if self.val is not None else torch.empty(0, dtype=torch.int64)
+        return {"train_index": self.train.index.cpu(), "val_index": val_index.cpu(),
+                "train_labels": self.train.y.cpu()}
+
+
+def iters_per_epoch(n: int, batch_size: int) -> int:
+    """Batches per epoch: ceil(n / batch_size) (the last batch may be partial)."""
+    if batch_size < 1:
+        raise ConfigError(f"train.batch_size={batch_size} must be at least 1")
+    return -(-n // batch_size)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: Device = "cpu") -> Tensor:
+    """The example order of ``epoch``: batch b is ``perm[b*bs:(b+1)*bs]``; recomputable for resume."""
+    return torch.randperm(n, generator=seeded_generator(seed, epoch)).to(device)
+
+
+def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
+              state: Optional[Dict[str, Tensor]] = None) -> DataBundle:
+    """Load ``cfg.dataset`` and build its train / validation / test splits on ``device``.
+
+    With ``state`` (from `DataBundle.state`), the saved indices and training labels are used instead of
+    being drawn again.
+    """
+    source = DATASETS.get(cfg.dataset)
+    raw = source(resolve_root(cfg.dataset, cfg.root), cfg.download)
+    _check_raw(cfg.dataset, raw)
+    if cfg.noise == "asymmetric" and raw.class_map is None:
+        raise ConfigError(f"data.noise=asymmetric is not defined for data set {cfg.dataset!r} (it has no "
+                          "class map); it is available for cifar10 and cifar100; use random, symmetric or "
+                          "pairflip")
+    if state is None:
+        train_index, val_index = _split_indices(cfg, len(raw.train_y))
+        clean = raw.train_y[train_index]
+        labels = apply_label_noise(clean, cfg.noise, cfg.noise_rate, raw.num_classes, noise_seed,
+                                   raw.class_map)
+    else:
+        train_index, val_index, labels = _from_state(cfg.dataset, state, len(raw.train_y))
+        clean = raw.train_y[train_index]
+    norm = _normaliser(raw, device)
+    val = None
+    if len(val_index):
+        val = Split(norm(raw.train_x[val_index]), raw.train_y[val_index].to(device), val_index.to(device))
+    test_index = torch.arange(len(raw.test_y))
+    return DataBundle(
+        train=Split(norm(raw.train_x[train_index]), labels.to(device), train_index.to(device)),
+        val=val,
+        test=Split(norm(raw.test_x), raw.test_y.to(device), test_index.to(device)),
+        num_classes=raw.num_classes,
+        input_shape=tuple(raw.train_x.shape[1:]),
+        clean_train_y=clean.to(device),
+    )
+
+
+def _split_indices(cfg: DataConfig, n: int) -> Tuple[Tensor, Tensor]:
+    """(train, val) indices into the source's training set, each sorted."""
+    if cfg.val_size >= n:
+        raise ConfigError(f"data.val_size={cfg.val_size} must be smaller than the {n} training examples "
+                          f"of {cfg.dataset}; lower --data.val_size")
+    perm = torch.randperm(n, generator=seeded_generator(cfg.split_seed, 0))
+    val_index, rest = perm[: cfg.val_size], perm[cfg.val_size:]
+    if cfg.subset < 1.0:
+        keep = max(1, round(cfg.subset * len(rest)))
+        rest = rest[torch.randperm(len(rest), generator=seeded_generator(cfg.split_seed, 1))[:keep]]
+    return rest.sort().values, val_index.sort().values
+
+
+def _from_state(name: str, state: Dict[str, Tensor], n: int) -> Tuple[Tensor, Tensor, Tensor]:
+    try:
+        train_index, val_index, labels = (state[k].cpu().long() for k in ("train_index", "val_index",
+                                                                           "train_labels"))
+    except KeyError as exc:
+        raise DataError(f"saved data state lacks {exc}; re-create the run without it") from None
+    every = torch.cat([train_index, val_index])
+    if len(labels) != len(train_index) or (len(every) and (every.min() < 0 or every.max() >= n)):
+        raise DataError(f"saved data state does not fit data set {name!r} ({n} training examples); "
+                        "check --data.dataset and --data.root")
+    return train_index, val_index, labels
+
+
+def _check_raw(name: str, raw: RawData) -> None:
+    """Catch a malformed source (e.g. a user's) early, with a message naming it."""
+    for split in ("train", "test"):
+        x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
+        if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
+            raise DataError(f"data set {name!r}: {split} inputs {tuple(x.shape)} and labels {tuple(y.shape)} "
+                            "do not match; a source must return x of shape (N, C, ...) and y of shape (N,)")
+        if y.dtype != torch.int64 or (len(y) and (y.min() < 0 or y.max() >= raw.num_classes)):
+            raise DataError(f"data set {name!r}: {split} labels must be int64 in [0, {raw.num_classes})")
+    if tuple(raw.train_x.shape[1:]) != tuple(raw.test_x.shape[1:]):
+        raise DataError(f"data set {name!r}: train and test examples differ in shape")
+    if len(raw.mean) not in (1, raw.train_x.shape[1]) or len(raw.std) != len(raw.mean):
+        raise DataError(f"data set {name!r}: mean/std need 1 or {raw.train_x.shape[1]} channel values")
+
+
+def _normaliser(raw: RawData, device: Device):
+    """x -> ((x / scale) - mean) / std as float32 on ``device`` (moved before converting: uint8 is small)."""
+    extra = (1,) * (raw.train_x.dim() - 2)
+    mean = torch.tensor(raw.mean, dtype=torch.float32, device=device).view(-1, *extra)
+    std = torch.tensor(raw.std, dtype=torch.float32, device=device).view(-1, *extra)
+
+    def norm(x: Tensor) -> Tensor:
+        x = x.to(device, torch.float32).div(raw.scale)  # out of place: never writes into the source
+        return x.sub_(mean).div_(std).contiguous()
+
+    return norm

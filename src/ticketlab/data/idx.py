@@ -1,0 +1,125 @@
+"""IDX files (the MNIST format): a reader and a loader for a folder of the four standard files.
+
+An IDX file starts with two zero bytes, a type code, the number of dimensions, then one big-endian
+uint32 per dimension, then the data (big-endian). Files may be raw or gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pathlib
+import tempfile
+import urllib.request
+import zlib
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ticketlab.errors import DataError
+
+_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+          0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# The four files of MNIST-style data sets, by role.
+IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+             "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+
+
+def _read_bytes(path: pathlib.Path) -> bytes:
+    try:
+        data = path.read_bytes()
+        if data[:2] == _GZIP_MAGIC:
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {exc}; replace the file with an intact copy") from None
+    return data
+
+
+def read_idx(path) -> torch.Tensor:
+    """Read one IDX file (raw or ``.gz``) into a tensor of its stored type and shape."""
+    path = pathlib.Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _TYPES or data[3] == 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number {data[:4].hex()}); "
+                        "replace it with the original IDX file")
+    dtype, ndim = _TYPES[data[2]], data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path} is truncated (header incomplete); replace it with an intact copy")
+    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(f"{path} holds {len(data) - header} data bytes but its header {shape} needs "
+                        f"{expected}; the file is truncated or corrupt, replace it with an intact copy")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
+
+
+def find_idx_files(folder: pathlib.Path) -> Tuple[Dict[str, pathlib.Path], Sequence[str]]:
+    """Map each role to its file in ``folder`` (raw preferred over ``.gz``); also list missing names."""
+    found, missing = {}, []
+    for role, name in IDX_FILES.items():
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                found[role] = candidate
+                break
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def load_idx_folder(name: str, folder: Optional[pathlib.Path], download: bool,
+                    mirrors: Sequence[str], md5: Dict[str, str]) -> Dict[str, torch.Tensor]:
+    """Read the four IDX files of data set ``name`` from ``folder``, downloading them if asked.
+
+    ``md5`` holds the checksum of each file's *decompressed* content, so a re-compressed copy still
+    verifies. Returns images as (N, 1, H, W) uint8 and labels as int64.
+    """
+    if folder is None:
+        raise DataError(f"no folder given for {name}; pass --data.root FOLDER or set TICKETLAB_DATA")
+    found, missing = find_idx_files(folder)
+    if missing and download:
+        for file in missing:
+            _download(file, folder, mirrors, md5[file])
+        found, missing = find_idx_files(folder)
+    if missing:
+        raise DataError(f"{name} files missing in {folder}: {', '.join(f + '[.gz]' for f in missing)}; "
+                        "put the IDX files there, pass --data.root FOLDER, or add --data.download")
+    t = {role: read_idx(path) for role, path in found.items()}
+    for split in ("train", "test"):
+        x, y = t[f"{split}_x"], t[f"{split}_y"]
+        if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):
+            raise DataError(f"{name} {split} files in {folder} do not match: images {tuple(x.shape)}, "
+                            f"labels {tuple(y.shape)}; replace them with the original IDX files")
+        t[f"{split}_x"] = x.unsqueeze(1)
+        t[f"{split}_y"] = y.long()
+    return t
+
+
+def _download(file: str, folder: pathlib.Path, mirrors: Sequence[str], md5: str) -> None:
+    """Fetch ``file``.gz from the first mirror that answers; keep it only if its checksum matches."""
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in mirrors:
+        url = f"{mirror}{file}.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                payload = response.read()
+            digest = hashlib.md5(gzip.decompress(payload)).hexdigest()
+        except (OSError, EOFError, zlib.error) as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        if digest != md5:
+            errors.append(f"{url}: checksum {digest} != {md5}")
+            continue
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, folder / f"{file}.gz")
+        return
+    raise DataError(f"could not download {file}.gz ({'; '.join(errors)}); "
+                    f"put the IDX files in {folder} by hand")

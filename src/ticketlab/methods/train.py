@@ -1,0 +1,59 @@
+"""`ticketlab train`: train one model, dense or under a fixed mask chosen at initialisation."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from ticketlab.config import RunConfig
+from ticketlab.data import DataBundle, epoch_permutation, load_data
+from ticketlab.io import save_torch
+from ticketlab.methods.context import RunContext
+from ticketlab.models import build_model
+from ticketlab.runs import RunDir
+from ticketlab.sparsity import Mask, MaskEnforcer, prune
+from ticketlab.train import Trainer
+
+DATA_STATE, MASK = "data.pt", "mask.pt"
+
+
+def prepare(config: RunConfig, ctx: RunContext) -> Tuple[DataBundle, torch.nn.Module]:
+    """Load the data and build the initial model; raises on bad input before anything is written."""
+    data = load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device)
+    model = build_model(config.model, data.input_shape, data.num_classes, seed=config.init_seed)
+    return data, model.to(ctx.torch_device)
+
+
+def scoring_batch(config: RunConfig, data: DataBundle) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The one training batch a gradient score is computed on, drawn with the pruning seed."""
+    perm = epoch_permutation(len(data.train), config.prune_seed, 0, data.train.x.device)[: config.train.batch_size]
+    return data.train.x[perm], data.train.y[perm]
+
+
+def initial_mask(config: RunConfig, model: torch.nn.Module, data: DataBundle) -> Optional[Mask]:
+    """The mask a sparse `train` run uses (``prune.density < 1``), scored on the initial weights."""
+    p = config.prune
+    if p.density >= 1.0:
+        return None
+    generator = torch.Generator().manual_seed(config.prune_seed)
+    batch = scoring_batch(config, data) if p.criterion == "gradient" else None
+    return prune(model, p.density, criterion=p.criterion, scope=p.scope, output_rate=p.output_rate,
+                 batch=batch, generator=generator)
+
+
+def run_train(config: RunConfig, ctx: Optional[RunContext] = None) -> Tuple[RunDir, Dict[str, Any]]:
+    ctx = ctx or RunContext()
+    data, model = prepare(config, ctx)
+    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
+    if not (run.path / DATA_STATE).exists():
+        save_torch(data.state(), run.path / DATA_STATE)
+    enforcer = None
+    mask = initial_mask(config, model, data)
+    if mask is not None:
+        if not (run.path / MASK).exists():
+            mask.save(run.path / MASK)
+        enforcer = MaskEnforcer(model, Mask.load(run.path / MASK).to(ctx.torch_device))
+    trainer = Trainer(model, data, config.train, order_seed=config.order_seed, out_dir=run.path,
+                      enforcer=enforcer, progress=ctx.progress, label=config.run_name)
+    return run, trainer.fit()

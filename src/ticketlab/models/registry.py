@@ -1,0 +1,61 @@
+"""The model registry, `build_model` and `output_layer_name`.
+
+A model entry is a function ``fn(input_shape, num_classes, **kwargs) -> nn.Module`` registered with
+``@register_model``. Every ticketlab model sets ``self.output_layer`` to the module name of its
+classifier, which `sparsity` reads to decide whether the output layer is pruned.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ticketlab.config import ModelConfig
+from ticketlab.errors import ConfigError
+from ticketlab.models.init import init_weights
+from ticketlab.registry import Registry
+
+MODELS: Registry = Registry("model")
+register_model = MODELS.register
+
+
+def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
+    """Build ``cfg.name`` on CPU and initialise it with ``cfg.init`` from ``seed``.
+
+    Deterministic: the same seed gives bit-identical parameters and buffers. Construction runs under a
+    forked, seeded CPU RNG, so neither construction nor init changes torch's global RNG state.
+    """
+    fn = MODELS.get(cfg.name)
+    kwargs = {}
+    if cfg.hidden:
+        if not _accepts(fn, "hidden"):
+            raise ConfigError(f"model.hidden applies only to MLPs, but model {cfg.name!r} takes no hidden widths; "
+                              "drop --model.hidden or use --model.name mlp")
+        kwargs["hidden"] = tuple(cfg.hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # covers anything init_weights does not set
+        model = fn(tuple(input_shape), num_classes, **kwargs)
+    init_weights(model, cfg.init, seed)
+    return model
+
+
+def output_layer_name(model: nn.Module) -> str:
+    """Module name of the classifier: ``model.output_layer`` if set, else the last Linear/Conv module."""
+    declared = getattr(model, "output_layer", None)
+    if isinstance(declared, str):
+        return declared
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            last = name
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv layer; set model.output_layer")
+    return last
+
+
+def _accepts(fn, keyword: str) -> bool:
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -1,0 +1,58 @@
+"""One registry type for models, data sources, scorers, allocators and methods.
+
+A registry maps names to callables. Registration is a decorator that takes the name from the
+function (or an explicit ``name=``); registering a name twice is an error. Looking up an unknown name
+raises `ConfigError` listing the valid names and the closest matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable, Dict, Generic, Iterator, List, Optional, TypeVar
+
+from ticketlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, T] = {}
+
+    def register(self, obj: Optional[T] = None, *, name: Optional[str] = None, replace: bool = False):
+        """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
+
+        def add(item: T) -> T:
+            key = name or getattr(item, "__name__", None)
+            if not key:
+                raise ValueError(f"cannot infer a {self.kind} name for {item!r}; pass name=")
+            if key in self._entries and not replace:
+                raise ValueError(f"{self.kind} {key!r} is already registered; pass replace=True to override")
+            self._entries[key] = item
+            return item
+
+        return add if obj is None else add(obj)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._entries, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}{hint}; choose one of: {', '.join(sorted(self._entries))}"
+            ) from None
+
+    def names(self, pattern: str = "*") -> List[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)

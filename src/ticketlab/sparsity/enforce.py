@@ -1,0 +1,163 @@
+"""Keep pruned weights at exactly zero during training.
+
+Per step, in this order: ``loss.backward()`` -> (callbacks that want dense gradients) ->
+``enforcer.mask_grads()`` -> ``optimizer.step()`` -> ``enforcer.apply(optimizer)``. Masking the
+gradients stops weight decay and momentum from feeding pruned entries; ``apply`` then zeroes the
+weights and every optimizer-state tensor shaped like its parameter (momentum, Adam moments, ...), so
+nothing can leak back. Both are one ``torch._foreach_mul_`` over all masked tensors.
+
+From a bare PyTorch loop, `MaskedOptimizer` does the same around any optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Union
+
+import torch
+from torch import nn
+
+from ticketlab.errors import CheckpointError
+from ticketlab.sparsity.mask import Mask, resolve_parameters
+
+
+class MaskEnforcer:
+    """Owns the current mask of a model and keeps pruned weights, their gradients and optimizer
+    state at exactly 0. Parameters without a mask entry are never touched."""
+
+    def __init__(self, model: nn.Module, mask: Mask):
+        self.model = model
+        self._install(mask)
+        self.apply()
+
+    @property
+    def mask(self) -> Mask:
+        return self._mask
+
+    def _install(self, mask: Mask) -> None:
+        params = resolve_parameters(self.model, mask)
+        for name, p in params.items():
+            if mask[name].shape != p.shape:
+                raise CheckpointError(f"mask entry {name!r} has shape {tuple(mask[name].shape)} but the parameter "
+                                      f"has {tuple(p.shape)}; use a mask made for this model")
+        self._mask = Mask({k: mask[k].to(p.device) for k, p in params.items()})
+        self._params: List[nn.Parameter] = list(params.values())
+        self._bool: List[torch.Tensor] = [self._mask[k] for k in params]
+        self._float: List[torch.Tensor] = [m.to(p.dtype) for m, p in zip(self._bool, self._params)]
+        self._cache = None  # (optimizer, state signature, held values, state tensors, their masks)
+
+    def set_mask(self, mask: Mask, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+        """Switch to ``mask`` mid-training: newly pruned weights become 0; regrown weights (pruned
+        before, kept now) start at exactly 0 with zeroed optimizer state."""
+        old = self._mask
+        names = list(old) + [k for k in mask if k not in old]
+        params = resolve_parameters(self.model, names)
+        self._install(mask)
+        with torch.no_grad():
+            for name, p in params.items():
+                keep = self._mask[name] if name in self._mask else None
+                if name in old:
+                    keep = old[name] if keep is None else keep & old[name]
+                stale = ~keep  # pruned now, or regrown: both restart from zero
+                p.masked_fill_(stale, 0)
+                if optimizer is not None:
+                    for v in _shaped_state(optimizer, p):
+                        v.masked_fill_(stale.to(v.device), 0)
+
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned weights (call after backward, before the optimizer step)."""
+        pairs = [(p.grad, m) for p, m in zip(self._params, self._float) if p.grad is not None]
+        if pairs:
+            with torch.no_grad():
+                torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+    def apply(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+        """Zero pruned weights and, given ``optimizer``, their optimizer state (after the step)."""
+        with torch.no_grad():
+            if self._params:
+                torch._foreach_mul_(self._params, self._float)
+            if optimizer is not None:
+                tensors, masks = self._state_lists(optimizer)
+                if tensors:
+                    torch._foreach_mul_(tensors, masks)
+
+    def _state_lists(self, optimizer):
+        """Optimizer-state tensors shaped like their masked parameter, with masks; rebuilt only when
+        the state's tensors change (first step, load_state_dict, ...)."""
+        held = [v for p in self._params for v in optimizer.state.get(p, {}).values()]
+        signature = [id(v) for v in held]
+        if self._cache is None or self._cache[0] is not optimizer or self._cache[1] != signature:
+            tensors, masks = [], []
+            for p, keep, keep_f in zip(self._params, self._bool, self._float):
+                for v in _shaped_state(optimizer, p):
+                    tensors.append(v)
+                    same = v.dtype == keep_f.dtype and v.device == keep_f.device
+                    masks.append(keep_f if same else keep.to(device=v.device, dtype=v.dtype))
+            self._cache = (optimizer, signature, held, tensors, masks)
+        return self._cache[3], self._cache[4]
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The current mask (name -> bool tensor), to checkpoint beside model and optimizer."""
+        return self._mask.state_dict()
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Restore a checkpointed mask (after loading the model): installs it and zeroes pruned weights."""
+        self._install(Mask.from_state_dict(state))
+        self.apply()
+
+
+def _shaped_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> List[torch.Tensor]:
+    """State tensors of ``p`` with ``p``'s shape (per-weight buffers, not step counters)."""
+    return [v for v in optimizer.state.get(p, {}).values()
+            if torch.is_tensor(v) and v.shape == p.shape and (v.is_floating_point() or v.is_complex())]
+
+
+class MaskedOptimizer:
+    """Wrap any torch optimizer so a user's own loop enforces the mask: gradients are masked before
+    each step, weights and optimizer state after it. Build LR schedulers on ``.optimizer``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, enforcer_or_model: Union[MaskEnforcer, nn.Module],
+                 mask: Optional[Mask] = None):
+        self.optimizer = optimizer
+        if isinstance(enforcer_or_model, MaskEnforcer):
+            if mask is not None:
+                enforcer_or_model.set_mask(mask, optimizer)
+            self.enforcer = enforcer_or_model
+        else:
+            if mask is None:
+                raise TypeError("MaskedOptimizer(optimizer, model, mask): pass the mask with a model")
+            self.enforcer = MaskEnforcer(enforcer_or_model, mask)
+        self.enforcer.apply(optimizer)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def step(self, closure=None):
+        if closure is None:
+            self.enforcer.mask_grads()
+            loss = self.optimizer.step()
+        else:
+            def masked_closure():
+                out = closure()
+                self.enforcer.mask_grads()
+                return out
+            loss = self.optimizer.step(masked_closure)
+        self.enforcer.apply(self.optimizer)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.optimizer.load_state_dict(state)
+        self.enforcer.apply(self.optimizer)
+
+    def __repr__(self) -> str:
+        return f"MaskedOptimizer({self.optimizer!r}, {self.enforcer.mask!r})"

@@ -1,0 +1,201 @@
+"""`Mask`: parameter name -> boolean keep-tensor, and which parameters are prunable.
+
+Prunable parameters are the weights of ``Linear`` and ``Conv1d/2d/3d`` modules (biases and norm
+layers never), in ``named_parameters()`` order. A mask may cover any subset of a model's parameters;
+a name missing from a mask counts as all-ones (dense).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, Union
+
+import torch
+from torch import nn
+
+from ticketlab.errors import CheckpointError
+
+PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def output_layer_name(model: nn.Module) -> str:
+    """Module name of the classifier: ``model.output_layer`` (name or module) if set, else the last
+    Linear/Conv module in ``named_modules()`` order."""
+    declared = getattr(model, "output_layer", None)
+    if isinstance(declared, str):
+        return declared
+    last = None
+    for name, module in model.named_modules():
+        if declared is not None and module is declared:
+            return name
+        if isinstance(module, PRUNABLE_MODULES):
+            last = name
+    if last is None:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv layer; set model.output_layer")
+    return last
+
+
+def prunable_parameters(model: nn.Module, include_output: bool = True) -> Dict[str, nn.Parameter]:
+    """Weights of the Linear/Conv modules of ``model``, keyed by parameter name, in parameter order."""
+    weights = {id(m.weight) for m in model.modules()
+               if isinstance(m, PRUNABLE_MODULES) and isinstance(m.weight, nn.Parameter)}
+    if not include_output:
+        out = model.get_submodule(output_layer_name(model))
+        weights.discard(id(getattr(out, "weight", None)))
+    return {name: p for name, p in model.named_parameters() if id(p) in weights}
+
+
+def resolve_parameters(model: nn.Module, names) -> Dict[str, nn.Parameter]:
+    """Map mask names to ``model``'s parameters, seeing through DDP / torch.compile wrappers."""
+    params = dict(model.named_parameters())
+    found = {}
+    for name in names:
+        candidates = [name] + [pre + name for pre in _WRAPPER_PREFIXES] + ["_orig_mod.module." + name]
+        hit = next((params[c] for c in candidates if c in params), None)
+        if hit is None:
+            raise CheckpointError(f"the mask has an entry {name!r} that the model lacks; "
+                                  "use a mask made for this model")
+        found[name] = hit
+    return found
+
+
+class Mask(Mapping):
+    """Parameter name -> bool tensor of the parameter's shape (True = kept)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]):
+        self._t: Dict[str, torch.Tensor] = {k: v.detach().to(torch.bool) for k, v in tensors.items()}
+
+    @classmethod
+    def ones(cls, model_or_params: Union[nn.Module, Mapping[str, torch.Tensor]],
+             include_output: bool = True) -> "Mask":
+        params = model_or_params
+        if isinstance(model_or_params, nn.Module):
+            params = prunable_parameters(model_or_params, include_output)
+        return cls({k: torch.ones_like(p, dtype=torch.bool) for k, p in params.items()})
+
+    # -- mapping ------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._t[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._t)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __eq__(self, other: object) -> bool:
+        """Same names and identical tensors (exact comparison, across devices)."""
+        if not isinstance(other, Mapping) or set(self._t) != set(other.keys()):
+            return False
+        return all(torch.equal(t, other[k].to(t.device)) for k, t in self._t.items())
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Mask({len(self)} tensors, {self.num_kept()}/{self.num_total()} kept)"
+
+    # -- counts -------------------------------------------------------------------------------
+    def num_kept(self) -> int:
+        return sum(int(torch.count_nonzero(t)) for t in self._t.values())
+
+    def num_total(self) -> int:
+        return sum(t.numel() for t in self._t.values())
+
+    def density(self) -> float:
+        total = self.num_total()
+        return self.num_kept() / total if total else 1.0
+
+    def report(self) -> List[dict]:
+        """One row per tensor ``{name, shape, kept, total, density}`` and a final ``total`` row."""
+        rows = [{"name": k, "shape": tuple(t.shape), "kept": int(torch.count_nonzero(t)), "total": t.numel()}
+                for k, t in self._t.items()]
+        kept, total = sum(r["kept"] for r in rows), sum(r["total"] for r in rows)
+        rows.append({"name": "total", "shape": None, "kept": kept, "total": total})
+        for r in rows:
+            r["density"] = r["kept"] / r["total"] if r["total"] else 1.0
+        return rows
+
+    # -- composition --------------------------------------------------------------------------
+    def __and__(self, other: "Mask") -> "Mask":
+        """Intersection; a name present on one side only is taken from that side."""
+        out = dict(self._t)
+        for k, t in other.items():
+            out[k] = out[k] & t.to(out[k].device) if k in out else t
+        return Mask(out)
+
+    def issubset(self, other: "Mask") -> bool:
+        """True if every weight kept here is kept in ``other`` (missing names are all-ones)."""
+        for k in set(self._t) | set(other.keys()):
+            if k not in other:
+                continue
+            mine = self._t.get(k)
+            theirs = other[k]
+            if mine is None:
+                if not bool(theirs.all()):
+                    return False
+            elif bool((mine & ~theirs.to(mine.device)).any()):
+                return False
+        return True
+
+    def to(self, device) -> "Mask":
+        return Mask({k: t.to(device) for k, t in self._t.items()})
+
+    def apply_(self, model: nn.Module) -> None:
+        """Set the pruned weights of ``model`` to exactly zero, in place."""
+        params = resolve_parameters(model, self._t)
+        with torch.no_grad():
+            for k, p in params.items():
+                p.masked_fill_(~self._t[k].to(p.device), 0)
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return dict(self._t)
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "Mask":
+        return cls(state)
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write atomically: safetensors if ``path`` ends in ``.safetensors``, else ``torch.save``."""
+        path = Path(path)
+        tensors = {k: t.cpu().contiguous() for k, t in self._t.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if path.suffix == ".safetensors":
+                    from safetensors.torch import save
+                    f.write(save(tensors, metadata={"format": "ticketlab-mask"}))
+                else:
+                    torch.save(tensors, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "Mask":
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"mask file {path} does not exist; check the path or re-create the mask")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"mask file {path} is corrupt or unreadable ({type(exc).__name__}); "
+                                  "delete it and re-create the mask") from None
+        bad = not isinstance(state, dict) or any(
+            not isinstance(k, str) or not torch.is_tensor(v) or v.dtype != torch.bool for k, v in state.items())
+        if bad:
+            raise CheckpointError(f"{path} is not a mask file (expected name -> bool tensor); "
+                                  "pass a file written by Mask.save")
+        return cls(state)

@@ -1,0 +1,10 @@
+"""Training: the one loop (`Trainer`), its callbacks, optimizers, schedules and evaluation."""
+
+from ticketlab.train.callbacks import Callback, StepState
+from ticketlab.train.evaluate import evaluate
+from ticketlab.train.metrics import MetricsLog, read_metrics
+from ticketlab.train.optim import build_optimizer, lr_schedule
+from ticketlab.train.trainer import BEST, CHECKPOINT, FINAL, SUMMARY, Trainer
+
+__all__ = ["Callback", "StepState", "Trainer", "evaluate", "build_optimizer", "lr_schedule", "MetricsLog",
+           "read_metrics", "CHECKPOINT", "FINAL", "BEST", "SUMMARY"]

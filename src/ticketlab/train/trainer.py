@@ -1,0 +1,221 @@
+"""The training loop every method reuses.
+
+`Trainer.fit` trains one model on one `DataBundle` for ``cfg.steps``, optionally under a `MaskEnforcer`,
+and writes into ``out_dir``: ``metrics.jsonl`` (one line per evaluation), ``checkpoint.pt`` (resumable,
+removed at the end), ``final.pt`` and ``best.pt`` (model weights at the end and at the best validation
+accuracy) and ``summary.json``. An ``out_dir`` that already has a summary is finished: ``fit`` returns
+it without training. The loop keeps everything on the device: no ``.item()`` per step; the running
+training loss and accuracy are device tensors read only at evaluations.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ticketlab.config import TrainConfig
+from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
+from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.train.callbacks import Callback, StepState
+from ticketlab.train.evaluate import evaluate
+from ticketlab.train.metrics import MetricsLog
+from ticketlab.train.optim import build_optimizer, lr_schedule, set_lr
+from ticketlab.train.progress import Progress
+
+CHECKPOINT, FINAL, BEST, SUMMARY = "checkpoint.pt", "final.pt", "best.pt", "summary.json"
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: DataBundle,
+        cfg: TrainConfig,
+        *,
+        order_seed: int,
+        out_dir: Optional[Path] = None,
+        enforcer=None,
+        callbacks: Sequence[Callback] = (),
+        start_step: int = 0,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        progress: Optional[bool] = None,
+        label: str = "train",
+    ):
+        self.model, self.data, self.cfg = model, data, cfg
+        self.order_seed, self.enforcer, self.loss_fn = order_seed, enforcer, loss_fn
+        self.callbacks: List[Callback] = list(callbacks)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ipe = iters_per_epoch(len(data.train), cfg.batch_size)
+        self.total = cfg.steps.to_iters(self.ipe)
+        self.start_step = start_step
+        if not 0 <= start_step <= self.total:
+            raise ValueError(f"start step {start_step} lies outside the training length {self.total}")
+        self.optimizer = build_optimizer(model.parameters(), cfg)
+        self.lr_at = lr_schedule(cfg, self.ipe)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None)
+        self.progress = Progress(self.total, start_step, label, enabled=progress)
+        self.best: Dict[str, Any] = {}
+        self.step = start_step
+
+    # -- public -----------------------------------------------------------------------------------
+    def fit(self) -> Dict[str, Any]:
+        if self.out_dir is not None and (self.out_dir / SUMMARY).exists():
+            return read_json(self.out_dir / SUMMARY)
+        began = time.perf_counter()
+        device = self.data.train.x.device
+        self._loss_sum = torch.zeros((), device=device)
+        self._correct = torch.zeros((), device=device, dtype=torch.long)
+        self._count = 0
+        resumed = self._resume()
+        state = StepState(self.step, self.step // self.ipe, self.ipe, self.model, self.optimizer, self)
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_train_start(state)
+        if not resumed:
+            self._evaluate(state)
+        self._loop(state)
+        for cb in self.callbacks:
+            cb.on_train_end(state)
+        self.progress.close()
+        return self._finish(time.perf_counter() - began)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _loop(self, state: StepState) -> None:
+        cfg, model, opt, enforcer, callbacks = self.cfg, self.model, self.optimizer, self.enforcer, self.callbacks
+        train_x, train_y, n = self.data.train.x, self.data.train.y, len(self.data.train)
+        eval_every = cfg.eval_every.to_iters(self.ipe)
+        ckpt_every = cfg.checkpoint_every.to_iters(self.ipe)
+        bs, device = cfg.batch_size, train_x.device
+        perm, perm_epoch = None, -1
+        while self.step < self.total:
+            epoch, offset = divmod(self.step, self.ipe)
+            if epoch != perm_epoch:
+                perm, perm_epoch = epoch_permutation(n, self.order_seed, epoch, device), epoch
+            index = perm[offset * bs:(offset + 1) * bs]
+            x, y = train_x[index], train_y[index]
+            set_lr(opt, self.lr_at(self.step))
+            logits = model(x)
+            loss = self.loss_fn(logits, y)
+            state.step, state.epoch, state.x, state.y, state.index = self.step, epoch, x, y, index
+            if callbacks:
+                state.logits, state.loss = logits, loss
+                for cb in callbacks:
+                    term = cb.loss_term(state)
+                    if term is not None:
+                        loss = loss + term
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for cb in callbacks:
+                cb.after_backward(state)
+            if enforcer is not None:
+                enforcer.mask_grads()
+            opt.step()
+            if enforcer is not None:
+                enforcer.apply(opt)
+            self._accumulate(logits.detach(), y, loss.detach())
+            self.step = state.step = self.step + 1
+            for cb in callbacks:
+                cb.after_step(state)
+            if self.step % self.ipe == 0:
+                for cb in callbacks:
+                    cb.on_epoch_end(state)
+            self.progress.update()
+            if self.step % eval_every == 0 or self.step == self.total:
+                self._evaluate(state)
+            if self.out_dir is not None and self.step % ckpt_every == 0 and self.step < self.total:
+                self._save_checkpoint()
+
+    def _accumulate(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        """Running training loss and accuracy, kept on the device (read only at evaluations)."""
+        self._loss_sum.add_(loss.float(), alpha=len(y))
+        self._correct.add_((logits.argmax(1) == y).sum())
+        self._count += len(y)
+
+    # -- evaluation, checkpoints, summary ------------------------------------------------------------
+    def density(self) -> float:
+        return self.enforcer.mask.density() if self.enforcer is not None else 1.0
+
+    def _evaluate(self, state: StepState) -> Dict[str, Dict[str, float]]:
+        results: Dict[str, Dict[str, float]] = {}
+        if self._count:
+            results["train"] = {"loss": self._loss_sum.item() / self._count,
+                                "accuracy": self._correct.item() / self._count}
+            self._loss_sum.zero_(), self._correct.zero_()
+            self._count = 0
+        for split_name in ("val", "test"):
+            split = getattr(self.data, split_name)
+            if split is not None and len(split):
+                results[split_name] = evaluate(self.model, split.x, split.y)
+        density = self.density()
+        for split_name, values in results.items():
+            self.metrics.append(step=self.step, epoch=self.step / self.ipe, split=split_name, density=density, **values)
+        self._track_best(results)
+        self.progress.report(self.step, results)
+        for cb in self.callbacks:
+            cb.on_eval(state, results)
+        self.last_results = results
+        return results
+
+    def _track_best(self, results: Dict[str, Dict[str, float]]) -> None:
+        if "val" not in results:
+            return
+        if not self.best or results["val"]["accuracy"] > self.best["val_accuracy"]:
+            self.best = {"step": self.step, "val_accuracy": results["val"]["accuracy"],
+                         "test_accuracy": results.get("test", {}).get("accuracy")}
+            if self.out_dir is not None:
+                save_torch(self.model.state_dict(), self.out_dir / BEST)
+
+    def _save_checkpoint(self) -> None:
+        save_torch({
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "mask": self.enforcer.state_dict() if self.enforcer is not None else {},
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "best": self.best,
+            "metrics_lines": self.metrics.lines,
+            "running": [self._loss_sum.item(), self._correct.item(), self._count],
+        }, self.out_dir / CHECKPOINT)
+
+    def _resume(self) -> bool:
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists():
+            self.metrics.truncate(0)
+            return False
+        ckpt = load_torch(self.out_dir / CHECKPOINT, map_location=next(self.model.parameters()).device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.enforcer is not None:
+            self.enforcer.load_state_dict(ckpt["mask"])
+        for cb, cb_state in zip(self.callbacks, ckpt["callbacks"]):
+            cb.load_state_dict(cb_state)
+        self.step, self.best = ckpt["step"], ckpt["best"]
+        self.metrics.truncate(ckpt["metrics_lines"])
+        loss_sum, correct, self._count = ckpt["running"]
+        self._loss_sum.fill_(loss_sum), self._correct.fill_(correct)
+        self.progress.resume_at(self.step)
+        return True
+
+    def _finish(self, seconds: float) -> Dict[str, Any]:
+        final = {k: v for k, v in self.last_results.items() if k != "train"}
+        summary = {
+            "steps": self.total,
+            "start_step": self.start_step,
+            "iters_per_epoch": self.ipe,
+            "density": self.density(),
+            "final": final,
+            "final_test_accuracy": final.get("test", {}).get("accuracy"),
+            "best_val": self.best or None,
+            "test_accuracy_at_best_val": self.best.get("test_accuracy") if self.best else None,
+            "train_seconds": round(seconds, 3),
+        }
+        if self.out_dir is not None:
+            save_torch(self.model.state_dict(), self.out_dir / FINAL)
+            write_json(self.out_dir / SUMMARY, summary)
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+        return summary

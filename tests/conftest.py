@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("TICKETLAB_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _has_mnist(folder: Path) -> bool:
+    return all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in MNIST_FILES)
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    """The real MNIST (../shared/data/mnist beside the repository); skips when absent."""
+    if not _has_mnist(MNIST_DIR):
+        pytest.skip(f"real MNIST not found in {MNIST_DIR} (set TICKETLAB_TEST_MNIST to its folder)")
+    return MNIST_DIR
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_home(tmp_path_factory, monkeypatch):
+    """Keep tests away from the user's $TICKETLAB_DATA."""
+    monkeypatch.setenv("TICKETLAB_DATA", str(tmp_path_factory.getbasetemp() / "data-home"))

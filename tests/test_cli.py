@@ -1,0 +1,113 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ticketlab.cli import main
+
+
+def run_cli(*args, runs_dir=None):
+    argv = list(args) + (["--runs-dir", str(runs_dir)] if runs_dir is not None else [])
+    return subprocess.run([sys.executable, "-m", "ticketlab.cli", *argv], capture_output=True, text=True, timeout=300)
+
+
+def _snapshot(folder: Path):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli("train", "--preset", "digits_mlp", "--threads", "1", runs_dir=runs)
+    assert result.returncode == 0, result.stderr
+    return runs, result
+
+
+def test_digits_preset_reaches_95_percent(finished_run):
+    runs, result = finished_run
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_test_accuracy"] >= 0.95, summary
+    assert f"run directory: {run}" in result.stdout
+    for name in ("config.json", "manifest.json", "metrics.jsonl", "final.pt", "best.pt", "data.pt", "summary.json"):
+        assert (run / name).is_file(), name
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["torch"] == torch.__version__ and manifest["threads"] == 1
+    assert "test @ best val" in result.stdout
+
+
+def test_second_identical_command_does_no_work(finished_run):
+    runs, _ = finished_run
+    before = _snapshot(runs)
+    result = run_cli("train", "--preset", "digits_mlp", "--threads", "1", runs_dir=runs)
+    assert result.returncode == 0, result.stderr
+    assert _snapshot(runs) == before
+    assert "step" not in result.stderr  # no training progress lines
+
+
+def test_runs_list_and_show(finished_run, capsys):
+    runs, _ = finished_run
+    assert main(["runs", "list", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "digits" in out and "done" in out
+    name = next(p.name for p in runs.iterdir() if p.is_dir())
+    assert main(["runs", "show", name.split("_")[-1][:6], "--runs-dir", str(runs)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "done" and shown["config"]["data"]["dataset"] == "digits"
+
+
+def test_dry_run_prints_config_and_directory(tmp_path, capsys):
+    assert main(["train", "--preset", "mnist_lenet_300_100", "--train.lr", "0.05", "--dry-run",
+                 "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert '"lr": 0.05' in out and f"run directory: {tmp_path}/train_" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_every_field_with_preset_values(capsys):
+    assert main(["train", "--preset", "mnist_lenet_300_100_lth", "--help"]) == 0
+    out = capsys.readouterr().out
+    from ticketlab.config import iter_fields
+
+    for dotted, _, _ in iter_fields():
+        if dotted != "method":
+            assert f"--{dotted}" in out, dotted
+    assert "0.0012" in out and "adam" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--train.lrr", "0.1"], None),  # argparse: unrecognized arguments
+    (["--train.lr", "fast"], "train.lr must be a number"),
+    (["--prune.density", "0"], "prune.density=0.0 is out of range"),
+    (["--prune.density", "1.5"], "prune.density=1.5 is out of range"),
+    (["--data.dataset", "mnist", "--data.root", "/nonexistent/mnist"], "/nonexistent/mnist"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, finished_run):
+    runs, _ = finished_run
+    before = _snapshot(runs)
+    result = run_cli("train", *args, runs_dir=runs)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    if message is not None:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+    assert _snapshot(runs) == before
+
+
+def test_corrupt_checkpoint_exits_2_and_keeps_the_run(tmp_path):
+    args = ["train", "--preset", "digits_mlp", "--train.steps", "2ep", "--train.checkpoint_every", "1ep",
+            "--threads", "1", "--progress", "none", "--runs-dir", str(tmp_path)]
+    assert main(args) == 0
+    (run,) = list(tmp_path.iterdir())
+    (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    (run / "checkpoint.pt").write_bytes(b"\x00garbage")
+    before = _snapshot(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "ticketlab.cli", *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "checkpoint.pt is corrupt" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before

@@ -1,0 +1,165 @@
+import json
+import math
+
+import pytest
+import torch
+
+from ticketlab.config import DataConfig, ModelConfig, TrainConfig, merge
+from ticketlab.data import load_data
+from ticketlab.models import build_model
+from ticketlab.sparsity import MaskEnforcer, prune
+from ticketlab.steps import Steps
+from ticketlab.train import Callback, Trainer, lr_schedule, read_metrics
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(DataConfig(dataset="digits", val_size=180), noise_seed=0)
+
+
+def _model(data, seed=0):
+    return build_model(ModelConfig(name="mlp", hidden=(32,)), data.input_shape, data.num_classes, seed=seed)
+
+
+def _cfg(**kw):
+    base = dict(steps=Steps(3), batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                eval_every=Steps(1), checkpoint_every=Steps(1))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _KillAt(Callback):
+    def __init__(self, step):
+        self.at = step
+
+    def after_step(self, state):
+        if state.step == self.at:
+            raise KeyboardInterrupt
+
+
+def _sparse_trainer(data, cfg, out_dir, callbacks=()):
+    model = _model(data)
+    enforcer = MaskEnforcer(model, prune(model, 0.3, criterion="magnitude"))
+    return Trainer(model, data, cfg, order_seed=5, out_dir=out_dir, enforcer=enforcer, callbacks=callbacks,
+                   progress=False), model
+
+
+def test_killed_run_resumes_bit_identical(digits, tmp_path):
+    cfg = _cfg()
+    straight, model_a = _sparse_trainer(digits, cfg, tmp_path / "a")
+    summary_a = straight.fit()
+
+    killed, _ = _sparse_trainer(digits, cfg, tmp_path / "b", callbacks=[_KillAt(straight.ipe + 7)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert (tmp_path / "b" / "checkpoint.pt").exists() and not (tmp_path / "b" / "summary.json").exists()
+    resumed, model_b = _sparse_trainer(digits, cfg, tmp_path / "b")
+    summary_b = resumed.fit()
+
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert read_metrics(tmp_path / "a" / "metrics.jsonl") == read_metrics(tmp_path / "b" / "metrics.jsonl")
+    drop = ("train_seconds",)
+    assert {k: v for k, v in summary_a.items() if k not in drop} == {k: v for k, v in summary_b.items() if k not in drop}
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
+
+
+def test_finished_run_does_no_work(digits, tmp_path):
+    trainer, _ = _sparse_trainer(digits, _cfg(steps=Steps(1)), tmp_path)
+    first = trainer.fit()
+    stamp = (tmp_path / "metrics.jsonl").stat().st_mtime_ns
+
+    class Forbidden(Callback):
+        def on_train_start(self, state):
+            raise AssertionError("training started again")
+
+    again, _ = _sparse_trainer(digits, _cfg(steps=Steps(1)), tmp_path, callbacks=[Forbidden()])
+    assert again.fit() == first
+    assert (tmp_path / "metrics.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_pruned_weights_stay_zero_through_training(digits, tmp_path):
+    trainer, model = _sparse_trainer(digits, _cfg(optimizer="adam", lr=1e-3), tmp_path)
+    trainer.fit()
+    final = torch.load(tmp_path / "final.pt", weights_only=True)
+    for name, keep in trainer.enforcer.mask.items():
+        assert torch.count_nonzero(final[name][~keep.cpu()]) == 0
+        assert torch.count_nonzero(final[name][keep.cpu()]) > 0.9 * keep.sum()
+    assert trainer.density() == pytest.approx(0.3, abs=1e-3)
+
+
+def test_metrics_log_every_evaluation(digits, tmp_path):
+    trainer, _ = _sparse_trainer(digits, _cfg(steps=Steps(2), eval_every=Steps(0, 10)), tmp_path)
+    summary = trainer.fit()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    ipe = trainer.ipe
+    eval_steps = sorted({r["step"] for r in records})
+    assert eval_steps == sorted({0, *range(10, 2 * ipe, 10), 2 * ipe})
+    assert {r["split"] for r in records if r["step"] == 0} == {"val", "test"}
+    assert {r["split"] for r in records if r["step"] == 10} == {"train", "val", "test"}
+    last_test = [r for r in records if r["split"] == "test"][-1]
+    assert summary["final_test_accuracy"] == last_test["accuracy"]
+    assert all(set(r) >= {"step", "epoch", "split", "loss", "accuracy", "density"} for r in records)
+    best = max((r for r in records if r["split"] == "val"), key=lambda r: (r["accuracy"], -r["step"]))
+    assert summary["best_val"]["step"] == best["step"]
+    assert (tmp_path / "best.pt").exists()
+
+
+def test_step_order_and_dense_gradients_in_after_backward(digits):
+    model = _model(digits)
+    enforcer = MaskEnforcer(model, prune(model, 0.5))
+    events = []
+
+    class Recorder(Callback):
+        def on_train_start(self, state):
+            events.append("start")
+
+        def loss_term(self, state):
+            events.append("loss")
+            return None
+
+        def after_backward(self, state):
+            pruned = ~enforcer.mask["fc1.weight"]
+            events.append(("backward", bool(model.fc1.weight.grad[pruned].abs().sum() > 0)))
+
+        def after_step(self, state):
+            pruned = ~enforcer.mask["fc1.weight"]
+            events.append(("step", state.step, bool(model.fc1.weight[pruned].abs().sum() == 0)))
+
+        def on_epoch_end(self, state):
+            events.append("epoch")
+
+    Trainer(model, digits, _cfg(steps=Steps(0, 2)), order_seed=0, enforcer=enforcer, callbacks=[Recorder()],
+            progress=False).fit()
+    assert events == ["start", "loss", ("backward", True), ("step", 1, True), "loss", ("backward", True),
+                      ("step", 2, True)]
+
+
+def test_lr_schedules():
+    ipe = 10
+    multistep = lr_schedule(_cfg(schedule="multistep", milestones=(Steps(1), Steps(2)), lr=0.1), ipe)
+    assert [multistep(s) for s in (0, 9, 10, 19, 20)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    warm = lr_schedule(_cfg(warmup=Steps(0, 4), lr=0.2), ipe)
+    assert [warm(s) for s in (0, 1, 4, 9)] == pytest.approx([0.0, 0.05, 0.2, 0.2])
+    cosine = lr_schedule(_cfg(schedule="cosine", lr=1.0, steps=Steps(2)), ipe)
+    assert cosine(0) == 1.0 and cosine(10) == pytest.approx(0.5) and cosine(20) == pytest.approx(0.0)
+    piecewise = lr_schedule(_cfg(schedule="piecewise", piecewise="1:0.1,2:0.01"), ipe)
+    # before the first key the last value applies (DLTH's rule); keys are epochs
+    assert [piecewise(s) for s in (0, 10, 19, 20, 35)] == pytest.approx([0.01, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_start_step_continues_schedule_and_order(digits):
+    """A trainer started at step s (a rewind point) uses the schedule and batch order from s on."""
+    cfg = _cfg(steps=Steps(0, 6), schedule="multistep", milestones=(Steps(0, 3),), eval_every=Steps(0, 100))
+    seen = []
+
+    class Lr(Callback):
+        def after_backward(self, state):
+            seen.append((state.step, state.optimizer.param_groups[0]["lr"], state.index[:3].tolist()))
+
+    full = []
+    Trainer(_model(digits), digits, cfg, order_seed=1, callbacks=[Lr()], progress=False).fit()
+    full, seen[:] = list(seen), []
+    Trainer(_model(digits), digits, cfg, order_seed=1, callbacks=[Lr()], start_step=4, progress=False).fit()
+    assert seen == full[4:]
+    assert math.isclose(full[3][1], 0.005) and math.isclose(full[2][1], 0.05)
