@@ -280,6 +280,8 @@ def test_density_above_mask_rejected():
     mask = prune(model, 0.5)
     with pytest.raises(ConfigError, match="exceeds"):
         prune(model, 0.6, mask=mask)
+    again = prune(model, 0.33, mask=prune(model, 0.33))  # 0.33 * n rounds down: still allowed
+    assert again == prune(model, 0.33)
     with pytest.raises(ConfigError, match="scope"):
         prune(model, 0.5, scope="erk")
     with pytest.raises(ConfigError, match="magnitude"):

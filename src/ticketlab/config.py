@@ -57,8 +57,15 @@ class DataConfig:
 class ModelConfig:
     name: str = option("mlp", "architecture (see `ticketlab list models`)")
     hidden: Tuple[int, ...] = option((), "hidden widths of an MLP, e.g. 300,100 (empty: the model's default)")
+    depth: int = option(0, "depth of a Wide ResNet (0: the model's default)")
+    width: int = option(0, "width multiplier of a Wide ResNet or a ResNet (0: the model's default)")
+    shortcut: Literal["", "A", "B"] = option(
+        "", "CIFAR ResNet shortcuts: A parameter-free (default), B 1x1 conv ('': the model's default)")
+    stem: Literal["", "cifar", "imagenet"] = option(
+        "", "ResNet-18/34/50 stem: cifar 3x3 stride 1, imagenet 7x7 stride 2 + max-pool ('': the model's default)")
     init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"] = option(
         "kaiming_normal", "initialisation of Conv/Linear weights (biases 0)")
+    bn_init: Literal["ones", "uniform"] = option("ones", "BatchNorm weights: 1, or U(0, 1) as in OpenLTH (biases 0)")
     init_seed: Optional[int] = option(None, "seed of the initialisation (default: derived from --seed)")
 
 

@@ -19,6 +19,7 @@ from ticketlab.models.init import init_weights
 from ticketlab.registry import Registry
 
 MODELS: Registry = Registry("model")
+ARCHITECTURE_FIELDS = ("hidden", "depth", "width", "shortcut", "stem")  # ModelConfig fields passed as keywords
 register_model = MODELS.register
 
 
@@ -30,11 +31,14 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int, 
     """
     fn = MODELS.get(cfg.name)
     kwargs = {}
-    if cfg.hidden:
-        if not _accepts(fn, "hidden"):
-            raise ConfigError(f"model.hidden applies only to MLPs, but model {cfg.name!r} takes no hidden widths; "
-                              "drop --model.hidden or use --model.name mlp")
-        kwargs["hidden"] = tuple(cfg.hidden)
+    for key in ARCHITECTURE_FIELDS:
+        value = getattr(cfg, key)
+        if value in ((), 0, ""):
+            continue  # the model's own default
+        if not _accepts(fn, key):
+            hint = " (hidden widths apply only to MLPs; use --model.name mlp)" if key == "hidden" else ""
+            raise ConfigError(f"model.{key} does not apply to model {cfg.name!r}{hint}; drop --model.{key}")
+        kwargs[key] = tuple(value) if isinstance(value, tuple) else value
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # covers anything init_weights does not set
         model = fn(tuple(input_shape), num_classes, **kwargs)

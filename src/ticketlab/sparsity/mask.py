@@ -42,7 +42,7 @@ def prunable_parameters(model: nn.Module, include_output: bool = True) -> Dict[s
     """Weights of the Linear/Conv modules of ``model``, keyed by parameter name, in parameter order."""
     weights = {id(m.weight) for m in model.modules()
                if isinstance(m, PRUNABLE_MODULES) and isinstance(m.weight, nn.Parameter)}
-    if not include_output:
+    if not include_output and weights:
         out = model.get_submodule(output_layer_name(model))
         weights.discard(id(getattr(out, "weight", None)))
     return {name: p for name, p in model.named_parameters() if id(p) in weights}

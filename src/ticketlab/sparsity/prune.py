@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import ConfigError
-from ticketlab.sparsity.allocation import SCOPES, keep_counts, select_topk
+from ticketlab.sparsity.allocation import SCOPES, keep_counts, round_half_up, select_topk
 from ticketlab.sparsity.mask import Mask, output_layer_name, prunable_parameters
 from ticketlab.sparsity.scores import SCORERS
 
@@ -84,6 +84,6 @@ def _check_previous(mask: Mask, params, density: float) -> None:
     for name, p in params.items():
         total += p.numel()
         kept += int(torch.count_nonzero(mask[name])) if name in mask else p.numel()
-    if density > kept / total + 1e-12:
+    if round_half_up(density * total) > kept:
         raise ConfigError(f"prune density {density} exceeds the density {kept / total:.6g} of the given mask; "
                           "pruned weights are never regrown, so choose a density at most the mask's")

@@ -1,0 +1,62 @@
+"""The Python API shown in the README: prune any module, enforce in one's own loop, register additions."""
+
+import torch
+
+import ticketlab
+from ticketlab.config import merge
+
+
+def _user_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+def test_prune_any_module_and_train_in_own_loop(tmp_path):
+    model = _user_model()
+    mask = ticketlab.prune(model, 0.1, criterion="magnitude", scope="global")
+    n = 64 * 32 + 32 * 10
+    assert mask.num_kept() == round(0.1 * n) and mask.num_total() == n
+    mask.save(tmp_path / "mask.pt")
+    mask = ticketlab.Mask.load(tmp_path / "mask.pt")
+
+    opt = ticketlab.MaskedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), model, mask)
+    x, y = torch.randn(128, 1, 8, 8), torch.randint(0, 10, (128,))
+    first = None
+    for _ in range(50):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+    params = dict(model.named_parameters())
+    for name, keep in mask.items():
+        assert torch.count_nonzero(params[name][~keep]) == 0
+
+
+def test_layerwise_gradient_prune_of_user_module():
+    model = _user_model()
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    mask = ticketlab.prune(model, 0.25, criterion="gradient", scope="layer", batch=(x, y))
+    assert [r["kept"] for r in mask.report()[:-1]] == [512, 80]
+
+
+def test_register_model_and_dataset_are_usable_from_a_config(tmp_path):
+    @ticketlab.register_model(name="api_test_mlp")
+    def api_test_mlp(input_shape, num_classes):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, num_classes))
+
+    @ticketlab.register_dataset(name="api_test_blobs")
+    def api_test_blobs(root, download):
+        g = torch.Generator().manual_seed(0)
+        centers = torch.randn(3, 12, generator=g) * 3
+        y = torch.arange(300) % 3
+        x = centers[y] + torch.randn(300, 12, generator=g)
+        return ticketlab.data.RawData(x[:240].view(240, 1, 12), y[:240], x[240:].view(60, 1, 12), y[240:],
+                                      num_classes=3, mean=(0.0,), std=(1.0,), scale=1.0)
+
+    config = merge(ticketlab.RunConfig(), {"data": {"dataset": "api_test_blobs", "val_size": 40},
+                                           "model": {"name": "api_test_mlp"},
+                                           "train": {"steps": "5ep", "batch_size": 20, "lr": 0.05}})
+    run, summary = ticketlab.run_train(config, ticketlab.RunContext(runs_dir=tmp_path, progress=False))
+    assert run.path.parent == tmp_path and summary["final_test_accuracy"] > 0.9
