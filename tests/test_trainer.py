@@ -163,3 +163,26 @@ def test_start_step_continues_schedule_and_order(digits):
     Trainer(_model(digits), digits, cfg, order_seed=1, callbacks=[Lr()], start_step=4, progress=False).fit()
     assert seen == full[4:]
     assert math.isclose(full[3][1], 0.005) and math.isclose(full[2][1], 0.05)
+
+
+def test_cyclic_triangular_schedule_matches_sup_tickets_formula():
+    ipe, lr1, lr2 = 10, 0.001, 0.005
+    lr_at = lr_schedule(_cfg(schedule="cyclic", lr=lr1, cycle_lr=lr2, cycle=Steps(2)), ipe)
+    for step in range(0, 60):
+        tau = (step % 20) / 20
+        expected = lr1 * (1 - 2 * tau) + lr2 * 2 * tau if tau < 0.5 else lr1 * (2 * tau - 1) + lr2 * (2 - 2 * tau)
+        assert lr_at(step) == pytest.approx(expected, rel=1e-12)
+    assert lr_at(0) == pytest.approx(lr1) and lr_at(10) == pytest.approx(lr2) and lr_at(20) == pytest.approx(lr1)
+
+
+def test_label_smoothing_is_the_training_loss(digits):
+    seen = []
+
+    class Loss(Callback):
+        def after_backward(self, state):
+            expected = torch.nn.functional.cross_entropy(state.logits, state.y, label_smoothing=0.1)
+            seen.append(torch.equal(state.loss, expected))
+
+    Trainer(_model(digits), digits, _cfg(steps=Steps(0, 3), label_smoothing=0.1), order_seed=0, callbacks=[Loss()],
+            progress=False).fit()
+    assert seen == [True, True, True]

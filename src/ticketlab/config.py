@@ -78,14 +78,20 @@ class TrainConfig:
     momentum: float = option(0.0, "SGD momentum")
     nesterov: bool = option(False, "Nesterov momentum (SGD)")
     weight_decay: float = option(0.0, "weight decay")
-    schedule: Literal["constant", "multistep", "cosine", "piecewise"] = option(
+    schedule: Literal["constant", "multistep", "cosine", "piecewise", "cyclic"] = option(
         "constant", "learning-rate schedule")
     milestones: Tuple[Steps, ...] = option((), "multistep milestones, e.g. 80ep,120ep")
     gamma: float = option(0.1, "multistep decay factor")
     warmup: Steps = option(Steps(), "linear warm-up length (factor step/warmup, 0 at step 0)")
     piecewise: str = option("", "piecewise lr 'epoch:lr,...', e.g. 0:0.1,100:0.01")
+    cycle: Steps = option(Steps(), "cyclic: length of one triangular cycle (lr at its ends, cycle_lr mid-way)")
+    cycle_lr: float = option(0.0, "cyclic: learning rate at the middle of each cycle")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
+    amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision on CUDA (ignored on CPU)")
     eval_every: Steps = option(Steps(1), "evaluation interval (validation and test)")
     checkpoint_every: Steps = option(Steps(1), "interval of resumable checkpoints", hash=False)
+    channels_last: bool = option(True, "channels_last memory format for conv nets on CUDA", hash=False)
+    compile: bool = option(False, "torch.compile the model (CUDA; first steps pay the compile time)", hash=False)
 
     def __post_init__(self):
         if self.steps.is_zero:
@@ -100,6 +106,9 @@ class TrainConfig:
             raise ConfigError("train.checkpoint_every must be positive, e.g. --train.checkpoint_every 1ep")
         if self.schedule == "piecewise":
             parse_piecewise(self.piecewise)
+        _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        if self.schedule == "cyclic" and (self.cycle.is_zero or self.cycle_lr <= 0):
+            raise ConfigError("train.schedule=cyclic needs --train.cycle (e.g. 8ep) and --train.cycle_lr > 0")
         if self.schedule == "multistep" and not self.milestones:
             raise ConfigError("train.schedule=multistep needs --train.milestones, e.g. 80ep,120ep")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):

@@ -42,7 +42,7 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int, 
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # covers anything init_weights does not set
         model = fn(tuple(input_shape), num_classes, **kwargs)
-    init_weights(model, cfg.init, seed)
+    init_weights(model, cfg.init, seed, bn_init=cfg.bn_init)
     return model
 
 

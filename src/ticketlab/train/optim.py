@@ -34,12 +34,15 @@ def lr_schedule(cfg: TrainConfig, iters_per_epoch: int) -> Callable[[int], float
     multistep: ``lr * gamma ** (#milestones <= step)`` (the drop applies at the milestone itself);
     cosine: ``lr * (1 + cos(pi * step / total)) / 2``; piecewise: the value of the last key (in epochs)
     at or before the current epoch, or of the last key before the first one (DLTH's rule); warm-up
-    multiplies by ``step / warmup`` until it reaches 1 (0 at step 0).
+    multiplies by ``step / warmup`` until it reaches 1 (0 at step 0); cyclic (Sup-tickets' triangle):
+    with ``t`` the position within the cycle in [0, 1), ``lr`` at t = 0 rising linearly to ``cycle_lr``
+    at t = 0.5 and back.
     """
     total = cfg.steps.to_iters(iters_per_epoch)
     warmup = cfg.warmup.to_iters(iters_per_epoch)
     milestones = sorted(m.to_iters(iters_per_epoch) for m in cfg.milestones)
     pieces = parse_piecewise(cfg.piecewise) if cfg.schedule == "piecewise" else ()
+    cycle = cfg.cycle.to_iters(iters_per_epoch)
 
     def base(step: int) -> float:
         if cfg.schedule == "multistep":
@@ -51,6 +54,10 @@ def lr_schedule(cfg: TrainConfig, iters_per_epoch: int) -> Callable[[int], float
             keys = [k for k, _ in pieces]
             position = bisect.bisect_right(keys, epoch) - 1
             return pieces[position][1] if position >= 0 else pieces[-1][1]
+        if cfg.schedule == "cyclic":
+            t = (step % cycle) / cycle
+            rise = 2 * t if t < 0.5 else 2 - 2 * t
+            return cfg.lr * (1 - rise) + cfg.cycle_lr * rise
         return cfg.lr
 
     def lr_at(step: int) -> float:

@@ -10,6 +10,7 @@ training loss and accuracy are device tensors read only at evaluations.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.train.accel import Accelerator
 from ticketlab.train.callbacks import Callback, StepState
 from ticketlab.train.evaluate import evaluate
 from ticketlab.train.metrics import MetricsLog
@@ -41,12 +43,13 @@ class Trainer:
         enforcer=None,
         callbacks: Sequence[Callback] = (),
         start_step: int = 0,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         progress: Optional[bool] = None,
         label: str = "train",
     ):
         self.model, self.data, self.cfg = model, data, cfg
-        self.order_seed, self.enforcer, self.loss_fn = order_seed, enforcer, loss_fn
+        self.order_seed, self.enforcer = order_seed, enforcer
+        self.loss_fn = loss_fn or functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
         self.callbacks: List[Callback] = list(callbacks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None:
@@ -57,6 +60,7 @@ class Trainer:
         if not 0 <= start_step <= self.total:
             raise ValueError(f"start step {start_step} lies outside the training length {self.total}")
         self.optimizer = build_optimizer(model.parameters(), cfg)
+        self.accel = Accelerator(model, cfg, data.train.x.device)
         self.lr_at = lr_schedule(cfg, self.ipe)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None)
         self.progress = Progress(self.total, start_step, label, enabled=progress)
@@ -87,7 +91,8 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def _loop(self, state: StepState) -> None:
-        cfg, model, opt, enforcer, callbacks = self.cfg, self.model, self.optimizer, self.enforcer, self.callbacks
+        cfg, opt, enforcer, callbacks, accel = self.cfg, self.optimizer, self.enforcer, self.callbacks, self.accel
+        forward, augment = accel.forward, getattr(self.data, "augment", None)
         train_x, train_y, n = self.data.train.x, self.data.train.y, len(self.data.train)
         eval_every = cfg.eval_every.to_iters(self.ipe)
         ckpt_every = cfg.checkpoint_every.to_iters(self.ipe)
@@ -99,9 +104,13 @@ class Trainer:
                 perm, perm_epoch = epoch_permutation(n, self.order_seed, epoch, device), epoch
             index = perm[offset * bs:(offset + 1) * bs]
             x, y = train_x[index], train_y[index]
+            if augment is not None:
+                x = augment(x, self.step)
+            x = accel.prepare_batch(x)
             set_lr(opt, self.lr_at(self.step))
-            logits = model(x)
-            loss = self.loss_fn(logits, y)
+            with accel.autocast():
+                logits = forward(x)
+                loss = self.loss_fn(logits, y)
             state.step, state.epoch, state.x, state.y, state.index = self.step, epoch, x, y, index
             if callbacks:
                 state.logits, state.loss = logits, loss
@@ -110,12 +119,13 @@ class Trainer:
                     if term is not None:
                         loss = loss + term
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            accel.backward(loss)
+            accel.unscale(opt)
             for cb in callbacks:
                 cb.after_backward(state)
             if enforcer is not None:
                 enforcer.mask_grads()
-            opt.step()
+            accel.step(opt)
             if enforcer is not None:
                 enforcer.apply(opt)
             self._accumulate(logits.detach(), y, loss.detach())
@@ -151,7 +161,8 @@ class Trainer:
         for split_name in ("val", "test"):
             split = getattr(self.data, split_name)
             if split is not None and len(split):
-                results[split_name] = evaluate(self.model, split.x, split.y)
+                results[split_name] = evaluate(self.accel.forward, split.x, split.y, autocast=self.accel.autocast,
+                                               prepare=self.accel.prepare_batch, mode_of=self.model)
         density = self.density()
         for split_name, values in results.items():
             self.metrics.append(step=self.step, epoch=self.step / self.ipe, split=split_name, density=density, **values)
