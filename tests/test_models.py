@@ -9,8 +9,11 @@ from ticketlab.errors import ConfigError
 from ticketlab.models import (INIT_SCHEMES, MODELS, build_model, init_weights, output_layer_name,
                               register_model)
 
-SHAPES = {"conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32), "mnist1d_cnn": (1, 40)}
 PART1 = {"mlp", "lenet_300_100", "conv2", "conv4", "conv6", "mnist1d_cnn"}
+CIFAR = {"vgg11", "vgg13", "vgg16", "vgg19", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+         "resnet18", "resnet34", "resnet50", "wrn", "wrn_28_10", "wrn_16_8"}
+SHAPES = {"mnist1d_cnn": (1, 40), **{name: (3, 32, 32) for name in CIFAR | {"conv2", "conv4", "conv6"}}}
+OPTIONS = {"wrn": dict(depth=10, width=2)}  # the generic entry at a cheap size; wrn_28_10 runs at full size
 
 
 def shape_for(name):
@@ -21,14 +24,14 @@ def n_params(model, suffix=""):
     return sum(p.numel() for k, p in model.named_parameters() if k.endswith(suffix))
 
 
-def test_part1_models_registered():
-    assert PART1 <= set(MODELS.names())
+def test_builtin_models_registered():
+    assert PART1 | CIFAR <= set(MODELS.names())
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_model_builds_runs_and_names_its_output_layer(name):
     shape = shape_for(name)
-    model = build_model(ModelConfig(name=name), shape, 7, seed=0)
+    model = build_model(ModelConfig(name=name, **OPTIONS.get(name, {})), shape, 7, seed=0)
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
     out = model(x)
     assert out.shape == (2, 7)
@@ -155,7 +158,7 @@ def test_unknown_model_lists_names():
 
 @pytest.mark.parametrize("name", ["conv4", "mnist1d_cnn", "lenet_300_100"])
 def test_hidden_on_non_mlp_is_rejected(name):
-    with pytest.raises(ConfigError, match="model.hidden applies only to MLPs"):
+    with pytest.raises(ConfigError, match="model.hidden does not apply .* only to MLPs"):
         build_model(ModelConfig(name=name, hidden=(10,)), shape_for(name), 10, seed=0)
 
 

@@ -176,13 +176,13 @@ def resnet56(input_shape: Tuple[int, ...], num_classes: int, width: int = 16, sh
 
 @register_model
 def resnet110(input_shape: Tuple[int, ...], num_classes: int, width: int = 16, shortcut: str = "A") -> ResNet:
-    """ResNet-110 for CIFAR: 1,730,714 parameters (option A, 10 classes)."""
+    """ResNet-110 for CIFAR: 1,727,962 parameters (option A, 10 classes)."""
     return cifar_resnet(input_shape, num_classes, 18, width, shortcut)
 
 
 @register_model
 def resnet18(input_shape: Tuple[int, ...], num_classes: int, width: int = 64, stem: str = "cifar") -> ResNet:
-    """ResNet-18: 11,173,962 parameters (10 classes; the stem does not change the count at 3 channels... see tests)."""
+    """ResNet-18: 11,173,962 parameters (CIFAR stem, 10 classes); 11,689,512 as torchvision's ImageNet model."""
     return torchvision_resnet(input_shape, num_classes, BasicBlock, (2, 2, 2, 2), width, stem)
 
 
@@ -194,5 +194,5 @@ def resnet34(input_shape: Tuple[int, ...], num_classes: int, width: int = 64, st
 
 @register_model
 def resnet50(input_shape: Tuple[int, ...], num_classes: int, width: int = 64, stem: str = "cifar") -> ResNet:
-    """ResNet-50 (Bottleneck): 25,557,032 parameters with the ImageNet stem and 1000 classes."""
+    """ResNet-50 (Bottleneck): 23,520,842 parameters (CIFAR stem, 10 classes); 25,557,032 as torchvision's."""
     return torchvision_resnet(input_shape, num_classes, Bottleneck, (3, 4, 6, 3), width, stem)
