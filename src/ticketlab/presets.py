@@ -73,6 +73,41 @@ for _prefix, _dataset in (("mnist", "mnist"), ("fashion", "fashion_mnist")):
                         replace(_base, data=replace(_base.data, dataset=_dataset)))
 
 
+# -- CIFAR, Tiny-ImageNet ---------------------------------------------------------------------------
+def _cifar(dataset: str, model: ModelConfig, epochs: int, milestones, weight_decay: float, **prune) -> RunConfig:
+    """SGD 0.1, momentum 0.9, batch 128, x0.1 at the milestones; pad-crop + flip; 5,000 validation images."""
+    return RunConfig(
+        data=DataConfig(dataset=dataset, val_size=5000, augment=True),
+        model=model,
+        train=TrainConfig(steps=Steps(epochs), batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
+                          weight_decay=weight_decay, schedule="multistep",
+                          milestones=tuple(Steps(m) for m in milestones), amp="bf16"),
+        prune=PruneConfig(**prune),
+    )
+
+
+# Sparse Double Descent / OpenLTH cifar_resnet_20: 160 epochs, 80/120, wd 1e-4; global magnitude pruning
+# of 20% per level including the output layer. Option-A shortcuts as in DLTH and PrAC (--model.shortcut B: OpenLTH).
+register_preset("cifar10_resnet20", _cifar("cifar10", ModelConfig(name="resnet20"), 160, (80, 120), 1e-4))
+# PrAC's IMP schedule (182 epochs, 91/136, wd 1e-4) on its option-A ResNet-56.
+register_preset("cifar10_resnet56", _cifar("cifar10", ModelConfig(name="resnet56"), 182, (91, 136), 1e-4))
+# Sparse Double Descent cifar_vgg_16: 160 epochs, 80/120, wd 1e-4, output layer (fc) not pruned.
+register_preset("cifar10_vgg16", _cifar("cifar10", ModelConfig(name="vgg16"), 160, (80, 120), 1e-4, output_rate=0.0))
+# PrAC / Lottery Pools CIFAR-100 IMP schedule on option-A ResNet-32.
+register_preset("cifar100_resnet32", _cifar("cifar100", ModelConfig(name="resnet32"), 182, (91, 136), 1e-4))
+# DLTH README setting (ResNet-56, CIFAR-100): wd 5e-4, 200 epochs with lr 0.1 -> 0.01 at 100 -> 0.001 at 150.
+register_preset("cifar100_resnet56", _cifar("cifar100", ModelConfig(name="resnet56"), 200, (100, 150), 5e-4,
+                                            scope="layer"))
+# Sparse Double Descent cifar_pytorch_resnet_18 (3x3 stem, no max-pool): 160 epochs, 80/120, wd 1e-4.
+register_preset("cifar100_resnet18", _cifar("cifar100", ModelConfig(name="resnet18", stem="cifar"), 160, (80, 120),
+                                            1e-4))
+# PrAC / Lottery Pools Tiny-ImageNet ResNet-18 (64x64 images from an imagefolder tree, 10,000 validation
+# images as PrAC's 90k/10k split): 182 epochs, 91/136, wd 1e-4.
+register_preset("tiny_imagenet_resnet18", replace(
+    _cifar("imagefolder", ModelConfig(name="resnet18", stem="cifar"), 182, (91, 136), 1e-4),
+    data=DataConfig(dataset="imagefolder", val_size=10000, augment=True)))
+
+
 def describe_presets() -> Dict[str, str]:
     """One line per preset: data set, model, optimizer and length."""
     out = {}
