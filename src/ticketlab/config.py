@@ -26,8 +26,37 @@ def option(default, help: str, hash: bool = True, **kwargs):
     return field(default=default, metadata={"help": help, "hash": hash}, **kwargs)
 
 
+class Section:
+    """Base of the config dataclasses: values are coerced to the annotated types, then validated.
+
+    So ``TrainConfig(steps="40ep")`` in Python means the same as ``--train.steps 40ep`` on the command
+    line, and a wrong type fails at construction, naming the field.
+    """
+
+    def __post_init__(self):
+        types = field_types(type(self))
+        for f in dataclasses.fields(self):
+            value, tp = getattr(self, f.name), types[f.name]
+            if is_section(tp):
+                if isinstance(value, Mapping):
+                    object.__setattr__(self, f.name, from_mapping(tp, value, f.name + "."))
+                elif not isinstance(value, tp):
+                    raise ConfigError(f"{f.name} must be a {tp.__name__} or a table of its fields; got {value!r}")
+            else:
+                object.__setattr__(self, f.name, coerce(f"{_section_name(self)}{f.name}", tp, value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Range and consistency checks; raise `ConfigError` naming the field and the fix."""
+
+
+def _section_name(obj) -> str:
+    name = type(obj).__name__.replace("Config", "").lower()
+    return "" if name == "run" else name + "."
+
+
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     dataset: str = option("digits", "data source (see `ticketlab list datasets`)")
     val_size: int = option(0, "examples carved from the training set for validation")
     subset: float = option(1.0, "fraction of the training split kept, in (0, 1]")
@@ -38,11 +67,12 @@ class DataConfig:
     split_seed: int = option(0, "seed of the validation split and subset (fixed across replicates)")
     noise_seed: Optional[int] = option(None, "seed of the label noise (default: derived from --seed)")
     order_seed: Optional[int] = option(None, "seed of the batch order (default: derived from --seed)")
+    augment_seed: Optional[int] = option(None, "seed of the augmentation (default: derived from --seed)")
     root: Optional[str] = option(None, "folder of this data set's files (default $TICKETLAB_DATA/<name>)",
                                  hash=False)
     download: bool = option(False, "download missing files from the official source", hash=False)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         _check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)
         _check_range("data.noise_rate", self.noise_rate, 0.0, 1.0)
         _check_range("data.val_size", self.val_size, 0, math.inf)
@@ -54,7 +84,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
     name: str = option("mlp", "architecture (see `ticketlab list models`)")
     hidden: Tuple[int, ...] = option((), "hidden widths of an MLP, e.g. 300,100 (empty: the model's default)")
     depth: int = option(0, "depth of a Wide ResNet (0: the model's default)")
@@ -70,7 +100,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     steps: Steps = option(Steps(40), "training length (40ep, 1000it, 2ep100it)")
     batch_size: int = option(128, "examples per step")
     optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "optimizer")
@@ -93,7 +123,7 @@ class TrainConfig:
     channels_last: bool = option(True, "channels_last memory format for conv nets on CUDA", hash=False)
     compile: bool = option(False, "torch.compile the model (CUDA; first steps pay the compile time)", hash=False)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if self.steps.is_zero:
             raise ConfigError("train.steps must be positive, e.g. --train.steps 40ep")
         _check_range("train.batch_size", self.batch_size, 1, math.inf)
@@ -116,7 +146,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(Section):
     density: float = option(1.0, "fraction of prunable weights kept, in (0, 1]; 1 = dense")
     criterion: Literal["magnitude", "gradient", "random"] = option(
         "magnitude", "score: |w|, |w * dL/dw| on one batch, or random")
@@ -127,20 +157,44 @@ class PruneConfig:
     fraction: float = option(0.2, "fraction pruned per level in iterative pruning, in (0, 1)")
     seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
 
-    def __post_init__(self):
+    def validate(self) -> None:
         _check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
         _check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
         _check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class LotteryConfig(Section):
+    retrain: Literal["rewind", "lr-rewind", "finetune", "scratch"] = option(
+        "rewind", "how each level k >= 1 retrains after pruning")
+    rewind: Steps = option(Steps(), "rewind point: weights (rewind) or schedule (lr-rewind) restart at this step")
+    finetune_lr: float = option(0.0, "finetune: constant learning rate of levels k >= 1 (0: train.lr)")
+    finetune_steps: Steps = option(Steps(), "finetune: training length of levels k >= 1 (0: train.steps)")
+
+    def validate(self) -> None:
+        _check_range("lottery.finetune_lr", self.finetune_lr, 0.0, math.inf)
+
+
+@dataclass(frozen=True)
+class BranchConfig(Section):
+    """An ablation on a finished lottery trunk; names the branch directory, not the trunk."""
+
+    name: Literal["retrain", "reinit", "random-prune", "oneshot"] = option("reinit", "which ablation")
+    regain: Steps = option(Steps(), "retrain: step at which pruned weights become trainable (0: train.steps)")
+    steps: Steps = option(Steps(), "retrain: total training length (0: twice train.steps)")
+    layerwise: bool = option(True, "random-prune: keep each layer's count (false: only the global count)")
+    seed: Optional[int] = option(None, "seed of the branch's new initialisation or random mask (default: derived)")
+
+
+@dataclass(frozen=True)
+class RunConfig(Section):
     method: str = option("train", "what the run does (set by the command)")
     seed: int = option(0, "master seed; init, data order, noise and pruning seeds derive from it")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    lottery: LotteryConfig = field(default_factory=LotteryConfig)
 
     # -- seeds ---------------------------------------------------------------------------------
     def derived_seed(self, purpose: str, explicit: Optional[int] = None) -> int:
@@ -161,6 +215,10 @@ class RunConfig:
     @property
     def noise_seed(self) -> int:
         return self.derived_seed("noise", self.data.noise_seed)
+
+    @property
+    def augment_seed(self) -> int:
+        return self.derived_seed("augment", self.data.augment_seed)
 
     @property
     def prune_seed(self) -> int:
@@ -336,6 +394,11 @@ def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
         return dataclasses.replace(base, **changes)
     except TypeError as exc:  # pragma: no cover - guarded by the name check above
         raise ConfigError(str(exc)) from None
+
+
+def branch_hash(branch: BranchConfig) -> str:
+    canonical = json.dumps(_hashed_fields(branch), sort_keys=True, separators=(",", ":"))
+    return hashlib.md5(canonical.encode()).hexdigest()[:8]
 
 
 def iter_fields(cls=RunConfig, prefix: str = ""):

@@ -18,9 +18,15 @@ from ticketlab.train import Trainer
 DATA_STATE, MASK = "data.pt", "mask.pt"
 
 
+def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
+    """Load the data; raises on bad input before anything is written."""
+    return load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device,
+                     augment_seed=config.augment_seed)
+
+
 def prepare(config: RunConfig, ctx: RunContext) -> Tuple[DataBundle, torch.nn.Module]:
     """Load the data and build the initial model; raises on bad input before anything is written."""
-    data = load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device)
+    data = prepare_data(config, ctx)
     model = build_model(config.model, data.input_shape, data.num_classes, seed=config.init_seed)
     return data, model.to(ctx.torch_device)
 

@@ -46,6 +46,7 @@ class Trainer:
         loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         progress: Optional[bool] = None,
         label: str = "train",
+        summary_extra: Optional[Dict[str, Any]] = None,
     ):
         self.model, self.data, self.cfg = model, data, cfg
         self.order_seed, self.enforcer = order_seed, enforcer
@@ -66,6 +67,7 @@ class Trainer:
         self.progress = Progress(self.total, start_step, label, enabled=progress)
         self.best: Dict[str, Any] = {}
         self.step = start_step
+        self.summary_extra = dict(summary_extra or {})
 
     # -- public -----------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
@@ -215,6 +217,7 @@ class Trainer:
     def _finish(self, seconds: float) -> Dict[str, Any]:
         final = {k: v for k, v in self.last_results.items() if k != "train"}
         summary = {
+            **self.summary_extra,
             "steps": self.total,
             "start_step": self.start_step,
             "iters_per_epoch": self.ipe,

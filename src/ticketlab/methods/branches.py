@@ -1,0 +1,170 @@
+"""`ticketlab branch`: ablations on a finished lottery trunk, stored under each level.
+
+Each branch is a function ``(lottery, branch, level) -> Plan`` registered in `BRANCHES`; the shared
+`run_branch` writes the plan's mask and start weights, then trains with the trunk's `Lottery.fit`.
+
+- ``retrain`` (re-dense): the level's ticket from its start weights; at ``branch.regain`` the mask becomes
+  all ones and the pruned weights train from exactly 0 with fresh optimizer state until ``branch.steps``;
+- ``reinit``: the level's mask on a new initialisation, main schedule from the trunk's start step;
+- ``random-prune``: the level's per-layer (or global) count at random positions, from the rewind point;
+- ``oneshot``: the level-0 dense model pruned once to the level's density, retrained as the trunk does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import torch
+
+from ticketlab.config import BranchConfig, TrainConfig, branch_hash, to_jsonable
+from ticketlab.errors import ConfigError
+from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.methods.lottery import Lottery, masked
+from ticketlab.registry import Registry
+from ticketlab.sparsity import Mask, select_topk
+from ticketlab.steps import Steps
+from ticketlab.train import Callback
+
+BRANCHES: Registry = Registry("branch")
+
+
+@dataclass
+class Plan:
+    mask: Mask
+    start: Dict[str, torch.Tensor]
+    cfg: TrainConfig
+    start_step: int
+    callbacks: List[Callback] = field(default_factory=list)
+
+
+def branch_dir(lottery: Lottery, branch: BranchConfig, level: int) -> Path:
+    return lottery.level_dir(level) / f"branch_{branch.name}_{branch_hash(branch)}"
+
+
+def check_levels(lottery: Lottery, levels: Sequence[int]) -> None:
+    """Every requested level must be a finished trunk level (checked before any work)."""
+    missing = [k for k in levels if not (lottery.level_dir(k) / "summary.json").exists()]
+    if missing:
+        raise ConfigError(f"trunk levels {missing} of {lottery.path} are not finished; run `ticketlab lottery` with the "
+                          f"same flags and --levels {max(missing)} first")
+
+
+def run_branch(lottery: Lottery, branch: BranchConfig, level: int) -> Dict[str, Any]:
+    out = branch_dir(lottery, branch, level)
+    if (out / "summary.json").exists():
+        return read_json(out / "summary.json")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "branch.json", to_jsonable(branch))
+    plan = BRANCHES.get(branch.name)(lottery, branch, level)
+    if not (out / "mask.pt").exists():
+        plan.mask.save(out / "mask.pt")
+        save_torch(masked(plan.start, plan.mask), out / "start.pt")
+    extra = {"level": level, "branch": branch.name, "mode": lottery.config.lottery.retrain,
+             "target_density": lottery.density(level)}
+    return lottery.fit(out, load_torch(out / "start.pt"), Mask.load(out / "mask.pt"), plan.cfg, plan.start_step,
+                       extra, plan.callbacks)
+
+
+def _seed(lottery: Lottery, branch: BranchConfig, level: int) -> int:
+    base = branch.seed if branch.seed is not None else lottery.seed(f"branch-{branch.name}")
+    return lottery.config.derived_seed(f"{base}:{level}")
+
+
+def _main_schedule(lottery: Lottery):
+    mode = lottery.config.lottery.retrain
+    return lottery.config.train, (lottery.rewind_step if mode in ("rewind", "lr-rewind") else 0)
+
+
+@BRANCHES.register(name="reinit")
+def reinit(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
+    cfg, start_step = _main_schedule(lottery)
+    fresh = lottery.make_model(_seed(lottery, branch, level)).state_dict()
+    return Plan(lottery.level_mask(level), fresh, cfg, start_step)
+
+
+@BRANCHES.register(name="random-prune")
+def random_prune(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
+    ticket = lottery.level_mask(level)
+    generator = torch.Generator().manual_seed(_seed(lottery, branch, level))
+    scores = {name: torch.rand(keep.shape, generator=generator) for name, keep in ticket.items()}
+    counts = {name: int(keep.sum()) for name, keep in ticket.items()}
+    kept = select_topk(scores, counts if branch.layerwise else sum(counts.values()))
+    cfg, start_step = _main_schedule(lottery)
+    return Plan(Mask(kept), lottery.rewind_weights(), cfg, start_step)
+
+
+class RegainDense(Callback):
+    """At step ``at`` make every weight trainable again: the mask becomes all ones (regrown weights at 0)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def _regain(self, state) -> None:
+        enforcer = state.trainer.enforcer
+        if enforcer is not None and state.step >= self.at and enforcer.mask.num_kept() < enforcer.mask.num_total():
+            enforcer.set_mask(Mask({k: torch.ones_like(v) for k, v in enforcer.mask.items()}), state.optimizer)
+
+    on_train_start = after_step = _regain
+
+
+@BRANCHES.register(name="retrain")
+def retrain(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
+    train = lottery.config.train
+    total = branch.steps if not branch.steps.is_zero else Steps(2 * train.steps.ep, 2 * train.steps.it)
+    regain = (branch.regain if not branch.regain.is_zero else train.steps).to_iters(lottery.ipe)
+    cfg = replace(train, steps=total)
+    _, start_step = lottery.level_schedule(level)
+    if regain > cfg.steps.to_iters(lottery.ipe):
+        raise ConfigError(f"branch.regain ({branch.regain}) lies after branch.steps ({total}); choose a regain step "
+                          "within the training length")
+    start = load_torch(lottery.level_dir(level) / "start.pt")
+    return Plan(lottery.level_mask(level), start, cfg, start_step, [RegainDense(regain)])
+
+
+@BRANCHES.register(name="oneshot")
+def oneshot(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
+    dense_final = lottery.final_weights(0)
+    mask = lottery.prune_to(level, dense_final, None)
+    mode = lottery.config.lottery.retrain
+    if mode == "rewind":
+        start = lottery.rewind_weights()
+    elif mode == "scratch":
+        start = lottery.make_model(lottery.seed(f"scratch{level}")).state_dict()
+    else:
+        start = dense_final
+    cfg, start_step = lottery.level_schedule(level)
+    return Plan(mask, start, cfg, start_step)
+
+
+def parse_levels(text: str) -> List[int]:
+    """``"1,3-5"`` -> [1, 3, 4, 5]."""
+    levels: List[int] = []
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        try:
+            if "-" in part:
+                low, high = (int(v) for v in part.split("-"))
+                levels.extend(range(low, high + 1))
+            else:
+                levels.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--levels {text!r} is not a list of levels; write e.g. 1,3-5") from None
+    if not levels or min(levels) < 0:
+        raise ConfigError(f"--levels {text!r} names no level; write e.g. 1,3-5")
+    return sorted(set(levels))
+
+
+def run_branches(config, branch: BranchConfig, levels: Sequence[int], ctx) -> Path:
+    """Run ``branch`` on the finished trunk levels ``levels`` of the lottery run of ``config``."""
+    from ticketlab.methods.lottery import open_lottery
+    from ticketlab.runs import CONFIG
+
+    trunk = Path(ctx.runs_dir) / config.run_name
+    if not (trunk / CONFIG).exists():
+        raise ConfigError(f"no lottery trunk at {trunk}; run `ticketlab lottery` with the same flags first")
+    lottery = open_lottery(config, ctx)
+    check_levels(lottery, levels)
+    for level in levels:
+        run_branch(lottery, branch, level)
+    return lottery.path

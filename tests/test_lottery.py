@@ -1,0 +1,217 @@
+import pytest
+import torch
+
+from ticketlab.config import BranchConfig, merge
+from ticketlab.data import load_data
+from ticketlab.io import load_torch
+from ticketlab.methods.branches import parse_levels, run_branch, branch_dir, check_levels
+from ticketlab.methods.lottery import Lottery, config_model_factory, masked
+from ticketlab.presets import get_preset
+from ticketlab.sparsity import Mask, prunable_parameters
+from ticketlab.train import Callback, read_metrics
+from ticketlab.errors import ConfigError
+
+BASE = merge(get_preset("digits_mlp"), {"method": "lottery", "model": {"hidden": "48"},
+                                        "train": {"steps": "2ep", "eval_every": "1ep"}})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(BASE.data, noise_seed=BASE.noise_seed)
+
+
+def make(config, data, path, cls=Lottery):
+    return cls(config, data, config_model_factory(config, data), path, torch.device("cpu"), progress=False)
+
+
+def prunable_count(lottery):
+    return sum(p.numel() for p in prunable_parameters(lottery.make_model(0)).values())
+
+
+def cfg(**sections):
+    return merge(BASE, sections)
+
+
+def test_rewind_to_init_is_exact_and_counts_follow_the_rule(digits, tmp_path):
+    lottery = make(cfg(), digits, tmp_path)
+    lottery.run(4)
+    init = load_torch(tmp_path / "init.pt")
+    n = prunable_count(lottery)
+    previous = None
+    for k in range(5):
+        mask = Mask.load(tmp_path / f"level_{k}" / "mask.pt")
+        assert mask.num_kept() == int(0.8 ** k * n + 0.5)
+        if previous is not None:
+            assert mask.issubset(previous)
+        previous = mask
+        start = load_torch(tmp_path / f"level_{k}" / "start.pt")
+        for name, value in start.items():
+            keep = mask[name] if name in mask else torch.ones_like(value, dtype=torch.bool)
+            assert torch.equal(value[keep], init[name][keep]), (k, name)
+            assert torch.count_nonzero(value[~keep]) == 0
+        final = load_torch(tmp_path / f"level_{k}" / "final.pt")
+        for name, keep in mask.items():
+            assert torch.count_nonzero(final[name][~keep]) == 0
+
+
+def test_late_rewinding_uses_the_pretrain_weights_and_resumes_schedule(digits, tmp_path):
+    lottery = make(cfg(lottery={"rewind": "7it"}), digits, tmp_path)
+    summaries = lottery.run(2)
+    rewind = load_torch(tmp_path / "pretrain" / "final.pt")
+    assert not all(torch.equal(rewind[k], v) for k, v in load_torch(tmp_path / "init.pt").items())
+    for k in range(3):
+        mask = Mask.load(tmp_path / f"level_{k}" / "mask.pt")
+        start = load_torch(tmp_path / f"level_{k}" / "start.pt")
+        assert all(torch.equal(start[name], v) for name, v in masked(rewind, mask).items())
+        assert summaries[k]["start_step"] == 7
+        assert read_metrics(tmp_path / f"level_{k}" / "metrics.jsonl")[0]["step"] == 7
+
+
+@pytest.mark.parametrize("mode", ["lr-rewind", "finetune"])
+def test_lr_rewind_and_finetune_start_from_previous_final_weights(digits, tmp_path, mode):
+    lottery = make(cfg(lottery={"retrain": mode, "finetune_lr": 0.01, "finetune_steps": "1ep"}), digits, tmp_path)
+    summaries = lottery.run(2)
+    for k in (1, 2):
+        mask = Mask.load(tmp_path / f"level_{k}" / "mask.pt")
+        start = load_torch(tmp_path / f"level_{k}" / "start.pt")
+        previous = load_torch(tmp_path / f"level_{k - 1}" / "final.pt")
+        assert all(torch.equal(start[name], v) for name, v in masked(previous, mask).items())
+    if mode == "finetune":
+        assert summaries[1]["steps"] == lottery.ipe and summaries[0]["steps"] == 2 * lottery.ipe
+    else:
+        assert summaries[1]["steps"] == summaries[0]["steps"] == 2 * lottery.ipe
+
+
+def test_scratch_starts_from_a_new_initialisation_each_level(digits, tmp_path):
+    lottery = make(cfg(lottery={"retrain": "scratch"}), digits, tmp_path)
+    lottery.run(2)
+    init = load_torch(tmp_path / "init.pt")
+    starts = [load_torch(tmp_path / f"level_{k}" / "start.pt") for k in (1, 2)]
+    mask = Mask.load(tmp_path / "level_1" / "mask.pt")
+    w = "fc1.weight"
+    assert not torch.equal(starts[0][w][mask[w]], init[w][mask[w]])
+    assert not torch.equal(starts[0][w], starts[1][w])
+
+
+def test_random_and_gradient_criteria_are_reproducible(digits, tmp_path):
+    for criterion in ("random", "gradient"):
+        config = cfg(prune={"criterion": criterion})
+        a, b = make(config, digits, tmp_path / f"{criterion}a"), make(config, digits, tmp_path / f"{criterion}b")
+        a.run(2), b.run(2)
+        for k in (1, 2):
+            assert Mask.load(a.path / f"level_{k}" / "mask.pt") == Mask.load(b.path / f"level_{k}" / "mask.pt")
+        other = make(merge(config, {"seed": 1}), digits, tmp_path / f"{criterion}c")
+        other.run(1)
+        assert Mask.load(other.path / "level_1" / "mask.pt") != Mask.load(a.path / "level_1" / "mask.pt")
+
+
+def test_output_layer_at_half_rate(digits, tmp_path):
+    lottery = make(cfg(prune={"scope": "layer", "output_rate": 0.5}), digits, tmp_path)
+    lottery.run(3)
+    for k in range(1, 4):
+        mask = Mask.load(tmp_path / f"level_{k}" / "mask.pt")
+        n_out = mask["fc2.weight"].numel()
+        n_hidden = mask["fc1.weight"].numel()
+        assert int(mask["fc2.weight"].sum()) == int(0.9 ** k * n_out + 0.5)
+        assert int(mask["fc1.weight"].sum()) == int(0.8 ** k * n_hidden + 0.5)
+
+
+class _KillingLottery(Lottery):
+    kill_at = None
+
+    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=()):
+        callbacks = list(callbacks)
+        if out.name == "level_2" and self.kill_at is not None:
+            at = self.kill_at
+
+            class Kill(Callback):
+                def after_step(self, state):
+                    if state.step == at:
+                        raise KeyboardInterrupt
+
+            callbacks.append(Kill())
+        return super().fit(out, weights, mask, cfg, start_step, extra, callbacks)
+
+
+def test_killed_lottery_resumes_bit_identical(digits, tmp_path):
+    config = cfg(train={"momentum": 0.9, "checkpoint_every": "1ep"})
+    make(config, digits, tmp_path / "a").run(3)
+    killed = make(config, digits, tmp_path / "b", _KillingLottery)
+    killed.kill_at = killed.ipe + 3
+    with pytest.raises(KeyboardInterrupt):
+        killed.run(3)
+    assert (tmp_path / "b" / "level_2" / "checkpoint.pt").exists()
+    make(config, digits, tmp_path / "b").run(3)
+    for k in range(4):
+        a, b = (load_torch(tmp_path / run / f"level_{k}" / "final.pt") for run in "ab")
+        assert all(torch.equal(a[name], b[name]) for name in a), k
+        assert read_metrics(tmp_path / "a" / f"level_{k}" / "metrics.jsonl") == \
+            read_metrics(tmp_path / "b" / f"level_{k}" / "metrics.jsonl")
+
+
+def test_raising_levels_trains_only_new_levels(digits, tmp_path):
+    lottery = make(cfg(), digits, tmp_path)
+    lottery.run(1)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    lottery.run(2)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert (tmp_path / "level_2" / "summary.json").exists()
+
+
+# -- branches ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trunk(digits, tmp_path_factory):
+    path = tmp_path_factory.mktemp("trunk")
+    lottery = make(cfg(), digits, path)
+    lottery.run(3)
+    return lottery
+
+
+def test_reinit_branch_same_mask_new_weights(trunk):
+    run_branch(trunk, BranchConfig(name="reinit"), 2)
+    out = branch_dir(trunk, BranchConfig(name="reinit"), 2)
+    assert Mask.load(out / "mask.pt") == Mask.load(trunk.level_dir(2) / "mask.pt")
+    start, ticket = load_torch(out / "start.pt"), load_torch(trunk.level_dir(2) / "start.pt")
+    assert not torch.equal(start["fc1.weight"], ticket["fc1.weight"])
+    assert torch.count_nonzero(start["fc1.weight"]) == int(Mask.load(out / "mask.pt")["fc1.weight"].sum())
+
+
+@pytest.mark.parametrize("layerwise", [True, False])
+def test_random_prune_branch_keeps_counts(trunk, layerwise):
+    branch = BranchConfig(name="random-prune", layerwise=layerwise)
+    run_branch(trunk, branch, 3)
+    mask = Mask.load(branch_dir(trunk, branch, 3) / "mask.pt")
+    ticket = Mask.load(trunk.level_dir(3) / "mask.pt")
+    assert mask.num_kept() == ticket.num_kept() and mask != ticket
+    if layerwise:
+        assert all(int(mask[k].sum()) == int(ticket[k].sum()) for k in ticket.keys())
+
+
+def test_retrain_branch_regains_pruned_weights_from_zero(trunk):
+    branch = BranchConfig(name="retrain", regain="1ep", steps="3ep")
+    summary = run_branch(trunk, branch, 2)
+    out = branch_dir(trunk, branch, 2)
+    ticket = Mask.load(trunk.level_dir(2) / "mask.pt")
+    final = load_torch(out / "final.pt")
+    assert summary["density"] == 1.0 and summary["steps"] == 3 * trunk.ipe
+    assert torch.count_nonzero(final["fc1.weight"][~ticket["fc1.weight"]]) > 0
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["density"] for r in records if r["split"] == "test" and r["step"] < trunk.ipe][-1] < 1.0
+    assert [r["density"] for r in records if r["split"] == "test"][-1] == 1.0
+
+
+def test_oneshot_branch_prunes_the_dense_model_once(trunk):
+    summary = run_branch(trunk, BranchConfig(name="oneshot"), 3)
+    mask = Mask.load(branch_dir(trunk, BranchConfig(name="oneshot"), 3) / "mask.pt")
+    assert mask.num_kept() == int(0.8 ** 3 * prunable_count(trunk) + 0.5)
+    expected = trunk.prune_to(3, load_torch(trunk.level_dir(0) / "final.pt"), None)
+    assert mask == expected and summary["branch"] == "oneshot"
+
+
+def test_branch_levels_must_be_finished(trunk):
+    assert parse_levels("1,3-5") == [1, 3, 4, 5]
+    with pytest.raises(ConfigError, match="not finished"):
+        check_levels(trunk, [2, 9])
+    with pytest.raises(ConfigError, match="1,3-5"):
+        parse_levels("one")
