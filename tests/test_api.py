@@ -60,3 +60,29 @@ def test_register_model_and_dataset_are_usable_from_a_config(tmp_path):
                                            "train": {"steps": "5ep", "batch_size": 20, "lr": 0.05}})
     run, summary = ticketlab.run_train(config, ticketlab.RunContext(runs_dir=tmp_path, progress=False))
     assert run.path.parent == tmp_path and summary["final_test_accuracy"] > 0.9
+
+
+def test_lottery_on_a_user_module_and_data(tmp_path):
+    from ticketlab.data import DataBundle, Split
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 12, generator=g) * 3
+    y = torch.arange(360) % 3
+    x = (centers[y] + torch.randn(360, 12, generator=g)).view(360, 1, 12)
+    data = DataBundle(Split(x[:240], y[:240], torch.arange(240)), Split(x[240:300], y[240:300], torch.arange(60)),
+                      Split(x[300:], y[300:], torch.arange(60)), 3, (1, 12), y[:240].clone())
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    train = ticketlab.TrainConfig(steps="3ep", batch_size=20, lr=0.05)
+    path, summaries = ticketlab.lottery(model, data, levels=2, train=train, runs_dir=tmp_path)
+    assert [s["level"] for s in summaries] == [0, 1, 2]
+    n = 12 * 16 + 16 * 3
+    assert [round(s["density"] * n) for s in summaries] == [n, round(0.8 * n), round(0.64 * n)]
+    start = torch.load(path / "level_2" / "start.pt", weights_only=True)
+    mask = ticketlab.Mask.load(path / "level_2" / "mask.pt")
+    w = "1.weight"
+    assert torch.equal(start[w][mask[w]], initial[w][mask[w]])
+    assert summaries[2]["final_test_accuracy"] > 0.9
+    again_path, again = ticketlab.lottery(model, data, levels=2, train=train, runs_dir=tmp_path)
+    assert again_path == path and again == summaries

@@ -236,3 +236,28 @@ def module_signature(model: torch.nn.Module) -> str:
 
 
 __all__ = ["Lottery", "open_lottery", "run_lottery", "finetune_config", "masked", "config_model_factory", "module_factory", "output_layer_name"]
+
+
+def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, prune=None, lottery=None, seed: int = 0,
+            runs_dir="runs", device=None, progress: Optional[bool] = False) -> tuple:
+    """Run the lottery workflow on a user's own module and `DataBundle`; returns (run path, level summaries).
+
+    The run directory is named by the config hash plus signatures of the module and the data, so the
+    same call twice resumes or returns at once. ``model``'s current weights are the initialisation;
+    scratch levels and ``reinit`` branches reset its layers (``reset_parameters``) under a seeded RNG.
+    """
+    from ticketlab.config import LotteryConfig, PruneConfig
+    from ticketlab.io import write_json
+
+    config = RunConfig(method="lottery", seed=seed, train=train, prune=prune or PruneConfig(),
+                       lottery=lottery or LotteryConfig())
+    device = torch.device(device) if device is not None else data.train.x.device
+    data_sig = hashlib.md5(repr((len(data.train), tuple(data.input_shape), int(data.train.y.sum()),
+                                 float(data.train.x.double().sum()))).encode()).hexdigest()[:6]
+    path = Path(runs_dir) / f"lottery_{config.hash()}_{module_signature(model)}{data_sig}"
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").exists():
+        write_json(path / "config.json", config.to_dict())
+    run = Lottery(config, data, module_factory(model), path, device, progress,
+                  init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    return path, run.run(levels)
