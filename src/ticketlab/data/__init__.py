@@ -1,9 +1,11 @@
-"""Data: sources (registry), IDX files, label noise, splits and batch order.
+"""Data: sources (registry), file readers, label noise, splits, batch order and batched augmentation.
 
 Every data set lives in memory as tensors on the training device, normalised once; batches are slices
 of `epoch_permutation`. See `load_data` for the order in which splits, subsets and noise are applied.
 """
 
+from ticketlab.data import cifar, imagefolder, svhn  # noqa: F401  (importing registers the sources)
+from ticketlab.data.augment import PadCropFlip, make_augment, step_generator
 from ticketlab.data.bundle import DataBundle, Split, epoch_permutation, iters_per_epoch, load_data
 from ticketlab.data.idx import read_idx
 from ticketlab.data.noise import NOISE_KINDS, apply_label_noise, random_relabel_indices
@@ -11,4 +13,4 @@ from ticketlab.data.sources import DATASETS, RawData, register_dataset, resolve_
 
 __all__ = ["DATASETS", "register_dataset", "RawData", "Split", "DataBundle", "load_data", "resolve_root",
            "epoch_permutation", "iters_per_epoch", "apply_label_noise", "read_idx", "NOISE_KINDS",
-           "random_relabel_indices"]
+           "random_relabel_indices", "PadCropFlip", "make_augment", "step_generator"]

@@ -4,18 +4,20 @@
 training set (seeded by ``split_seed``) -> keep a ``subset`` fraction of the rest (another stream of
 ``split_seed``) -> label noise on the training split only (``noise_seed``) -> normalise to float32 on the
 target device. `DataBundle.state` holds the indices and noisy labels, so a run can be re-created exactly
-with ``load_data(..., state=saved)`` even if the random streams change.
+with ``load_data(..., state=saved)`` even if the random streams change. ``DataBundle.augment`` (image data
+with ``cfg.augment``) maps a batch and its step to the augmented batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from ticketlab.config import DataConfig
+from ticketlab.data.augment import make_augment
 from ticketlab.data.noise import apply_label_noise, seeded_generator
 from ticketlab.data.sources import DATASETS, RawData, resolve_root
 from ticketlab.errors import ConfigError, DataError
@@ -41,6 +43,8 @@ class DataBundle:
     num_classes: int
     input_shape: Tuple[int, ...]  # per example, e.g. (1, 28, 28)
     clean_train_y: Tensor  # training labels before noise
+    # (x, step) -> augmented x, deterministic in (augment_seed, step); None: no augmentation
+    augment: Optional[Callable[[Tensor, int], Tensor]] = None
 
     @property
     def noisy(self) -> Tensor:
@@ -67,11 +71,12 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: Device = "cpu") -> 
 
 
 def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
-              state: Optional[Dict[str, Tensor]] = None) -> DataBundle:
+              state: Optional[Dict[str, Tensor]] = None, augment_seed: int = 0) -> DataBundle:
     """Load ``cfg.dataset`` and build its train / validation / test splits on ``device``.
 
     With ``state`` (from `DataBundle.state`), the saved indices and training labels are used instead of
-    being drawn again.
+    being drawn again. With ``cfg.augment`` and image inputs (C, H, W >= 8), ``augment`` is set to a
+    batched pad-crop-flip seeded by (``augment_seed``, step); see `ticketlab.data.augment`.
     """
     source = DATASETS.get(cfg.dataset)
     raw = source(resolve_root(cfg.dataset, cfg.root), cfg.download)
@@ -83,8 +88,7 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
     if state is None:
         train_index, val_index = _split_indices(cfg, len(raw.train_y))
         clean = raw.train_y[train_index]
-        labels = apply_label_noise(clean, cfg.noise, cfg.noise_rate, raw.num_classes, noise_seed,
-                                   raw.class_map)
+        labels = _noisy_labels(cfg, raw, clean, noise_seed)
     else:
         train_index, val_index, labels = _from_state(cfg.dataset, state, len(raw.train_y))
         clean = raw.train_y[train_index]
@@ -100,7 +104,20 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
         num_classes=raw.num_classes,
         input_shape=tuple(raw.train_x.shape[1:]),
         clean_train_y=clean.to(device),
+        augment=make_augment(raw.train_x.shape[1:], raw.mean, raw.std, augment_seed) if cfg.augment else None,
     )
+
+
+def _noisy_labels(cfg: DataConfig, raw: RawData, clean: Tensor, seed: int) -> Tensor:
+    """Training labels after ``cfg.noise``; asymmetric noise follows ``raw.class_map_draw``."""
+    if cfg.noise != "asymmetric" or raw.class_map_draw == "exact" or cfg.noise_rate == 0.0:
+        return apply_label_noise(clean, cfg.noise, cfg.noise_rate, raw.num_classes, seed, raw.class_map)
+    # "bernoulli": every example of a mapped class moves to its target with probability r, independently
+    target = torch.arange(raw.num_classes)
+    for source, dest in raw.class_map.items():
+        target[source] = dest
+    flip = torch.rand(len(clean), generator=seeded_generator(seed, 5)) < cfg.noise_rate
+    return torch.where(flip, target[clean], clean)
 
 
 def _split_indices(cfg: DataConfig, n: int) -> Tuple[Tensor, Tensor]:
@@ -140,6 +157,10 @@ def _check_raw(name: str, raw: RawData) -> None:
             raise DataError(f"data set {name!r}: {split} labels must be int64 in [0, {raw.num_classes})")
     if tuple(raw.train_x.shape[1:]) != tuple(raw.test_x.shape[1:]):
         raise DataError(f"data set {name!r}: train and test examples differ in shape")
+    if raw.class_map is not None and (raw.class_map_draw not in ("exact", "bernoulli") or any(
+            not (0 <= k < raw.num_classes and 0 <= v < raw.num_classes) for k, v in raw.class_map.items())):
+        raise DataError(f"data set {name!r}: class_map must map classes in [0, {raw.num_classes}) and "
+                        "class_map_draw must be 'exact' or 'bernoulli'")
     if len(raw.mean) not in (1, raw.train_x.shape[1]) or len(raw.std) != len(raw.mean):
         raise DataError(f"data set {name!r}: mean/std need 1 or {raw.train_x.shape[1]} channel values")
 

@@ -7,17 +7,14 @@ uint32 per dimension, then the data (big-endian). Files may be raw or gzip-compr
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
 import pathlib
-import tempfile
-import urllib.request
 import zlib
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ticketlab.data.download import fetch, gunzip_md5
 from ticketlab.errors import DataError
 
 _TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
@@ -102,24 +99,5 @@ def load_idx_folder(name: str, folder: Optional[pathlib.Path], download: bool,
 
 def _download(file: str, folder: pathlib.Path, mirrors: Sequence[str], md5: str) -> None:
     """Fetch ``file``.gz from the first mirror that answers; keep it only if its checksum matches."""
-    folder.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for mirror in mirrors:
-        url = f"{mirror}{file}.gz"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                payload = response.read()
-            digest = hashlib.md5(gzip.decompress(payload)).hexdigest()
-        except (OSError, EOFError, zlib.error) as exc:
-            errors.append(f"{url}: {exc}")
-            continue
-        if digest != md5:
-            errors.append(f"{url}: checksum {digest} != {md5}")
-            continue
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, folder / f"{file}.gz")
-        return
-    raise DataError(f"could not download {file}.gz ({'; '.join(errors)}); "
-                    f"put the IDX files in {folder} by hand")
+    fetch([f"{mirror}{file}.gz" for mirror in mirrors], folder / f"{file}.gz", md5, digest=gunzip_md5,
+          fix=f"put the IDX files in {folder} by hand")

@@ -3,6 +3,8 @@
 A source only reads or generates the raw train and test sets; splits, subsets, label noise and
 normalisation are applied once, in `ticketlab.data.bundle.load_data`. Users add their own source with
 ``@register_dataset`` (optionally ``folder=`` for its default folder under ``$TICKETLAB_DATA``).
+The image sources live in their own modules (`cifar`, `svhn`, `imagefolder`) and register themselves
+when `ticketlab.data` is imported.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class RawData:
     std: Tuple[float, ...]
     scale: float = 255.0  # raw values are divided by this before (x - mean) / std
     class_map: Optional[Dict[int, int]] = None  # class -> class for `asymmetric` label noise
+    # how `asymmetric` noise picks examples of a mapped class c: "exact" relabels exactly ceil(r * n_c)
+    # (a seeded permutation; CIFAR-10 in the reference), "bernoulli" each one with probability r
+    # (CIFAR-100 in the reference)
+    class_map_draw: str = "exact"
 
 
 Source = Callable[[Optional[pathlib.Path], bool], RawData]
