@@ -111,3 +111,41 @@ def test_corrupt_checkpoint_exits_2_and_keeps_the_run(tmp_path):
     assert "checkpoint.pt is corrupt" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert _snapshot(tmp_path) == before
+
+
+def test_lottery_branch_and_report_from_the_command_line(tmp_path, capsys):
+    common = ["--preset", "digits_mlp", "--train.steps", "3ep", "--model.hidden", "48", "--threads", "1",
+              "--progress", "none", "--runs-dir", str(tmp_path)]
+    assert main(["branch", *common, "--levels", "1", "--branch", "reinit"]) == 2
+    assert "no lottery trunk" in capsys.readouterr().err
+    assert main(["lottery", *common, "--levels", "2"]) == 0
+    out = capsys.readouterr().out
+    (run,) = list(tmp_path.iterdir())
+    assert f"run directory: {run}" in out and "trunk" in out
+    assert main(["branch", *common, "--levels", "3", "--branch", "reinit"]) == 2
+    assert "not finished" in capsys.readouterr().err
+    assert main(["branch", *common, "--levels", "1-2", "--branch", "reinit"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--format", "csv", "--no-plots"]) == 0
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["branch"], r["level"]) for r in rows] == [("trunk", "0"), ("trunk", "1"), ("trunk", "2"),
+                                                         ("reinit", "1"), ("reinit", "2")]
+    assert main(["report", str(run)]) == 0
+    assert (run / "report" / "accuracy_vs_density.png").stat().st_size > 10_000
+    assert (run / "report" / "accuracy_vs_density.svg").exists()
+
+
+def test_sparse_train_with_erk_and_explicit_layer_densities(tmp_path):
+    from ticketlab.sparsity import Mask
+
+    common = ["train", "--preset", "digits_mlp", "--train.steps", "1ep", "--progress", "none", "--runs-dir",
+              str(tmp_path)]
+    assert main([*common, "--prune.density", "0.2", "--prune.scope", "erk", "--prune.criterion", "random"]) == 0
+    assert main([*common, "--prune.layer_density", "fc1.*:0.5,fc3.*:0.25"]) == 0
+    masks = {Mask.load(p).report()[-1]["kept"]: Mask.load(p) for p in tmp_path.glob("*/mask.pt")}
+    assert len(masks) == 2
+    explicit = next(m for m in masks.values() if m["fc2.weight"].all())
+    assert int(explicit["fc1.weight"].sum()) == 64 * 100 // 2 and int(explicit["fc3.weight"].sum()) == 250

@@ -16,12 +16,36 @@ from typing import Any, Dict, List, Optional
 from ticketlab.config import RunConfig, get_path, iter_fields, load_config_file, merge
 from ticketlab.errors import TicketlabError
 
-RUN_COMMANDS = {"train": "train one model (dense, or sparse with --prune.density < 1)"}
+RUN_COMMANDS = {
+    "train": "train one model (dense, or sparse with --prune.density < 1)",
+    "lottery": "iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
+    "branch": "ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot",
+}
+METHOD_OF = {"train": "train", "lottery": "lottery", "branch": "lottery"}
 
 
 def _type_name(tp: Any) -> str:
     text = getattr(tp, "__name__", None) or str(tp)
     return text.replace("typing.", "").replace("ticketlab.steps.", "")
+
+
+def add_method_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "lottery":
+        parser.add_argument("--levels", type=int, default=1, help="train levels 0..N (N prunings); default 1")
+        parser.add_argument("--retrain", dest="cfg:lottery.retrain", default=argparse.SUPPRESS,
+                            help="rewind, lr-rewind, finetune or scratch (same as --lottery.retrain)")
+        parser.add_argument("--rewind", dest="cfg:lottery.rewind", default=argparse.SUPPRESS,
+                            help="rewind step, e.g. 1000it or 2ep (same as --lottery.rewind)")
+    if command == "branch":
+        from ticketlab.config import BranchConfig
+
+        parser.add_argument("--levels", required=True, help="finished trunk levels, e.g. 1,3-5")
+        parser.add_argument("--branch", dest="br:name", default=argparse.SUPPRESS,
+                            help="retrain, reinit, random-prune or oneshot (same as --branch.name)")
+        for dotted, tp, field in iter_fields(BranchConfig, "branch."):
+            flags = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
+            parser.add_argument(*flags, dest=f"br:{dotted[7:]}", metavar=_type_name(tp).upper()[:12],
+                                default=argparse.SUPPRESS, help=field.metadata.get("help", ""))
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -86,22 +110,49 @@ def progress_mode(flag: str) -> Optional[bool]:
     return {"auto": None, "bar": True, "lines": None, "none": False}[flag]
 
 
-def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: List[str]) -> int:
-    from ticketlab.methods import RunContext, run_train
+def branch_config(args: argparse.Namespace):
+    from ticketlab.config import BranchConfig, from_mapping
 
-    config = resolve_config(args, args.command)
+    return from_mapping(BranchConfig, {k[3:]: v for k, v in vars(args).items() if k.startswith("br:")}, "branch.")
+
+
+def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: List[str]) -> int:
+    from ticketlab.methods import RunContext
+
+    config = resolve_config(args, METHOD_OF[args.command])
+    branch = branch_config(args) if args.command == "branch" else None
     if args.help:
         print_config_help(parser, config)
         return 0
     run_path = Path(args.runs_dir) / config.run_name
     if args.dry_run:
         print(config.to_json())
+        if branch is not None:
+            from ticketlab.config import to_jsonable
+
+            print(json.dumps({"branch": to_jsonable(branch)}, indent=2))
         print(f"run directory: {run_path}")
         return 0
     ctx = RunContext(args.runs_dir, args.device, args.threads, progress_mode(args.progress), ["ticketlab", *argv])
-    run, summary = run_train(config, ctx)
-    print(format_summary(summary))
-    print(f"run directory: {run.path}")
+    if args.command == "train":
+        from ticketlab.methods import run_train
+
+        run, summary = run_train(config, ctx)
+        print(format_summary(summary))
+        print(f"run directory: {run.path}")
+        return 0
+    from ticketlab.analysis.report import report_main
+
+    if args.command == "lottery":
+        from ticketlab.methods.lottery import run_lottery
+
+        path, _ = run_lottery(config, args.levels, ctx)
+    else:
+        from ticketlab.methods.branches import parse_levels, run_branches
+
+        path = run_branches(config, branch, parse_levels(args.levels), ctx)
+    print(report_main([str(path)], fmt="terminal", out_dir=path / "report"))
+    print(f"run directory: {path}")
     return 0
 
 
@@ -149,6 +200,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ticketlab.analysis.report import report_main
+
+    out_dir = None if args.no_plots else (args.out or Path(args.runs[0]) / "report")
+    print(report_main(args.runs, fmt=args.format, plot=args.plot, curves=args.curves, out_dir=out_dir,
+                      metric=args.metric))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "presets":
         from ticketlab.presets import describe_presets
@@ -170,13 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in RUN_COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=text, add_help=False)
+        p = sub.add_parser(name, help=text, description=text, add_help=False, allow_abbrev=False)
+        add_method_flags(p, name)
         add_config_flags(p)
         add_runtime_flags(p)
     runs = sub.add_parser("runs", help="list, show or remove run directories")
     runs.add_argument("action", choices=["list", "show", "rm"])
     runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show, rm)")
     runs.add_argument("--runs-dir", default="runs")
+    report = sub.add_parser("report", help="tables and plots of finished runs (seeds averaged)")
+    report.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    report.add_argument("--format", choices=["terminal", "md", "csv", "json"], default="terminal")
+    report.add_argument("--plot", help="path (stem, .png or .svg) of the accuracy-vs-density plot")
+    report.add_argument("--curves", help="path (stem, .png or .svg) of the training-curve plot")
+    report.add_argument("--out", help="folder for both plots (default: <first RUN>/report)")
+    report.add_argument("--metric", choices=["final", "best"], default="final",
+                        help="plotted accuracy: final test, or test at the best validation evaluation")
+    report.add_argument("--no-plots", action="store_true", help="print the table only")
     lister = sub.add_parser("list", help="list presets, models or data sets")
     lister.add_argument("what", choices=["presets", "models", "datasets"])
     return parser
@@ -192,6 +262,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_run(args, sub, argv)
         if args.command == "runs":
             return cmd_runs(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_list(args)
     except TicketlabError as exc:
         print(f"ticketlab: error: {exc}", file=sys.stderr)

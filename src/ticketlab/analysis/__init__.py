@@ -1,1 +1,12 @@
-"""Analysis of finished runs: tables now; reports, plots and interpolation later."""
+"""Analysis of finished runs: tables, the `ticketlab report` rows, aggregation and plots.
+
+Matplotlib is imported only inside the plotting functions, so importing this package stays cheap.
+"""
+
+from ticketlab.analysis.plots import plot_accuracy_vs_density, plot_training_curves
+from ticketlab.analysis.report import AggRow, aggregate, default_out_dir, render, report_main
+from ticketlab.analysis.rows import Row, collect
+from ticketlab.analysis.table import render_table
+
+__all__ = ["Row", "AggRow", "collect", "aggregate", "render", "report_main", "default_out_dir", "render_table",
+           "plot_accuracy_vs_density", "plot_training_curves"]

@@ -1,0 +1,150 @@
+"""Figures for `ticketlab report`: accuracy against density and accuracy during training.
+
+Accuracy against density, with experiments that differ only in label-noise rate on one figure, is the
+sparse double-descent curve. Matplotlib is imported inside the functions (``import ticketlab`` stays
+fast) and figures are `matplotlib.figure.Figure` objects on their own Agg canvas, never pyplot, so no
+global state changes. Each plot function returns its Figure and, given a path stem, saves PNG and SVG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ticketlab.analysis.report import AggRow
+from ticketlab.analysis.rows import TRUNK, Row, collect, row_order
+from ticketlab.errors import TicketlabError
+from ticketlab.train.metrics import read_metrics
+
+SUFFIXES = (".png", ".svg")
+METRICS = {"final": ("final_test", "final test accuracy"),
+           "best": ("best_val_test", "test accuracy at best validation")}
+
+
+def output_files(stem: str | Path) -> List[Path]:
+    """``out/acc``, ``out/acc.png`` or ``out/acc.svg`` -> ``[out/acc.png, out/acc.svg]``."""
+    stem = Path(stem)
+    if stem.suffix.lower() in SUFFIXES:
+        stem = stem.with_suffix("")
+    return [Path(f"{stem}{suffix}") for suffix in SUFFIXES]
+
+
+def save_figure(fig, stem: str | Path) -> List[Path]:
+    files = output_files(stem)
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        svg = path.suffix == ".svg"
+        fig.savefig(path, dpi=150, metadata={"Date": None} if svg else None)
+    return files
+
+
+def format_percent(density: float) -> str:
+    """0.1074 -> '10.7%', 1.0 -> '100%', 0.00115 -> '0.115%'."""
+    return f"{100 * density:.3g}%"
+
+
+def density_ticks(densities: Sequence[float], max_ticks: int = 9) -> List[float]:
+    """Densities to label, largest first: a subset of those given, at most ``max_ticks``, evenly
+    spaced in log scale (greedy: each at least the overall ratio ** (1 / (max_ticks - 1)) below the last)."""
+    values = sorted({round(d, 12) for d in densities if d > 0}, reverse=True)
+    if len(values) <= 1:
+        return values
+    ratio = (values[0] / values[-1]) ** (1 / (max_ticks - 1))
+    ticks = [values[0]]
+    for value in values[1:]:
+        if ticks[-1] / value >= ratio * (1 - 1e-9):
+            ticks.append(value)
+    return ticks
+
+
+def _new_axes(size: Tuple[float, float] = (7.5, 4.8)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def plot_accuracy_vs_density(agg: Sequence[AggRow], path_stem: Optional[str | Path] = None,
+                             metric: str = "final"):
+    """Test accuracy (%) against density on an inverted log axis (100% on the left), one line with
+    error bars (std over seeds) per (experiment, branch). Returns the Figure; saves it when given a stem."""
+    from matplotlib.ticker import NullLocator
+
+    if metric not in METRICS:
+        raise TicketlabError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    attr, what = METRICS[metric]
+    series: Dict[Tuple[str, str], List[AggRow]] = {}
+    for row in agg:
+        if getattr(row, attr) is not None:
+            series.setdefault((row.experiment, row.branch), []).append(row)
+    if not series:
+        raise TicketlabError(f"no {what} to plot: the runs have no test split")
+    fig, ax = _new_axes()
+    common = _common_prefix(agg)  # in the title, so left out of the legend
+    for (_, branch), points in series.items():
+        points = sorted(points, key=lambda p: -p.density)
+        label = points[0].label.removeprefix(common) + ("" if branch == TRUNK else f" / {branch}")
+        ax.errorbar([100 * p.density for p in points], [100 * getattr(p, attr) for p in points],
+                    yerr=[100 * getattr(p, attr + "_std") for p in points], marker="o", markersize=4, capsize=3,
+                    linestyle="-" if branch == TRUNK else "--", label=f"{label} (n={max(p.n for p in points)})")
+    densities = [p.density for points in series.values() for p in points]
+    ax.set_xscale("log")
+    ticks = density_ticks(densities)
+    ax.set_xticks([100 * t for t in ticks], [format_percent(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(100 * max(densities) * 1.15, 100 * min(densities) / 1.15)  # inverted: sparser to the right
+    ax.set_xlabel("density (% of prunable weights kept, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{common.strip()}: {what} vs density" if common else f"{what} vs density")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if path_stem is not None:
+        save_figure(fig, path_stem)
+    return fig
+
+
+def plot_training_curves(source: Sequence[Row] | Sequence[str | Path], path_stem: Optional[str | Path] = None,
+                         split: str = "test"):
+    """Accuracy (%) against epoch, one line per trunk level (coloured by level), for the first seed of
+    the first experiment. ``source``: rows from `collect`, or paths to collect from."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    rows = list(source) if source and all(isinstance(r, Row) for r in source) else collect(source)
+    trunk = sorted((r for r in rows if r.branch == TRUNK), key=row_order)
+    if not trunk:
+        raise TicketlabError("no finished levels to draw training curves for; run `ticketlab lottery` first")
+    first = trunk[0]
+    levels = [r for r in trunk if r.experiment == first.experiment and r.seed == first.seed]
+    top = max(r.level for r in levels)
+    norm = Normalize(0, max(top, 1))
+    cmap = ListedColormap(colormaps["viridis"](np.linspace(0, 0.85, 256)))  # without the pale yellow end
+    fig, ax = _new_axes()
+    for r in levels:
+        records = read_metrics(r.path / "metrics.jsonl") if (r.path / "metrics.jsonl").is_file() else []
+        points = [(rec["epoch"], 100 * rec["accuracy"]) for rec in records if rec.get("split") == split]
+        if points:
+            ax.plot(*zip(*points), color=cmap(norm(r.level)), linewidth=1.3,
+                    label=f"level {r.level} ({format_percent(r.density)})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_title(f"{first.label}, seed {first.seed}: {split} accuracy during training")
+    ax.grid(True, alpha=0.3)
+    if len(levels) > 10:
+        bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="level")
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    elif ax.lines:
+        ax.legend(fontsize="small", title="level (density)")
+    if path_stem is not None:
+        save_figure(fig, path_stem)
+    return fig
+
+
+def _common_prefix(agg: Sequence[AggRow]) -> str:
+    pairs = {(a.dataset, a.model) for a in agg}
+    return f"{next(iter(pairs))[0]} {next(iter(pairs))[1]} " if len(pairs) == 1 else ""

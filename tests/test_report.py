@@ -1,0 +1,223 @@
+"""`ticketlab report`: rows from run directories, averages over seeds, tables and plots."""
+
+import csv
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from ticketlab.analysis import aggregate, collect, render, report_main
+from ticketlab.analysis.plots import (density_ticks, format_percent, output_files, plot_accuracy_vs_density,
+                                      plot_training_curves)
+from ticketlab.analysis.report import AggRow
+from ticketlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ticketlab.errors import TicketlabError
+
+EPOCHS = (0.0, 1.0, 2.0)
+# experiment A (no noise): seed -> per level (final test, test at best val); levels 0..2 at 100, 80, 64 %
+A_TRUNK = {0: [(0.98, 0.975), (0.97, 0.965), (0.96, 0.955)], 1: [(0.96, 0.965), (0.95, 0.945), (0.94, 0.95)]}
+A_REINIT = {0: {1: 0.90, 2: 0.85}, 1: {1: 0.88, 2: 0.80}}
+B_TRUNK = {3: [(0.80, 0.82), (0.70, 0.75)]}  # experiment B: symmetric noise 20%, one seed
+
+
+def write_phase(folder: Path, level: int, density: float, final: float, best: float) -> None:
+    folder.mkdir(parents=True)
+    summary = {"level": level, "density": density, "final_test_accuracy": final, "test_accuracy_at_best_val": best,
+               "final": {"test": {"accuracy": final, "loss": 0.1}}, "best_val": None, "steps": 300}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    lines = [{"step": 100 * i, "epoch": e, "split": split, "loss": 1.0, "accuracy": final * (i + 1) / len(EPOCHS),
+              "density": density} for i, e in enumerate(EPOCHS) for split in ("val", "test")]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def write_run(runs: Path, seed: int, trunk, reinit=None, noise="none", rate=0.0, lr=0.1, unfinished=False,
+              method="lottery") -> Path:
+    config = RunConfig(method=method, seed=seed, data=DataConfig(dataset="mnist", noise=noise, noise_rate=rate),
+                       model=ModelConfig(name="lenet_300_100"), train=TrainConfig(lr=lr))
+    raw = config.to_dict()
+    raw["data"]["root"] = f"/data/elsewhere/{seed}"  # does not change results: must not split replicates
+    if method == "lottery":
+        raw["lottery"] = {"retrain": "rewind", "rewind": "0it", "levels": len(trunk) + seed}
+    run = runs / config.run_name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(raw))
+    if method != "lottery":
+        write_phase(run / "tmp", 0, 1.0, *trunk[0])
+        for f in ("summary.json", "metrics.jsonl"):
+            (run / "tmp" / f).rename(run / f)
+        return run
+    for level, (final, best) in enumerate(trunk):
+        write_phase(run / f"level_{level}", level, 0.8 ** level, final, best)
+        if reinit and level in reinit:
+            branch = run / f"level_{level}" / f"branch_reinit_{seed:04d}abcd{level}"
+            write_phase(branch, level, 0.8 ** level, reinit[level], reinit[level] - 0.01)
+            (branch / "branch.json").write_text(json.dumps({"name": "reinit"}))
+    if unfinished:
+        (run / f"level_{len(trunk)}").mkdir()
+        (run / f"level_{len(trunk)}" / "metrics.jsonl").write_text("")
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    runs = tmp_path / "runs"
+    write_run(runs, 0, A_TRUNK[0], A_REINIT[0])
+    write_run(runs, 1, A_TRUNK[1], A_REINIT[1], unfinished=True)
+    write_run(runs, 3, B_TRUNK[3], noise="symmetric", rate=0.2)
+    (runs / "notes").mkdir()  # not a run: ignored
+    return runs
+
+
+LABEL_A = "mnist lenet_300_100 rewind noise 0%"
+LABEL_B = "mnist lenet_300_100 rewind noise symmetric 20%"
+
+
+def test_collect_rows_grouping_and_skipped(runs):
+    rows = collect([runs])
+    assert len(rows) == 3 + 2 + 3 + 2 + 2
+    assert [p.name for p in rows.skipped] == ["level_3"]
+    a = [r for r in rows if r.label == LABEL_A]
+    b = [r for r in rows if r.label == LABEL_B]
+    assert len(a) == 10 and len(b) == 2
+    assert len({r.experiment for r in a}) == 1 and a[0].experiment != b[0].experiment
+    assert {r.seed for r in a} == {0, 1} and {r.mode for r in rows} == {"rewind"}
+    assert {(r.branch, r.level) for r in a} == {("trunk", 0), ("trunk", 1), ("trunk", 2), ("reinit", 1), ("reinit", 2)}
+    assert (b[0].noise, b[0].noise_rate, b[0].steps) == ("symmetric", 0.2, 300)
+    seed1_level2 = next(r for r in a if r.seed == 1 and r.level == 2 and r.branch == "trunk")
+    assert (seed1_level2.final_test, seed1_level2.best_val_test) == (0.94, 0.95)
+    assert seed1_level2.density == 0.8 ** 2
+    # a run dir given directly, twice, is read once
+    a0 = next(p for p in runs.glob("lottery_*") if json.loads((p / "config.json").read_text())["seed"] == 0)
+    assert len(collect([a0, str(a0), runs / ".." / runs.name / a0.name])) == 5
+
+
+def test_aggregate_means_stds_and_order(runs):
+    agg = aggregate(collect([runs]))
+    assert [(a.label, a.branch, a.level) for a in agg] == [
+        (LABEL_A, "trunk", 0), (LABEL_A, "trunk", 1), (LABEL_A, "trunk", 2),
+        (LABEL_A, "reinit", 1), (LABEL_A, "reinit", 2), (LABEL_B, "trunk", 0), (LABEL_B, "trunk", 1)]
+    for a in agg[:3]:
+        finals = [A_TRUNK[s][a.level][0] for s in (0, 1)]
+        bests = [A_TRUNK[s][a.level][1] for s in (0, 1)]
+        assert (a.n, a.seeds) == (2, (0, 1))
+        assert a.final_test == pytest.approx(statistics.fmean(finals), abs=1e-12)
+        assert a.final_test_std == pytest.approx(statistics.stdev(finals), abs=1e-12)
+        assert a.best_val_test == pytest.approx(statistics.fmean(bests), abs=1e-12)
+        assert a.best_val_test_std == pytest.approx(statistics.stdev(bests), abs=1e-12)
+        assert (a.density, a.density_std) == (0.8 ** a.level, 0.0)
+    assert agg[0].final_test_std == pytest.approx(0.02 / math.sqrt(2), abs=1e-12)
+    assert agg[4].final_test == pytest.approx(0.825) and agg[4].final_test_std == pytest.approx(0.05 / math.sqrt(2))
+    assert (agg[5].n, agg[5].final_test, agg[5].final_test_std, agg[5].seeds) == (1, 0.80, 0.0, (3,))
+
+
+def test_render_formats(runs):
+    agg = aggregate(collect([runs]))
+    text = render(agg, "terminal")
+    assert text.splitlines()[0].split()[:4] == ["experiment", "level", "density", "%"]
+    first = text.splitlines()[2]
+    assert "100.00" in first and "97.00 ± 1.41" in first and "97.00 ± 0.71" in first and first.endswith("2")
+    assert "64.00" in text.splitlines()[4]
+    md = render(agg, "md").splitlines()
+    assert len(md) == 2 + 7 and all(line.startswith("|") and line.endswith("|") for line in md)
+    assert [c.strip() for c in md[0].strip("|").split("|")] == [
+        "experiment", "level", "density %", "mode", "branch", "final test %", "test @ best val %", "n"]
+    records = list(csv.DictReader(io.StringIO(render(agg, "csv"))))
+    assert len(records) == 7 and records[3]["branch"] == "reinit" and records[3]["level"] == "1"
+    assert float(records[0]["final_test_pct"]) == pytest.approx(97.0)
+    assert float(records[0]["final_test_pct_std"]) == pytest.approx(100 * 0.02 / math.sqrt(2), abs=1e-5)
+    assert float(records[2]["density_pct"]) == pytest.approx(64.0) and records[0]["seeds"] == "0,1"
+    data = json.loads(render(agg, "json"))
+    assert [d["n"] for d in data] == [2, 2, 2, 2, 2, 1, 1]
+    assert data[6]["experiment"] == LABEL_B and data[6]["noise_rate"] == 0.2
+    assert data[6]["final_test_pct"] == pytest.approx(70.0) and data[6]["final_test_pct_std"] == 0.0
+    with pytest.raises(TicketlabError, match="choose one of"):
+        render(agg, "html")
+
+
+def test_density_and_percent_formatting():
+    row = AggRow("k", "x", "trunk", 10, "rewind", "none", 0.0, "mnist", "lenet", 1, (0,),
+                 0.8 ** 10, 0.0, 0.97854, 0.0012, None, None)
+    line = render([row], "terminal").splitlines()[2]
+    assert "10.74" in line and "97.85 ± 0.12" in line and line.split()[-2:] == ["-", "1"]
+    assert [format_percent(d) for d in (1.0, 0.512, 0.8 ** 10, 0.055, 0.00115)] == [
+        "100%", "51.2%", "10.7%", "5.5%", "0.115%"]
+    densities = [0.8 ** k for k in range(21)]
+    ticks = density_ticks(densities)
+    assert ticks[0] == 1.0 and 2 < len(ticks) <= 9 and all(t in {round(d, 12) for d in densities} for t in ticks)
+    assert density_ticks([1.0, 0.8, 0.64]) == [1.0, 0.8, 0.64]
+
+
+def test_labels_unique_when_other_fields_differ(tmp_path):
+    write_run(tmp_path, 0, A_TRUNK[0])
+    write_run(tmp_path, 0, A_TRUNK[1], lr=0.05)
+    write_run(tmp_path, 0, [(0.9, 0.91)], method="train")
+    labels = {r.label for r in collect([tmp_path])}
+    assert labels == {"mnist lenet_300_100 rewind (train.lr=0.1)", "mnist lenet_300_100 rewind (train.lr=0.05)",
+                      "mnist lenet_300_100 train"}
+    train_row = next(r for r in collect([tmp_path]) if r.mode == "train")
+    assert (train_row.level, train_row.branch, train_row.final_test, train_row.density) == (0, "trunk", 0.9, 1.0)
+
+
+def test_report_main_text_plots_and_errors(runs, tmp_path, capsys):
+    text = report_main([str(runs)], out_dir=runs / "report")
+    assert "97.00 ± 1.41" in text and "skipped 1 unfinished" in text
+    for stem in ("accuracy_vs_density", "training_curves"):
+        for suffix in (".png", ".svg"):
+            assert (runs / "report" / f"{stem}{suffix}").stat().st_size > 5000
+    assert str(runs / "report" / "training_curves.svg") in text
+    out = report_main([str(runs)], fmt="csv", plot=str(tmp_path / "figs" / "dd.svg"))
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 7  # notes went to stderr
+    assert "skipped 1 unfinished" in capsys.readouterr().err
+    assert output_files(tmp_path / "figs" / "dd.svg") == [tmp_path / "figs" / "dd.png", tmp_path / "figs" / "dd.svg"]
+    assert all(p.exists() for p in output_files(tmp_path / "figs" / "dd"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TicketlabError, match=r"no finished runs under .*empty; run `ticketlab lottery` first") as e:
+        report_main([str(tmp_path / "empty")])
+    assert "\n" not in str(e.value)
+    with pytest.raises(TicketlabError, match="not a directory"):
+        report_main([str(tmp_path / "missing")])
+
+
+def test_accuracy_vs_density_figure(runs, tmp_path):
+    import matplotlib.image
+
+    fig = plot_accuracy_vs_density(aggregate(collect([runs])), tmp_path / "acc")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+    left, right = ax.get_xlim()
+    assert left > 100 > 64 > right
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["100%", "80%", "64%"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["rewind noise 0% (n=2)", "rewind noise 0% / reinit (n=2)", "rewind noise symmetric 20% (n=1)"]
+    assert ax.get_title() == "mnist lenet_300_100: final test accuracy vs density"
+    assert "%" in ax.get_ylabel() and "density" in ax.get_xlabel()
+    trunk_a = ax.lines[0]
+    assert list(trunk_a.get_xdata()) == pytest.approx([100.0, 80.0, 64.0])
+    assert list(trunk_a.get_ydata()) == pytest.approx([97.0, 96.0, 95.0])
+    image = matplotlib.image.imread(tmp_path / "acc.png")
+    assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0.01
+    assert (tmp_path / "acc.png").stat().st_size > 10_000
+    assert "<svg" in (tmp_path / "acc.svg").read_text()[:2000]
+
+
+def test_training_curves_figure(runs):
+    fig = plot_training_curves([runs])
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3  # levels 0..2 of the first seed of the first experiment
+    assert [list(line.get_xdata()) for line in ax.lines] == [list(EPOCHS)] * 3
+    assert list(ax.lines[2].get_ydata()) == pytest.approx([100 * 0.96 * (i + 1) / 3 for i in range(3)])
+    assert len({line.get_color() for line in ax.lines}) == 3
+    assert ax.get_xlabel() == "epoch" and "seed 0" in ax.get_title() and LABEL_A in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["level 0 (100%)", "level 1 (80%)", "level 2 (64%)"]
+
+
+def test_training_curves_many_levels_use_a_colorbar(tmp_path):
+    run = write_run(tmp_path, 0, [(0.9 - 0.01 * k, 0.9) for k in range(12)])
+    fig = plot_training_curves(collect([run]), tmp_path / "curves.png")
+    assert len(fig.axes[0].lines) == 12 and fig.axes[0].get_legend() is None
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "level"  # the colorbar
+    assert [p.name for p in sorted(tmp_path.glob("curves.*"))] == ["curves.png", "curves.svg"]
