@@ -283,7 +283,7 @@ def test_density_above_mask_rejected():
     again = prune(model, 0.33, mask=prune(model, 0.33))  # 0.33 * n rounds down: still allowed
     assert again == prune(model, 0.33)
     with pytest.raises(ConfigError, match="scope"):
-        prune(model, 0.5, scope="erk")
+        prune(model, 0.5, scope="erk2")
     with pytest.raises(ConfigError, match="magnitude"):
         prune(model, 0.5, criterion="magnitud")
 

@@ -150,16 +150,22 @@ class PruneConfig(Section):
     density: float = option(1.0, "fraction of prunable weights kept, in (0, 1]; 1 = dense")
     criterion: Literal["magnitude", "gradient", "random"] = option(
         "magnitude", "score: |w|, |w * dL/dw| on one batch, or random")
-    scope: Literal["global", "layer", "uniform"] = option(
-        "global", "global: one threshold; layer: every layer at the density; uniform: as layer, first layer dense")
+    scope: Literal["global", "layer", "uniform", "erk", "er"] = option(
+        "global", "global: one threshold; layer: every layer at the density; uniform: as layer, first layer dense; "
+                  "erk / er: Erdos-Renyi(-Kernel) per-layer densities")
     output_rate: float = option(
         1.0, "pruning rate of the output layer relative to the others (0 keeps it dense, 0.5 half the rate)")
+    erk_power: float = option(1.0, "erk / er: power applied to the layer scores (RigL's erk_power_scale)")
+    include_first: bool = option(True, "count the first prunable layer in the budget (false: keep it dense)")
+    layer_density: str = option("", "explicit per-layer densities by name glob, e.g. 'conv1.*:1.0,fc*:0.1' "
+                                "(last match wins; unmatched layers dense; overrides scope)")
     fraction: float = option(0.2, "fraction pruned per level in iterative pruning, in (0, 1)")
     seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
 
     def validate(self) -> None:
         _check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
         _check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
+        _check_range("prune.erk_power", self.erk_power, 0.0, math.inf)
         _check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
 
 

@@ -61,10 +61,10 @@ def run_branch(lottery: Lottery, branch: BranchConfig, level: int) -> Dict[str, 
     if not (out / "mask.pt").exists():
         plan.mask.save(out / "mask.pt")
         save_torch(masked(plan.start, plan.mask), out / "start.pt")
+    mask = Mask.load(out / "mask.pt")
     extra = {"level": level, "branch": branch.name, "mode": lottery.config.lottery.retrain,
-             "target_density": lottery.density(level)}
-    return lottery.fit(out, load_torch(out / "start.pt"), Mask.load(out / "mask.pt"), plan.cfg, plan.start_step,
-                       extra, plan.callbacks)
+             "target_density": lottery.density(level), "ticket_density": mask.density()}
+    return lottery.fit(out, load_torch(out / "start.pt"), mask, plan.cfg, plan.start_step, extra, plan.callbacks)
 
 
 def _seed(lottery: Lottery, branch: BranchConfig, level: int) -> int:

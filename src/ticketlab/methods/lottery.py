@@ -111,9 +111,11 @@ class Lottery:
             x = self.data.train.x[index]
             augment = getattr(self.data, "augment", None)
             batch = (augment(x, SCORING_STEP + level) if augment is not None else x, self.data.train.y[index])
+        from ticketlab.methods.train import prune_options
+
         density = self.density(level)
-        return prune(model, density, criterion=p.criterion, scope=p.scope, mask=mask, batch=batch,
-                     generator=generator, output_rate=self.output_rate(level, density))
+        options = prune_options(p, model) | {"output_rate": self.output_rate(level, density)}
+        return prune(model, density, mask=mask, batch=batch, generator=generator, **options)
 
     def output_rate(self, level: int, density: float) -> float:
         """The one-shot output rate that gives the output layer density ``(1 - r f)^k`` at level k."""
@@ -155,7 +157,8 @@ class Lottery:
             weights = self.start_weights(level)
             save_torch(masked(weights, mask), start)
         cfg, start_step = self.level_schedule(level)
-        extra = {"level": level, "mode": self.config.lottery.retrain, "target_density": self.density(level)}
+        extra = {"level": level, "mode": self.config.lottery.retrain, "target_density": self.density(level),
+                 "ticket_density": mask.density()}
         return self.fit(out, load_torch(start), mask, cfg, start_step, extra)
 
     def fit(self, out: Path, weights, mask: Optional[Mask], cfg: TrainConfig, start_step: int,
@@ -179,6 +182,11 @@ def open_lottery(config: RunConfig, ctx) -> Lottery:
     from ticketlab.methods.train import DATA_STATE, prepare_data
     from ticketlab.runs import RunDir
 
+    if config.prune.layer_density:
+        from ticketlab.errors import ConfigError
+
+        raise ConfigError("prune.layer_density fixes one density per layer and cannot drive iterative levels; "
+                          "drop it and use --prune.scope / --prune.fraction")
     data = prepare_data(config, ctx)
     run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
     if not (run.path / DATA_STATE).exists():

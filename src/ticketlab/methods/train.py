@@ -6,13 +6,13 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ticketlab.config import RunConfig
+from ticketlab.config import PruneConfig, RunConfig
 from ticketlab.data import DataBundle, epoch_permutation, load_data
 from ticketlab.io import save_torch
 from ticketlab.methods.context import RunContext
 from ticketlab.models import build_model
 from ticketlab.runs import RunDir
-from ticketlab.sparsity import Mask, MaskEnforcer, prune
+from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, prunable_parameters, prune
 from ticketlab.train import Trainer
 
 DATA_STATE, MASK = "data.pt", "mask.pt"
@@ -37,15 +37,23 @@ def scoring_batch(config: RunConfig, data: DataBundle) -> Tuple[torch.Tensor, to
     return data.train.x[perm], data.train.y[perm]
 
 
+def prune_options(p: PruneConfig, model: torch.nn.Module) -> Dict[str, Any]:
+    """Keyword arguments of `ticketlab.sparsity.prune` that come straight from the prune config."""
+    options: Dict[str, Any] = {"criterion": p.criterion, "scope": p.scope, "output_rate": p.output_rate,
+                               "erk_power": p.erk_power, "include_first": p.include_first}
+    if p.layer_density:
+        options["layer_density"] = densities_from_globs(prunable_parameters(model), p.layer_density)
+    return options
+
+
 def initial_mask(config: RunConfig, model: torch.nn.Module, data: DataBundle) -> Optional[Mask]:
-    """The mask a sparse `train` run uses (``prune.density < 1``), scored on the initial weights."""
+    """The mask a sparse `train` run uses (``prune.density < 1`` or explicit layer densities)."""
     p = config.prune
-    if p.density >= 1.0:
+    if p.density >= 1.0 and not p.layer_density:
         return None
     generator = torch.Generator().manual_seed(config.prune_seed)
     batch = scoring_batch(config, data) if p.criterion == "gradient" else None
-    return prune(model, p.density, criterion=p.criterion, scope=p.scope, output_rate=p.output_rate,
-                 batch=batch, generator=generator)
+    return prune(model, p.density, batch=batch, generator=generator, **prune_options(p, model))
 
 
 def run_train(config: RunConfig, ctx: Optional[RunContext] = None) -> Tuple[RunDir, Dict[str, Any]]:

@@ -1,16 +1,19 @@
 """Sparsity: masks, pruning scores, per-layer counts and exact selection, and enforcement in training.
 
-Scoring (`scores`), counting and selection (`allocation`) and enforcement (`enforce`) are separate
-pieces; `prune` joins the first two. This package never imports `ticketlab.train`.
+Scoring (`scores`), per-layer densities (`distributions`), counting and selection
+(`allocation`) and enforcement (`enforce`) are separate pieces; `prune` joins the first three.
+This package never imports `ticketlab.train`.
 """
 
 from ticketlab.sparsity.allocation import keep_counts, round_half_up, select_topk
+from ticketlab.sparsity.distributions import DISTRIBUTIONS, densities_from_globs, layer_densities
 from ticketlab.sparsity.enforce import MaskedOptimizer, MaskEnforcer
 from ticketlab.sparsity.mask import Mask, output_layer_name, prunable_parameters
-from ticketlab.sparsity.prune import prune
+from ticketlab.sparsity.prune import PRUNE_SCOPES, prune
 from ticketlab.sparsity.scores import SCORERS, register_scorer
 
 __all__ = [
     "Mask", "prunable_parameters", "output_layer_name", "SCORERS", "register_scorer",
-    "keep_counts", "round_half_up", "select_topk", "prune", "MaskEnforcer", "MaskedOptimizer",
+    "keep_counts", "round_half_up", "select_topk", "prune", "PRUNE_SCOPES", "MaskEnforcer", "MaskedOptimizer",
+    "DISTRIBUTIONS", "layer_densities", "densities_from_globs",
 ]

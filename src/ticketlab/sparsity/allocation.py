@@ -7,6 +7,8 @@ The counting rule (the one rule every pruning path in ticketlab follows):
 * scope ``"layer"``: layer ``l`` with ``n_l`` weights keeps ``round(d_l * n_l)``, at least 1, where
   ``d_l`` is ``density[name]`` for a dict or the one ``density`` otherwise. The total is the sum.
 * scope ``"uniform"``: as ``"layer"``, but the first layer in order stays dense (RigL's "uniform").
+* ERK / ER / explicit per-layer densities (`distributions.layer_densities`, `densities_from_globs`):
+  pass the ``name -> density`` dict with scope ``"layer"``; the total is the sum of the layer counts.
 * scope ``"global"``: the layers together keep ``round(d * n)`` with ``n = sum(n_l)``, chosen by one
   threshold over all layers; every layer keeps at least one weight (its best one), so the total is
   ``max(round(d * n), number of layers)``.
@@ -25,6 +27,7 @@ from typing import Dict, Mapping, Union
 import torch
 
 from ticketlab.errors import ConfigError
+from ticketlab.sparsity.distributions import check_density, layer_densities
 
 SCOPES = ("global", "layer", "uniform")
 _SAMPLE = 1 << 16  # subsample size used to bracket the threshold of large tensors
@@ -32,12 +35,6 @@ _SAMPLE = 1 << 16  # subsample size used to bracket the threshold of large tenso
 
 def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
-
-
-def _check_density(d: float, what: str = "density") -> float:
-    if not 0.0 < d <= 1.0:
-        raise ConfigError(f"{what} must lie in (0, 1], got {d}")
-    return float(d)
 
 
 def keep_counts(sizes: Mapping[str, int], density: Union[float, Mapping[str, float]],
@@ -49,13 +46,14 @@ def keep_counts(sizes: Mapping[str, int], density: Union[float, Mapping[str, flo
         if isinstance(density, Mapping):
             raise ConfigError("global pruning takes one density, not one per layer; use scope 'layer'")
         n = sum(sizes.values())
-        return min(n, max(round_half_up(_check_density(density) * n), len(sizes)))
+        return min(n, max(round_half_up(check_density(density) * n), len(sizes)))
+    if not isinstance(density, Mapping):
+        density = layer_densities({k: (n,) for k, n in sizes.items()}, density, scope)
+    elif scope == "uniform" and sizes:
+        density = {**density, next(iter(sizes)): 1.0}
     counts = {}
-    for i, (name, n) in enumerate(sizes.items()):
-        d = density[name] if isinstance(density, Mapping) else density
-        d = _check_density(d, f"density of {name}")
-        if scope == "uniform" and i == 0:
-            d = 1.0
+    for name, n in sizes.items():
+        d = check_density(density[name], f"density of {name}")
         counts[name] = min(n, max(1, round_half_up(d * n)))
     return counts
 

@@ -1,0 +1,146 @@
+"""Per-layer densities: ERK, ER, uniform, layer-wise, or explicit densities by name glob.
+
+Every allocator has one signature (JaxPruner's ``sparsity_distributions``): layer shapes and a target
+density in, ``name -> density`` out. Counts follow from `allocation.keep_counts` with scope "layer"
+(``round_half_up(d_l * n_l)``, at least 1), so the realised total is the sum of the layer counts.
+
+ERK and ER (RigL; Sup-tickets' ``Masking.init``), computed in float64 as the reference does:
+
+* raw score ``r_l = (sum(dims) / prod(dims)) ** power``; ERK uses all dims ``(out, in, kh, kw)``,
+  ER only ``(out, in)`` (no kernel term).
+* ``eps = (sum_{free} D n_l - sum_{dense} (1 - D) n_l) / sum_{free} r_l n_l``: the free layers share
+  the budget ``D * N`` left after the dense layers take their full size (``N``: the weights in the
+  budget), and layer l gets ``d_l = eps * r_l``.
+* While ``eps * max r_l > 1``, every free layer whose ``r_l`` equals that maximum becomes dense
+  (``d_l = 1``) and eps is solved again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import numbers
+from typing import Dict, Iterable, Mapping, Sequence, Set, Tuple, Union
+
+from ticketlab.errors import ConfigError
+
+DISTRIBUTIONS = ("erk", "er", "uniform", "layer")
+_SPEC_EXAMPLE = "'conv1.*:1.0,layer*.weight:0.1,fc.weight:0.5'"
+
+
+def check_density(d, what: str = "density") -> float:
+    """``d`` as a float in (0, 1], else `ConfigError` (NaN and booleans included)."""
+    if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0.0 < float(d) <= 1.0:
+        raise ConfigError(f"{what} must lie in (0, 1], got {d!r}")
+    return float(d)
+
+
+def layer_densities(shapes: Mapping[str, Sequence[int]], density: float, method: str, *,
+                    power: float = 1.0, exclude: Iterable[str] = (), dense: Iterable[str] = ()
+                    ) -> Dict[str, float]:
+    """Density of every layer in ``shapes`` (in its order) for target ``density``.
+
+    ``method``: "erk", "er" (see the module docstring), "layer" (every layer at ``density``) or
+    "uniform" (as "layer", but the first layer of ``shapes`` dense, as in RigL). ``exclude``: layers
+    kept dense and left out of the budget (Sup-tickets' ``--rm-first`` for the first layer).
+    ``dense``: layers kept dense inside the budget (for ERK/ER the other layers get sparser to pay
+    for them; "layer"/"uniform" have no shared budget, so there it only sets them to 1).
+    ``power`` scales the ERK/ER raw scores (``erk_power_scale``; 0 gives every free layer one density).
+    """
+    density = check_density(density)
+    if method not in DISTRIBUTIONS:
+        raise ConfigError(f"unknown layer-density method {method!r}; choose one of: {', '.join(DISTRIBUTIONS)}")
+    if isinstance(power, bool) or not isinstance(power, numbers.Real) or not 0.0 <= power < math.inf:
+        raise ConfigError(f"ERK power must be a finite number >= 0, got {power!r}")
+    exclude, dense = _known(exclude, shapes, "exclude"), _known(dense, shapes, "dense")
+    out = {name: 1.0 for name in shapes}
+    budget = {k: tuple(int(x) for x in s) for k, s in shapes.items() if k not in exclude}
+    if method in ("layer", "uniform"):
+        first = next(iter(shapes), None)
+        out.update({k: density for k in budget if k not in dense and not (method == "uniform" and k == first)})
+    elif density < 1.0 and budget:
+        out.update(_erdos_renyi(budget, density, float(power), dense & set(budget), kernel=method == "erk"))
+    return out
+
+
+def _known(names: Iterable[str], shapes: Mapping[str, Sequence[int]], what: str) -> Set[str]:
+    names = {names} if isinstance(names, str) else set(names)
+    unknown = sorted(names - set(shapes))
+    if unknown:
+        raise ConfigError(f"{what} names unknown layer(s) {', '.join(unknown)}; choose from: {', '.join(shapes)}")
+    return names
+
+
+def raw_score(shape: Tuple[int, ...], kernel: bool = True) -> float:
+    """ERK's ``sum(dims) / prod(dims)`` (``kernel=False``: ER's ``(out + in) / (out * in)``)."""
+    dims = shape if kernel else shape[:2]
+    if not dims or math.prod(dims) == 0:
+        raise ValueError(f"cannot allocate a density to a tensor of shape {tuple(shape)}")
+    return sum(dims) / math.prod(dims)
+
+
+def _erdos_renyi(shapes: Dict[str, Tuple[int, ...]], density: float, power: float, dense: Set[str],
+                 kernel: bool) -> Dict[str, float]:
+    sizes = {k: math.prod(s) for k, s in shapes.items()}
+    raw = {k: raw_score(s, kernel) ** power for k, s in shapes.items()}
+    forced, dense = sorted(dense), set(dense)
+    eps = 0.0
+    while True:
+        free = [k for k in shapes if k not in dense]
+        if not free:
+            break
+        rhs = sum(density * sizes[k] for k in free) - sum((1.0 - density) * sizes[k] for k in dense)
+        if rhs <= 0:
+            raise ConfigError(f"the layers forced dense ({', '.join(forced)}) hold more weights than density "
+                              f"{density} allows; raise the density or force fewer layers dense")
+        eps = rhs / sum(raw[k] * sizes[k] for k in free)
+        top = max(raw[k] for k in free)
+        if eps * top <= 1.0:
+            break
+        dense.update(k for k in free if raw[k] == top)
+    return {k: 1.0 if k in dense else eps * raw[k] for k in shapes}
+
+
+def densities_from_globs(names: Iterable[str], spec: Union[Mapping[str, float], str],
+                         default: float = 1.0) -> Dict[str, float]:
+    """``name -> density`` from glob patterns (`fnmatch`, case-sensitive); the last matching
+    pattern wins, names matched by none get ``default``. ``spec`` is a dict ``pattern -> density``
+    or a string such as ``"conv1.*:1.0,layer*.weight:0.1"``. A pattern that matches no name is an
+    error (most likely a typo)."""
+    names = list(names)
+    default = check_density(default, "default layer density")
+    rules = _parse_spec(spec)
+    unused = [p for p, _ in rules if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unused:
+        raise ConfigError(f"layer-density pattern(s) {', '.join(map(repr, unused))} match no prunable layer; "
+                          f"layers are: {', '.join(names)}")
+    out = {}
+    for name in names:
+        out[name] = default
+        for pattern, d in rules:
+            if fnmatch.fnmatchcase(name, pattern):
+                out[name] = d
+    return out
+
+
+def _parse_spec(spec) -> list:
+    if isinstance(spec, str):
+        pairs = []
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            pattern, sep, value = item.rpartition(":")
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if not sep or not pattern.strip() or number is None:
+                raise ConfigError(f"ill-formed layer-density entry {item!r}; write PATTERN:DENSITY pairs "
+                                  f"separated by commas, e.g. {_SPEC_EXAMPLE}")
+            pairs.append((pattern.strip(), number))
+    elif isinstance(spec, Mapping):
+        pairs = list(spec.items())
+        if any(not isinstance(p, str) or not p for p, _ in pairs):
+            raise ConfigError(f"layer-density patterns must be non-empty strings, e.g. {_SPEC_EXAMPLE}")
+    else:
+        raise ConfigError(f"layer densities must be a dict or a string such as {_SPEC_EXAMPLE}, "
+                          f"got {type(spec).__name__}")
+    return [(p, check_density(d, f"layer density of {p!r}")) for p, d in pairs]
