@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: a short lottery experiment on built-in data (10 prunings of the digits MLP, rewinding to
+# initialisation), a random-reinitialisation branch on every level, then the report table and plots.
+DEMO := --preset digits_mlp --threads 1 --runs-dir runs/demo
 demo: $(STAMP)
-	$(BIN)/ticketlab train --preset digits_mlp --threads 1 --runs-dir runs/demo
+	$(BIN)/ticketlab lottery $(DEMO) --levels 10 --progress none > /dev/null
+	$(BIN)/ticketlab branch $(DEMO) --levels 4-10 --branch reinit --progress none > /dev/null
+	$(BIN)/ticketlab report runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
