@@ -215,3 +215,30 @@ def test_branch_levels_must_be_finished(trunk):
         check_levels(trunk, [2, 9])
     with pytest.raises(ConfigError, match="1,3-5"):
         parse_levels("one")
+
+
+class _LabelSpy(Lottery):
+    seen = None
+
+    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=()):
+        seen = self.seen
+
+        class Spy(Callback):
+            def after_backward(self, state):
+                seen.setdefault(out.name, []).append((state.index.clone(), state.y.clone()))
+
+        return super().fit(out, weights, mask, cfg, start_step, extra, [*callbacks, Spy()])
+
+
+def test_label_noise_applies_to_every_phase(tmp_path):
+    config = cfg(data={"noise": "symmetric", "noise_rate": 0.3}, lottery={"rewind": "5it"})
+    data = load_data(config.data, noise_seed=config.noise_seed)
+    assert (data.train.y != data.clean_train_y).float().mean() > 0.2
+    lottery = make(config, data, tmp_path, _LabelSpy)
+    lottery.seen = {}
+    lottery.run(1)
+    run_branch(lottery, BranchConfig(name="reinit"), 1)
+    assert set(lottery.seen) == {"pretrain", "level_0", "level_1", f"branch_reinit_{branch_dir(lottery, BranchConfig(), 1).name.split('_')[-1]}"}
+    for batches in lottery.seen.values():
+        for index, y in batches:
+            assert torch.equal(y, data.train.y[index])
