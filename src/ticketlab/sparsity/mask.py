@@ -7,8 +7,8 @@ a name missing from a mask counts as all-ones (dense).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Union
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError
+from ticketlab.io import atomic_write_bytes
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
@@ -162,22 +163,15 @@ class Mask(Mapping):
         """Write atomically: safetensors if ``path`` ends in ``.safetensors``, else ``torch.save``."""
         path = Path(path)
         tensors = {k: t.cpu().contiguous() for k, t in self._t.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if path.suffix == ".safetensors":
-                    from safetensors.torch import save
-                    f.write(save(tensors, metadata={"format": "ticketlab-mask"}))
-                else:
-                    torch.save(tensors, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
+
+            data = save(tensors, metadata={"format": "ticketlab-mask"})
+        else:
+            buffer = io.BytesIO()
+            torch.save(tensors, buffer)
+            data = buffer.getvalue()
+        atomic_write_bytes(path, data)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "Mask":
