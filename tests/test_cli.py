@@ -80,7 +80,7 @@ def test_help_lists_every_field_with_preset_values(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "unknown preset 'nope'"),
-    (["--train.lrr", "0.1"], None),  # argparse: unrecognized arguments
+    (["--train.lrr", "0.1"], "unrecognized arguments: --train.lrr 0.1 (did you mean --train.lr?)"),
     (["--train.lr", "fast"], "train.lr must be a number"),
     (["--prune.density", "0"], "prune.density=0.0 is out of range"),
     (["--prune.density", "1.5"], "prune.density=1.5 is out of range"),

@@ -24,6 +24,24 @@ RUN_COMMANDS = {
 METHOD_OF = {"train": "train", "lottery": "lottery", "branch": "lottery"}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line with the closest flag and where to look, exit status 2."""
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        hint = ""
+        unknown = re.findall(r"(--[\w.\-]+)", message) if "unrecognized" in message else []
+        flags = [s for a in self._actions for s in a.option_strings]
+        for flag in unknown:
+            close = difflib.get_close_matches(flag, flags, n=1)
+            if close:
+                hint = f" (did you mean {close[0]}?)"
+                break
+        self.exit(2, f"ticketlab: error: {message}{hint}; see `{self.prog} --help`\n")
+
+
 def _type_name(tp: Any) -> str:
     text = getattr(tp, "__name__", None) or str(tp)
     return text.replace("typing.", "").replace("ticketlab.steps.", "")
@@ -227,8 +245,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name, text in RUN_COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text, add_help=False, allow_abbrev=False)
         add_method_flags(p, name)
@@ -255,10 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]
+    if extra:
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command in RUN_COMMANDS:
-            sub = parser._subparsers._group_actions[0].choices[args.command]
             return cmd_run(args, sub, argv)
         if args.command == "runs":
             return cmd_runs(args)
