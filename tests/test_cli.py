@@ -149,3 +149,14 @@ def test_sparse_train_with_erk_and_explicit_layer_densities(tmp_path):
     assert len(masks) == 2
     explicit = next(m for m in masks.values() if m["fc2.weight"].all())
     assert int(explicit["fc1.weight"].sum()) == 64 * 100 // 2 and int(explicit["fc3.weight"].sum()) == 250
+
+
+def test_runs_list_shows_lottery_levels(tmp_path, capsys):
+    from ticketlab.runs import run_status
+
+    (tmp_path / "level_0").mkdir(parents=True)
+    (tmp_path / "level_1").mkdir()
+    (tmp_path / "level_0" / "summary.json").write_text("{}")
+    assert run_status(tmp_path) == "levels 0-0 done, partial"
+    (tmp_path / "level_1" / "summary.json").write_text("{}")
+    assert run_status(tmp_path) == "levels 0-1 done"
