@@ -27,3 +27,12 @@ def mnist_root() -> Path:
 def _isolated_data_home(tmp_path_factory, monkeypatch):
     """Keep tests away from the user's $TICKETLAB_DATA."""
     monkeypatch.setenv("TICKETLAB_DATA", str(tmp_path_factory.getbasetemp() / "data-home"))
+
+
+try:  # property tests draw the same examples on every run, so CI never flakes on a new draw
+    from hypothesis import settings
+
+    settings.register_profile("ticketlab", derandomize=True, deadline=None)
+    settings.load_profile("ticketlab")
+except ImportError:  # pragma: no cover - hypothesis is a dev dependency
+    pass

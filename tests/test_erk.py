@@ -58,6 +58,8 @@ def reference_erk(shapes, density, power=1.0, include_kernel=True, dense=()):
                 dims = list(shape) if include_kernel else list(shape)[:2]
                 raw[name] = (np.sum(dims) / np.prod(dims)) ** power
                 divisor += raw[name] * n_param
+        if not raw:  # every layer capped dense (density close to 1)
+            break
         epsilon = rhs / divisor
         max_prob = max(raw.values())
         if max_prob * epsilon > 1:
