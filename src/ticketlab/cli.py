@@ -13,15 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ticketlab.config import RunConfig, get_path, iter_fields, load_config_file, merge
+from ticketlab.config import RST_VARIANTS, RunConfig, get_path, iter_fields, load_config_file, merge
 from ticketlab.errors import TicketlabError
 
 RUN_COMMANDS = {
     "train": "train one model (dense, or sparse with --prune.density < 1)",
     "lottery": "iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
     "branch": "ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot",
+    "rst": "Dual Lottery Ticket: RST / RST_Iter on a random sparse network, L1 / L1_Iter / IMP baselines",
 }
-METHOD_OF = {"train": "train", "lottery": "lottery", "branch": "lottery"}
+# A command with variants maps to a tuple: --variant picks one, else the preset's or file's method, else the first.
+METHOD_OF = {"train": "train", "lottery": "lottery", "branch": "lottery", "rst": RST_VARIANTS}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -64,6 +66,9 @@ def add_method_flags(parser: argparse.ArgumentParser, command: str) -> None:
             flags = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
             parser.add_argument(*flags, dest=f"br:{dotted[7:]}", metavar=_type_name(tp).upper()[:12],
                                 default=argparse.SUPPRESS, help=field.metadata.get("help", ""))
+    if command == "rst":
+        parser.add_argument("--variant", choices=RST_VARIANTS, default=None,
+                            help="rst (default), rst-iter, l1, l1-iter or l1-lth; ratios are fractions PRUNED")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +95,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-h", "--help", action="store_true", help="show fields with their resolved defaults")
 
 
-def resolve_config(args: argparse.Namespace, method: str) -> RunConfig:
+def resolve_config(args: argparse.Namespace, method) -> RunConfig:
     from ticketlab.presets import get_preset
 
     config = get_preset(args.preset) if args.preset else RunConfig()
@@ -105,6 +110,8 @@ def resolve_config(args: argparse.Namespace, method: str) -> RunConfig:
                 node = node.setdefault(part, {})
             node[leaf] = value
     config = merge(config, overrides)
+    if not isinstance(method, str):
+        method = getattr(args, "variant", None) or (config.method if config.method in method else method[0])
     return merge(config, {"method": method})
 
 
@@ -165,6 +172,10 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Lis
         from ticketlab.methods.lottery import run_lottery
 
         path, _ = run_lottery(config, args.levels, ctx)
+    elif args.command == "rst":
+        from ticketlab.methods.rst import run_rst
+
+        path, _ = run_rst(config, ctx)
     else:
         from ticketlab.methods.branches import parse_levels, run_branches
 

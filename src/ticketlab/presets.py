@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List
 
-from ticketlab.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
+from ticketlab.config import DataConfig, ModelConfig, PruneConfig, RSTConfig, RunConfig, TrainConfig
 from ticketlab.errors import ConfigError
 from ticketlab.registry import Registry
 from ticketlab.steps import Steps
@@ -106,6 +106,34 @@ register_preset("cifar100_resnet18", _cifar("cifar100", ModelConfig(name="resnet
 register_preset("tiny_imagenet_resnet18", replace(
     _cifar("imagefolder", ModelConfig(name="resnet18", stem="cifar"), 182, (91, 136), 1e-4),
     data=DataConfig(dataset="imagefolder", val_size=10000, augment=True)))
+
+
+# -- Dual Lottery Ticket (`ticketlab rst`; rst ratios are fractions PRUNED) --------------------------------
+# DLTH README, ResNet-56 on CIFAR-100: batch 128, wd 5e-4, 200 epochs at 0.1 -> 0.01 (100) -> 0.001 (150);
+# stem and classifier dense, 70% of every block conv pruned. The one-shot command sets no --pick_pruned, so
+# the pruned set is the smallest |w| of the initialisation (min); --rst.pick_pruned rand gives the paper's
+# random sparse network. RST_Iter: 5 cycles, coefficient update every iteration, 10,000 stabilisation steps.
+_DLTH_README = replace(
+    _cifar("cifar100", ModelConfig(name="resnet56"), 200, (100, 150), 5e-4),
+    method="rst", rst=RSTConfig(stage_ratios=(0.0, 0.7, 0.7, 0.7, 0.0)))
+_DLTH_README = replace(_DLTH_README, train=replace(_DLTH_README.train, schedule="piecewise", milestones=(),
+                                                   piecewise="0:0.1,100:0.01,150:0.001"))
+register_preset("cifar100_resnet56_rst", _DLTH_README)
+register_preset("cifar100_resnet56_rst_iter", replace(_DLTH_README, method="rst-iter", rst=replace(
+    _DLTH_README.rst, num_cycles=5, update_reg_interval=1, stabilize_reg_interval=Steps(0, 10000),
+    pick_pruned="iter_rand")))
+# A CPU-sized RST on MNIST-1D: 90% of every layer of the MNIST-1D CNN pruned at random, a short
+# regularisation phase (coefficient +1e-3 every iteration, ~1,000 updates, then 500 stabilisation steps),
+# then SGD 0.1 -> 0.01 (20) -> 0.001 (30) for 40 epochs.
+register_preset("mnist1d_cnn_rst", RunConfig(
+    method="rst",
+    data=DataConfig(dataset="mnist1d", val_size=500),
+    model=ModelConfig(name="mnist1d_cnn"),
+    train=TrainConfig(steps=Steps(40), batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                      schedule="piecewise", piecewise="0:0.1,20:0.01,30:0.001", eval_every=Steps(1)),
+    rst=RSTConfig(layer_ratios="0-3:0.9", pick_pruned="rand", reg_granularity=1e-3, update_reg_interval=1,
+                  stabilize_reg_interval=Steps(0, 500), test_interval=Steps(0, 250), save_interval=Steps(0, 500)),
+))
 
 
 def describe_presets() -> Dict[str, str]:
