@@ -8,8 +8,7 @@ __version__ = "0.1.0"
 from ticketlab.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig  # noqa: E402
 from ticketlab.data import DATASETS, DataBundle, load_data, register_dataset  # noqa: E402
 from ticketlab.errors import CheckpointError, ConfigError, DataError, TicketlabError  # noqa: E402
-from ticketlab.methods import RunContext, run_train  # noqa: E402
-from ticketlab.methods.lottery import lottery, run_lottery  # noqa: E402
+from ticketlab.methods import RunContext, lottery, run_lottery, run_rst, run_train  # noqa: E402
 from ticketlab.models import MODELS, build_model, register_model  # noqa: E402
 from ticketlab.presets import get_preset, list_presets, register_preset  # noqa: E402
 from ticketlab.sparsity import Mask, MaskedOptimizer, MaskEnforcer, prune  # noqa: E402
@@ -20,6 +19,6 @@ __all__ = [
     "__version__", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "PruneConfig", "Steps",
     "DATASETS", "DataBundle", "load_data", "register_dataset", "MODELS", "build_model", "register_model",
     "Mask", "MaskEnforcer", "MaskedOptimizer", "prune", "Trainer", "Callback", "evaluate",
-    "get_preset", "list_presets", "register_preset", "run_train", "run_lottery", "lottery", "RunContext",
+    "get_preset", "list_presets", "register_preset", "run_train", "run_lottery", "lottery", "run_rst", "RunContext",
     "TicketlabError", "ConfigError", "DataError", "CheckpointError",
 ]

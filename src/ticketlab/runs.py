@@ -128,14 +128,14 @@ def resolve_run(runs_dir: Path, name: str) -> Path:
 
 
 def run_status(path: Path) -> str:
-    """``done``, ``partial`` or ``new``; for multi-level runs ``levels 0-K done`` (and ``, partial``)."""
+    """``done``, ``partial`` or ``new``; for lottery runs ``levels 0-K done`` (and ``, partial``)."""
+    if (path / "summary.json").exists():
+        return "done"
     levels = sorted(int(p.name.split("_")[1]) for p in path.glob("level_*") if p.name.split("_")[1].isdigit())
     if levels:
         done = [k for k in levels if (path / f"level_{k}" / "summary.json").exists()]
         text = f"levels 0-{max(done)} done" if done else "no level done"
         return text + (", partial" if len(done) < len(levels) else "")
-    if (path / "summary.json").exists():
-        return "done"
     if any(path.rglob("checkpoint.pt")) or any(path.rglob("metrics.jsonl")):
         return "partial"
     return "new"
