@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ticketlab.config import DataConfig, PruneConfig, RunConfig, TrainConfig, merge
+from ticketlab.config import RunConfig, merge
 from ticketlab.errors import ConfigError
 from ticketlab.presets import get_preset, list_presets
 from ticketlab.steps import Steps

@@ -1,10 +1,9 @@
-import json
 import math
 
 import pytest
 import torch
 
-from ticketlab.config import DataConfig, ModelConfig, TrainConfig, merge
+from ticketlab.config import DataConfig, ModelConfig, TrainConfig
 from ticketlab.data import load_data
 from ticketlab.models import build_model
 from ticketlab.sparsity import MaskEnforcer, prune

@@ -9,50 +9,19 @@ other things that do not change results).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple
 
 from ticketlab.errors import ConfigError
+from ticketlab.fields import (  # noqa: F401  (re-exported: the config API in one place)
+    Section, check_range, coerce, content_hash, field_types, from_mapping, get_path, hashed_fields, is_section,
+    load_config_file, merge, option, to_jsonable,
+)
+from ticketlab.fields import iter_fields as _iter_fields
 from ticketlab.steps import Steps
-
-
-def option(default, help: str, hash: bool = True, **kwargs):
-    """A dataclass field with help text; ``hash=False`` keeps it out of the run hash."""
-    return field(default=default, metadata={"help": help, "hash": hash}, **kwargs)
-
-
-class Section:
-    """Base of the config dataclasses: values are coerced to the annotated types, then validated.
-
-    So ``TrainConfig(steps="40ep")`` in Python means the same as ``--train.steps 40ep`` on the command
-    line, and a wrong type fails at construction, naming the field.
-    """
-
-    def __post_init__(self):
-        types = field_types(type(self))
-        for f in dataclasses.fields(self):
-            value, tp = getattr(self, f.name), types[f.name]
-            if is_section(tp):
-                if isinstance(value, Mapping):
-                    object.__setattr__(self, f.name, from_mapping(tp, value, f.name + "."))
-                elif not isinstance(value, tp):
-                    raise ConfigError(f"{f.name} must be a {tp.__name__} or a table of its fields; got {value!r}")
-            else:
-                object.__setattr__(self, f.name, coerce(f"{_section_name(self)}{f.name}", tp, value))
-        self.validate()
-
-    def validate(self) -> None:
-        """Range and consistency checks; raise `ConfigError` naming the field and the fix."""
-
-
-def _section_name(obj) -> str:
-    name = type(obj).__name__.replace("Config", "").lower()
-    return "" if name == "run" else name + "."
 
 
 @dataclass(frozen=True)
@@ -73,9 +42,9 @@ class DataConfig(Section):
     download: bool = option(False, "download missing files from the official source", hash=False)
 
     def validate(self) -> None:
-        _check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)
-        _check_range("data.noise_rate", self.noise_rate, 0.0, 1.0)
-        _check_range("data.val_size", self.val_size, 0, math.inf)
+        check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)
+        check_range("data.noise_rate", self.noise_rate, 0.0, 1.0)
+        check_range("data.val_size", self.val_size, 0, math.inf)
         if self.noise != "none" and self.noise_rate == 0.0:
             raise ConfigError(f"data.noise={self.noise} needs --data.noise_rate > 0")
         if self.noise == "none" and self.noise_rate != 0.0:
@@ -126,17 +95,17 @@ class TrainConfig(Section):
     def validate(self) -> None:
         if self.steps.is_zero:
             raise ConfigError("train.steps must be positive, e.g. --train.steps 40ep")
-        _check_range("train.batch_size", self.batch_size, 1, math.inf)
-        _check_range("train.lr", self.lr, 0.0, math.inf)
-        _check_range("train.momentum", self.momentum, 0.0, 1.0)
-        _check_range("train.weight_decay", self.weight_decay, 0.0, math.inf)
+        check_range("train.batch_size", self.batch_size, 1, math.inf)
+        check_range("train.lr", self.lr, 0.0, math.inf)
+        check_range("train.momentum", self.momentum, 0.0, 1.0)
+        check_range("train.weight_decay", self.weight_decay, 0.0, math.inf)
         if self.eval_every.is_zero:
             raise ConfigError("train.eval_every must be positive, e.g. --train.eval_every 1ep")
         if self.checkpoint_every.is_zero:
             raise ConfigError("train.checkpoint_every must be positive, e.g. --train.checkpoint_every 1ep")
         if self.schedule == "piecewise":
             parse_piecewise(self.piecewise)
-        _check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         if self.schedule == "cyclic" and (self.cycle.is_zero or self.cycle_lr <= 0):
             raise ConfigError("train.schedule=cyclic needs --train.cycle (e.g. 8ep) and --train.cycle_lr > 0")
         if self.schedule == "multistep" and not self.milestones:
@@ -163,10 +132,10 @@ class PruneConfig(Section):
     seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
 
     def validate(self) -> None:
-        _check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
-        _check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
-        _check_range("prune.erk_power", self.erk_power, 0.0, math.inf)
-        _check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
+        check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
+        check_range("prune.erk_power", self.erk_power, 0.0, math.inf)
+        check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -178,7 +147,7 @@ class LotteryConfig(Section):
     finetune_steps: Steps = option(Steps(), "finetune: training length of levels k >= 1 (0: train.steps)")
 
     def validate(self) -> None:
-        _check_range("lottery.finetune_lr", self.finetune_lr, 0.0, math.inf)
+        check_range("lottery.finetune_lr", self.finetune_lr, 0.0, math.inf)
 
 
 @dataclass(frozen=True)
@@ -232,14 +201,14 @@ class RSTConfig(Section):
             raise ConfigError("give the pruned fractions one way: rst.stage_ratios, rst.layer_ratios or "
                               "rst.ratio_globs, not several")
         for ratio in self.stage_ratios:
-            _check_range("rst.stage_ratios entry", ratio, 0.0, 1.0)
-        _check_range("rst.lr_prune", self.lr_prune, 0.0, math.inf, low_open=True)
-        _check_range("rst.batch_size_prune", self.batch_size_prune, 1, math.inf)
-        _check_range("rst.reg_granularity", self.reg_granularity, 0.0, math.inf, low_open=True)
-        _check_range("rst.reg_upper_limit", self.reg_upper_limit, 0.0, math.inf, low_open=True)
-        _check_range("rst.update_reg_interval", self.update_reg_interval, 1, math.inf)
-        _check_range("rst.num_cycles", self.num_cycles, 0, math.inf)
-        _check_range("rst.last_n", self.last_n, 1, math.inf)
+            check_range("rst.stage_ratios entry", ratio, 0.0, 1.0)
+        check_range("rst.lr_prune", self.lr_prune, 0.0, math.inf, low_open=True)
+        check_range("rst.batch_size_prune", self.batch_size_prune, 1, math.inf)
+        check_range("rst.reg_granularity", self.reg_granularity, 0.0, math.inf, low_open=True)
+        check_range("rst.reg_upper_limit", self.reg_upper_limit, 0.0, math.inf, low_open=True)
+        check_range("rst.update_reg_interval", self.update_reg_interval, 1, math.inf)
+        check_range("rst.num_cycles", self.num_cycles, 0, math.inf)
+        check_range("rst.last_n", self.last_n, 1, math.inf)
         if self.lr_ft_mini:
             try:
                 parse_piecewise(self.lr_ft_mini)
@@ -301,8 +270,7 @@ class RunConfig(Section):
 
     def hash(self) -> str:
         """Canonical hash over the non-default, hashed fields; names the run directory."""
-        canonical = json.dumps(_hashed_fields(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.md5(canonical.encode()).hexdigest()[:12]
+        return content_hash(self, 12)
 
     @property
     def run_name(self) -> str:
@@ -311,13 +279,6 @@ class RunConfig(Section):
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_range(name, value, low, high, low_open=False, high_open=False):
-    bad = (value <= low if low_open else value < low) or (value >= high if high_open else value > high)
-    if bad or (isinstance(value, float) and math.isnan(value)):
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ConfigError(f"{name}={value} is out of range; it must lie in {lo}{low}, {high}{hi}")
 
 
 def parse_piecewise(text: str) -> Tuple[Tuple[float, float], ...]:
@@ -334,166 +295,10 @@ def parse_piecewise(text: str) -> Tuple[Tuple[float, float], ...]:
     return tuple(sorted(entries))
 
 
-def to_jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, Steps):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Steps):
-        return str(value)
-    if isinstance(value, tuple):
-        return [to_jsonable(v) for v in value]
-    return value
-
-
-def _hashed_fields(obj) -> Dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(obj):
-        if not f.metadata.get("hash", True):
-            continue
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, Steps):
-            nested = _hashed_fields(value)
-            if nested:
-                out[f.name] = nested
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if value != default:
-            out[f.name] = to_jsonable(value)
-    return out
-
-
-def field_types(cls) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def is_section(tp) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp is not Steps
-
-
-def coerce(name: str, tp: Any, value: Any) -> Any:
-    """Convert ``value`` (from JSON, TOML or a command-line string) to the annotated type ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        inner = [a for a in args if a is not type(None)][0]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        return coerce(name, inner, value)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
-        return value
-    if origin is tuple:
-        inner = args[0]
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, e.g. 1,2,3; got {value!r}")
-        return tuple(coerce(name, inner, v) for v in value)
-    if tp is Steps:
-        return Steps.parse(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(f"{name} must be true or false; got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _is_int(value))):
-            raise ConfigError(f"{name} must be an integer; got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number; got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number; got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string; got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} for {name}")
-
-
-def _is_int(text: str) -> bool:
-    return text.strip().lstrip("+-").isdigit()
-
-
-def from_mapping(cls, data: Mapping[str, Any], prefix: str):
-    """Build dataclass ``cls`` from a nested mapping; unknown keys and wrong types are errors."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {data!r}")
-    types = field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        full = prefix + key
-        if key not in names:
-            import difflib
-
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config field {full!r}{hint}; see `ticketlab train --help` for the fields")
-        tp = types[key]
-        kwargs[key] = from_mapping(tp, value, full + ".") if is_section(tp) else coerce(full, tp, value)
-    return cls(**kwargs)
-
-
-def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
-    """Return ``base`` with the nested ``overrides`` applied (values already typed or raw strings)."""
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {overrides!r}")
-    types = field_types(type(base))
-    names = {f.name for f in dataclasses.fields(base)}
-    changes = {}
-    for key, value in overrides.items():
-        full = prefix + key
-        if key not in names:
-            from_mapping(type(base), {key: value}, prefix)  # raises the unknown-field error
-        tp = types[key]
-        if is_section(tp):
-            changes[key] = merge(getattr(base, key), value, full + ".")
-        else:
-            changes[key] = coerce(full, tp, value)
-    try:
-        return dataclasses.replace(base, **changes)
-    except TypeError as exc:  # pragma: no cover - guarded by the name check above
-        raise ConfigError(str(exc)) from None
-
-
 def branch_hash(branch: BranchConfig) -> str:
-    canonical = json.dumps(_hashed_fields(branch), sort_keys=True, separators=(",", ":"))
-    return hashlib.md5(canonical.encode()).hexdigest()[:8]
+    return content_hash(branch, 8)
 
 
-def iter_fields(cls=RunConfig, prefix: str = ""):
-    """Yield ``(dotted_name, type, field)`` for every leaf field of the tree."""
-    types = field_types(cls)
-    for f in dataclasses.fields(cls):
-        tp = types[f.name]
-        if is_section(tp):
-            yield from iter_fields(tp, prefix + f.name + ".")
-        else:
-            yield prefix + f.name, tp, f
-
-
-def get_path(config: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        config = getattr(config, part)
-    return config
-
-
-def load_config_file(path: str) -> Dict[str, Any]:
-    """Read a TOML or JSON config file into a nested mapping (validated later by `merge`)."""
-    import pathlib
-
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .json file")
-    try:
-        if p.suffix == ".json":
-            return json.loads(p.read_text())
-        import tomllib
-
-        return tomllib.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {p.suffix[1:] or 'TOML'}: {exc}") from None
+def iter_fields(cls=None, prefix: str = ""):
+    """Yield ``(dotted_name, type, field)`` for every leaf field of ``cls`` (default: the whole run config)."""
+    return _iter_fields(RunConfig if cls is None else cls, prefix)

@@ -8,7 +8,7 @@ kept again, so successive masks are nested), the output layer's own rate and a d
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn

@@ -1,0 +1,228 @@
+"""The machinery behind config fields: declaration, coercion, validation, canonical JSON and hashing.
+
+`ticketlab.config` declares the sections with `option`; everything here is independent of which
+sections exist, so a method adding its own section needs nothing new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from dataclasses import field
+from typing import Any, Dict, Literal, Mapping
+
+from ticketlab.errors import ConfigError
+from ticketlab.steps import Steps
+
+
+def option(default, help: str, hash: bool = True, **kwargs):
+    """A dataclass field with help text; ``hash=False`` keeps it out of the run hash."""
+    return field(default=default, metadata={"help": help, "hash": hash}, **kwargs)
+
+
+class Section:
+    """Base of the config dataclasses: values are coerced to the annotated types, then validated.
+
+    So ``TrainConfig(steps="40ep")`` in Python means the same as ``--train.steps 40ep`` on the command
+    line, and a wrong type fails at construction, naming the field.
+    """
+
+    def __post_init__(self):
+        types = field_types(type(self))
+        for f in dataclasses.fields(self):
+            value, tp = getattr(self, f.name), types[f.name]
+            if is_section(tp):
+                if isinstance(value, Mapping):
+                    object.__setattr__(self, f.name, from_mapping(tp, value, f.name + "."))
+                elif not isinstance(value, tp):
+                    raise ConfigError(f"{f.name} must be a {tp.__name__} or a table of its fields; got {value!r}")
+            else:
+                object.__setattr__(self, f.name, coerce(f"{_section_name(self)}{f.name}", tp, value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Range and consistency checks; raise `ConfigError` naming the field and the fix."""
+
+
+def _section_name(obj) -> str:
+    name = type(obj).__name__.replace("Config", "").lower()
+    return "" if name == "run" else name + "."
+
+
+
+def check_range(name, value, low, high, low_open=False, high_open=False):
+    bad = (value <= low if low_open else value < low) or (value >= high if high_open else value > high)
+    if bad or (isinstance(value, float) and math.isnan(value)):
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(f"{name}={value} is out of range; it must lie in {lo}{low}, {high}{hi}")
+
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, Steps):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Steps):
+        return str(value)
+    if isinstance(value, tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def hashed_fields(obj) -> Dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("hash", True):
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, Steps):
+            nested = hashed_fields(value)
+            if nested:
+                out[f.name] = nested
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value != default:
+            out[f.name] = to_jsonable(value)
+    return out
+
+
+def field_types(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def is_section(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp is not Steps
+
+
+def coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` (from JSON, TOML or a command-line string) to the annotated type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        inner = [a for a in args if a is not type(None)][0]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return coerce(name, inner, value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        inner = args[0]
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, e.g. 1,2,3; got {value!r}")
+        return tuple(coerce(name, inner, v) for v in value)
+    if tp is Steps:
+        return Steps.parse(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name} must be true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _is_int(value))):
+            raise ConfigError(f"{name} must be an integer; got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number; got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number; got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string; got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {name}")
+
+
+def _is_int(text: str) -> bool:
+    return text.strip().lstrip("+-").isdigit()
+
+
+def from_mapping(cls, data: Mapping[str, Any], prefix: str):
+    """Build dataclass ``cls`` from a nested mapping; unknown keys and wrong types are errors."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {data!r}")
+    types = field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config field {full!r}{hint}; see `ticketlab train --help` for the fields")
+        tp = types[key]
+        kwargs[key] = from_mapping(tp, value, full + ".") if is_section(tp) else coerce(full, tp, value)
+    return cls(**kwargs)
+
+
+def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
+    """Return ``base`` with the nested ``overrides`` applied (values already typed or raw strings)."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {overrides!r}")
+    types = field_types(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    changes = {}
+    for key, value in overrides.items():
+        full = prefix + key
+        if key not in names:
+            from_mapping(type(base), {key: value}, prefix)  # raises the unknown-field error
+        tp = types[key]
+        if is_section(tp):
+            changes[key] = merge(getattr(base, key), value, full + ".")
+        else:
+            changes[key] = coerce(full, tp, value)
+    try:
+        return dataclasses.replace(base, **changes)
+    except TypeError as exc:  # pragma: no cover - guarded by the name check above
+        raise ConfigError(str(exc)) from None
+
+
+
+def iter_fields(cls, prefix: str = ""):
+    """Yield ``(dotted_name, type, field)`` for every leaf field of the tree."""
+    types = field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp = types[f.name]
+        if is_section(tp):
+            yield from iter_fields(tp, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, tp, f
+
+
+def get_path(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+    """Read a TOML or JSON config file into a nested mapping (validated later by `merge`)."""
+    import pathlib
+
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .json file")
+    try:
+        if p.suffix == ".json":
+            return json.loads(p.read_text())
+        import tomllib
+
+        return tomllib.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {p.suffix[1:] or 'TOML'}: {exc}") from None
+
+
+def content_hash(obj, length: int = 12) -> str:
+    """MD5 of the canonical JSON of ``obj``'s non-default, hashed fields (OpenLTH's hashname)."""
+    import hashlib
+
+    canonical = json.dumps(hashed_fields(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.md5(canonical.encode()).hexdigest()[:length]
