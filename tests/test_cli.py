@@ -160,3 +160,65 @@ def test_runs_list_shows_lottery_levels(tmp_path, capsys):
     assert run_status(tmp_path) == "levels 0-0 done, partial"
     (tmp_path / "level_1" / "summary.json").write_text("{}")
     assert run_status(tmp_path) == "levels 0-1 done"
+
+
+def test_runs_rm_refuses_directories_it_did_not_make(tmp_path, capsys):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.json").write_text('{"name": "app"}')
+    assert main(["runs", "rm", str(project)]) == 2
+    assert "not a ticketlab run directory" in capsys.readouterr().err
+    assert (project / "src").is_dir()
+    runs = tmp_path / "runs"
+    assert main(["train", "--preset", "digits_mlp", "--train.steps", "1ep", "--progress", "none",
+                 "--runs-dir", str(runs)]) == 0
+    (run,) = list(runs.iterdir())
+    assert main(["runs", "rm", run.name[:8], "--runs-dir", str(runs)]) == 2  # no prefixes for rm
+    assert run.is_dir()
+    assert main(["runs", "rm", run.name, "--runs-dir", str(runs)]) == 0
+    assert not run.exists()
+
+
+def test_filesystem_errors_are_one_line(tmp_path, capsys):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert main(["train", "--preset", "digits_mlp", "--train.steps", "1ep", "--runs-dir", str(not_a_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(not_a_dir) in err[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lottery", "--rewind", "3ep", "--train.steps", "2ep"], "lies after the end of training"),
+    (["lottery", "--model.name", "mnist1d_cnn", "--model.hidden", "10"], "does not apply"),
+    (["train", "--prune.layer_density", "conv*:0.5"], "conv*"),
+])
+def test_bad_method_settings_write_nothing(tmp_path, capsys, args, message):
+    command, *rest = args
+    assert main([command, "--preset", "digits_mlp", "--progress", "none", "--runs-dir", str(tmp_path), *rest]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_branch_settings_write_nothing_and_changed_data_is_refused(tmp_path, capsys):
+    common = ["--preset", "digits_mlp", "--train.steps", "2ep", "--progress", "none", "--runs-dir", str(tmp_path)]
+    assert main(["lottery", *common, "--levels", "1"]) == 0
+    assert main(["branch", *common, "--levels", "1", "--branch", "retrain", "--branch.regain", "9ep"]) == 2
+    assert "branch.regain" in capsys.readouterr().err
+    (run,) = list(tmp_path.iterdir())
+    assert not list(run.glob("level_1/branch_*"))
+    state = torch.load(run / "data.pt", weights_only=True)
+    state["train_labels"] = (state["train_labels"] + 1) % 10
+    torch.save(state, run / "data.pt")
+    assert main(["lottery", *common, "--levels", "2"]) == 2
+    assert "changed since the run started" in capsys.readouterr().err
+    assert not (run / "level_2").exists()
+
+
+def test_lottery_prune_seed_changes_random_masks(tmp_path):
+    from ticketlab.sparsity import Mask
+
+    common = ["lottery", "--preset", "digits_mlp", "--train.steps", "1ep", "--prune.criterion", "random",
+              "--levels", "1", "--progress", "none", "--runs-dir", str(tmp_path)]
+    assert main([*common, "--prune.seed", "1"]) == 0 and main([*common, "--prune.seed", "2"]) == 0
+    masks = [Mask.load(p) for p in sorted(tmp_path.glob("*/level_1/mask.pt"))]
+    assert len(masks) == 2 and masks[0] != masks[1]

@@ -208,7 +208,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = []
         for path in find_runs(runs_dir):
-            config = load_config(path)
+            try:
+                config = load_config(path)
+            except TicketlabError:
+                rows.append([path.name, "-", "-", "unreadable config.json", "-"])
+                continue
             summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
             acc = summary.get("final_test_accuracy")
             rows.append([path.name, config.data.dataset, config.model.name, run_status(path),
@@ -217,7 +221,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     if not args.run:
         raise TicketlabError(f"`ticketlab runs {args.action}` needs a RUN (name, hash prefix or path)")
-    path = resolve_run(runs_dir, args.run)
+    path = resolve_run(runs_dir, args.run, exact=args.action == "rm")
     if args.action == "show":
         print(json.dumps({"path": str(path), "status": run_status(path), "config": read_json(path / "config.json"),
                           "manifest": read_json(path / "manifest.json"),
@@ -265,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_runtime_flags(p)
     runs = sub.add_parser("runs", help="list, show or remove run directories")
     runs.add_argument("action", choices=["list", "show", "rm"])
-    runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show, rm)")
+    runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show); full name or path (rm)")
     runs.add_argument("--runs-dir", default="runs")
     report = sub.add_parser("report", help="tables and plots of finished runs (seeds averaged)")
     report.add_argument("runs", nargs="+", help="run directories, or folders holding them")
@@ -298,6 +302,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_list(args)
     except TicketlabError as exc:
         print(f"ticketlab: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"ticketlab: error: {exc.strerror or exc}{where}; check the path and its permissions", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)

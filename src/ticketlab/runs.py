@@ -114,12 +114,16 @@ def find_runs(runs_dir: Path) -> List[Path]:
     return sorted(p for p in runs_dir.iterdir() if (p / CONFIG).is_file())
 
 
-def resolve_run(runs_dir: Path, name: str) -> Path:
-    """A run given by path, by directory name or by a unique prefix of its name or hash."""
+def resolve_run(runs_dir: Path, name: str, exact: bool = False) -> Path:
+    """A run given by path, by directory name or (unless ``exact``) by a unique prefix of its name or hash."""
     direct = Path(name)
     if (direct / CONFIG).is_file():
         return direct
-    matches = [p for p in find_runs(runs_dir) if p.name.startswith(name) or p.name.split("_")[-1].startswith(name)]
+    if exact:
+        matches = [p for p in find_runs(runs_dir) if p.name == name]
+    else:
+        matches = [p for p in find_runs(runs_dir)
+                   if p.name.startswith(name) or p.name.split("_")[-1].startswith(name)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -141,7 +145,20 @@ def run_status(path: Path) -> str:
     return "new"
 
 
+def is_run_dir(path: Path) -> bool:
+    """A directory ticketlab made: a manifest written by ticketlab and a config whose hash names the folder."""
+    path = Path(path)
+    try:
+        manifest = read_json(path / MANIFEST)
+        config = load_config(path)
+    except Exception:
+        return False
+    return isinstance(manifest, dict) and "ticketlab" in manifest and path.name.startswith(config.run_name)
+
+
 def remove_run(path: Path) -> None:
-    if not (Path(path) / CONFIG).is_file():
-        raise CheckpointError(f"{path} is not a ticketlab run directory (no {CONFIG}); nothing removed")
+    """Delete a run directory, refusing anything that is not one (see `is_run_dir`)."""
+    if not is_run_dir(path):
+        raise CheckpointError(f"{path} is not a ticketlab run directory (no ticketlab manifest, or its config does not "
+                              "match its name); nothing removed")
     shutil.rmtree(path)
