@@ -86,3 +86,14 @@ def test_lottery_on_a_user_module_and_data(tmp_path):
     assert summaries[2]["final_test_accuracy"] > 0.9
     again_path, again = ticketlab.lottery(model, data, levels=2, train=train, runs_dir=tmp_path)
     assert again_path == path and again == summaries
+
+
+def test_lottery_runs_of_differently_initialised_modules_do_not_collide():
+    from ticketlab.methods.lottery import module_signature
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 2)
+    torch.manual_seed(1)
+    b = torch.nn.Linear(4, 2)
+    assert module_signature(a) != module_signature(b)
+    assert module_signature(a) == module_signature(a)

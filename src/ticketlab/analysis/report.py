@@ -117,13 +117,14 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
         raise ConfigError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     rows = collect(paths)
     if not rows:
-        unfinished = f" ({len(rows.skipped)} unfinished level(s)/branch(es) skipped)" if rows.skipped else ""
+        unfinished = f" ({len(rows.skipped)} unfinished or unreadable skipped)" if rows.skipped else ""
         raise TicketlabError(f"no finished runs under {', '.join(map(str, paths))}{unfinished}; "
                              "run `ticketlab lottery` first")
     agg = aggregate(rows)
     text, notes = render(agg, fmt), []
     if rows.skipped:
-        notes.append(f"skipped {len(rows.skipped)} unfinished level(s)/branch(es) (no summary.json)")
+        notes.append(f"skipped {len(rows.skipped)} unfinished or unreadable level(s)/branch(es)/run(s): "
+                     + ", ".join(str(p) for p in rows.skipped[:3]) + (" ..." if len(rows.skipped) > 3 else ""))
     if out_dir is not None:
         plot = plot if plot is not None else Path(out_dir) / "accuracy_vs_density"
         curves = curves if curves is not None else Path(out_dir) / "training_curves"

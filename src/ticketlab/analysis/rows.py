@@ -79,7 +79,10 @@ def collect(paths: Sequence[str | Path]) -> Rows:
     """Every finished level and branch under ``paths``; ``.skipped`` lists the unfinished ones."""
     records, skipped = [], []
     for run in find_run_dirs(paths):
-        records.extend(_read_run(run, skipped))
+        try:
+            records.extend(_read_run(run, skipped))
+        except TicketlabError:  # an unreadable config.json or summary.json: report the rest
+            skipped.append(run)
     labels = _experiment_labels(records)
     branches: Dict[str, Dict[str, Tuple[str, Dict[str, Any]]]] = {}  # made unique within each experiment
     for r in records:
@@ -118,7 +121,8 @@ def _phase_record(base, level, folder, branch, options, fraction, skipped) -> Li
         skipped.append(folder)
         return []
     summary = read_json(folder / "summary.json")
-    density = summary.get("density")
+    # a re-dense (retrain) branch ends at density 1; it is reported at its ticket's density
+    density = summary.get("ticket_density", summary.get("density"))
     return [dict(base, level=level, path=folder, branch=branch, branch_options=_flatten(options),
                  branch_id=branch + json.dumps(options, sort_keys=True),
                  density=float(density) if density is not None else (1 - fraction) ** level,

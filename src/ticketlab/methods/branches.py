@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -51,13 +51,14 @@ def check_levels(lottery: Lottery, levels: Sequence[int]) -> None:
                           f"same flags and --levels {max(missing)} first")
 
 
-def run_branch(lottery: Lottery, branch: BranchConfig, level: int) -> Dict[str, Any]:
+def run_branch(lottery: Lottery, branch: BranchConfig, level: int, plan: Optional[Plan] = None) -> Dict[str, Any]:
+    """Train ``branch`` at ``level`` (its plan is made first, so bad settings fail before anything is written)."""
     out = branch_dir(lottery, branch, level)
     if (out / "summary.json").exists():
         return read_json(out / "summary.json")
+    plan = plan or BRANCHES.get(branch.name)(lottery, branch, level)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "branch.json", to_jsonable(branch))
-    plan = BRANCHES.get(branch.name)(lottery, branch, level)
     if not (out / "mask.pt").exists():
         plan.mask.save(out / "mask.pt")
         save_torch(masked(plan.start, plan.mask), out / "start.pt")
@@ -68,8 +69,8 @@ def run_branch(lottery: Lottery, branch: BranchConfig, level: int) -> Dict[str, 
 
 
 def _seed(lottery: Lottery, branch: BranchConfig, level: int) -> int:
-    base = branch.seed if branch.seed is not None else lottery.seed(f"branch-{branch.name}")
-    return lottery.config.derived_seed(f"{base}:{level}")
+    base = branch.seed if branch.seed is not None else lottery.config.init_seed
+    return lottery.seed(f"branch-{branch.name}:{level}", base)
 
 
 def _main_schedule(lottery: Lottery):
@@ -116,9 +117,9 @@ def retrain(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
     regain = (branch.regain if not branch.regain.is_zero else train.steps).to_iters(lottery.ipe)
     cfg = replace(train, steps=total)
     _, start_step = lottery.level_schedule(level)
-    if regain > cfg.steps.to_iters(lottery.ipe):
-        raise ConfigError(f"branch.regain ({branch.regain}) lies after branch.steps ({total}); choose a regain step "
-                          "within the training length")
+    if not start_step <= regain <= cfg.steps.to_iters(lottery.ipe):
+        raise ConfigError(f"branch.regain ({branch.regain or train.steps}) must lie between the level's start step "
+                          f"({start_step} it) and branch.steps ({total}); choose a regain step within the training")
     start = load_torch(lottery.level_dir(level) / "start.pt")
     return Plan(lottery.level_mask(level), start, cfg, start_step, [RegainDense(regain)])
 
@@ -131,7 +132,7 @@ def oneshot(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
     if mode == "rewind":
         start = lottery.rewind_weights()
     elif mode == "scratch":
-        start = lottery.make_model(lottery.seed(f"scratch{level}")).state_dict()
+        start = lottery.make_model(lottery.scratch_seed(level)).state_dict()
     else:
         start = dense_final
     cfg, start_step = lottery.level_schedule(level)
@@ -165,6 +166,8 @@ def run_branches(config, branch: BranchConfig, levels: Sequence[int], ctx) -> Pa
         raise ConfigError(f"no lottery trunk at {trunk}; run `ticketlab lottery` with the same flags first")
     lottery = open_lottery(config, ctx)
     check_levels(lottery, levels)
+    plans = {level: None if (branch_dir(lottery, branch, level) / "summary.json").exists()
+             else BRANCHES.get(branch.name)(lottery, branch, level) for level in levels}
     for level in levels:
-        run_branch(lottery, branch, level)
+        run_branch(lottery, branch, level, plans[level])
     return lottery.path

@@ -61,8 +61,16 @@ class Lottery:
     def level_dir(self, level: int) -> Path:
         return self.path / f"level_{level}"
 
-    def seed(self, purpose: str) -> int:
-        return self.config.derived_seed(purpose)
+    def seed(self, purpose: str, base: Optional[int] = None) -> int:
+        """A seed for one purpose, derived from ``base`` (default: the master seed)."""
+        return self.config.derived_seed(purpose if base is None else f"{base}:{purpose}")
+
+    def prune_seed(self, purpose: str) -> int:
+        """Pruning randomness (random scores, the gradient-scoring batch): follows ``--prune.seed``."""
+        return self.seed(purpose, self.config.prune_seed)
+
+    def scratch_seed(self, level: int) -> int:
+        return self.seed(f"scratch{level}", self.config.init_seed)
 
     def density(self, level: int) -> float:
         return (1.0 - self.config.prune.fraction) ** level
@@ -101,12 +109,12 @@ class Lottery:
         """Prune ``weights`` to the density of ``level`` (nested in ``mask`` when given)."""
         p = self.config.prune
         model = self.model_with(weights)
-        generator = torch.Generator().manual_seed(self.seed(f"prune{level}"))
+        generator = torch.Generator().manual_seed(self.prune_seed(f"prune{level}"))
         batch = None
         if p.criterion == "gradient":
             from ticketlab.data import epoch_permutation
 
-            order = epoch_permutation(len(self.data.train), self.seed(f"score{level}"), 0, self.device)
+            order = epoch_permutation(len(self.data.train), self.prune_seed(f"score{level}"), 0, self.device)
             index = order[: self.config.train.batch_size]
             x = self.data.train.x[index]
             augment = getattr(self.data, "augment", None)
@@ -135,7 +143,7 @@ class Lottery:
         if mode == "rewind":
             return self.rewind_weights()
         if mode == "scratch":
-            return self.make_model(self.seed(f"scratch{level}")).state_dict()
+            return self.make_model(self.scratch_seed(level)).state_dict()
         return self.final_weights(level - 1)
 
     def level_schedule(self, level: int) -> tuple:
@@ -179,19 +187,22 @@ class Lottery:
 
 def open_lottery(config: RunConfig, ctx) -> Lottery:
     """Load the data, open (or create) the run directory and return the experiment."""
-    from ticketlab.methods.train import DATA_STATE, prepare_data
-    from ticketlab.runs import RunDir
+    from ticketlab.data import iters_per_epoch
+    from ticketlab.errors import ConfigError
+    from ticketlab.methods.train import open_run, prepare_data
 
     if config.prune.layer_density:
-        from ticketlab.errors import ConfigError
-
         raise ConfigError("prune.layer_density fixes one density per layer and cannot drive iterative levels; "
                           "drop it and use --prune.scope / --prune.fraction")
     data = prepare_data(config, ctx)
-    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
-    if not (run.path / DATA_STATE).exists():
-        save_torch(data.state(), run.path / DATA_STATE)
-    return Lottery(config, data, config_model_factory(config, data), run.path, ctx.torch_device, ctx.progress)
+    ipe = iters_per_epoch(len(data.train), config.train.batch_size)
+    if config.lottery.rewind.to_iters(ipe) > config.train.steps.to_iters(ipe):
+        raise ConfigError(f"lottery.rewind ({config.lottery.rewind}) lies after the end of training "
+                          f"({config.train.steps}); choose a rewind step within --train.steps")
+    factory = config_model_factory(config, data)
+    initial = factory(config.init_seed).state_dict()  # a bad model config fails before anything is written
+    run = open_run(config, ctx, data)
+    return Lottery(config, data, factory, run.path, ctx.torch_device, ctx.progress, init_state=initial)
 
 
 def run_lottery(config: RunConfig, levels: int, ctx) -> tuple:
@@ -239,8 +250,11 @@ def module_factory(model: torch.nn.Module) -> ModelFactory:
 
 
 def module_signature(model: torch.nn.Module) -> str:
-    text = repr(model) + repr([(n, tuple(p.shape)) for n, p in model.named_parameters()])
-    return hashlib.md5(text.encode()).hexdigest()[:8]
+    """Architecture and initial weights of a user's module, for naming its run directory."""
+    digest = hashlib.md5((repr(model) + repr([(n, tuple(p.shape)) for n, p in model.named_parameters()])).encode())
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:8]
 
 
 __all__ = ["Lottery", "open_lottery", "run_lottery", "finetune_config", "masked", "config_model_factory", "module_factory", "output_layer_name"]

@@ -273,8 +273,7 @@ def check_rst(config: RunConfig) -> None:
 
 def open_rst(config: RunConfig, ctx) -> RSTRun:
     """Load the data, check the config, open (or create) the run directory."""
-    from ticketlab.methods.train import DATA_STATE, prepare_data
-    from ticketlab.runs import RunDir
+    from ticketlab.methods.train import open_run, prepare_data
 
     check_rst(config)
     data = prepare_data(config, ctx)
@@ -287,9 +286,7 @@ def open_rst(config: RunConfig, ctx) -> RSTRun:
         updates_to_finish(config.rst.reg_granularity, config.rst.reg_upper_limit, config.rst.reg_schedule)
     if config.rst.base not in ("init", "trained"):
         load_base(config.rst.base, probe.make_model(0).state_dict())
-    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
-    if not (run.path / DATA_STATE).exists():
-        save_torch(data.state(), run.path / DATA_STATE)
+    open_run(config, ctx, data)
     return probe
 
 

@@ -8,7 +8,8 @@ import torch
 
 from ticketlab.config import PruneConfig, RunConfig
 from ticketlab.data import DataBundle, epoch_permutation, load_data
-from ticketlab.io import save_torch
+from ticketlab.errors import CheckpointError
+from ticketlab.io import load_torch, save_torch
 from ticketlab.methods.context import RunContext
 from ticketlab.models import build_model
 from ticketlab.runs import RunDir
@@ -56,14 +57,26 @@ def initial_mask(config: RunConfig, model: torch.nn.Module, data: DataBundle) ->
     return prune(model, p.density, batch=batch, generator=generator, **prune_options(p, model))
 
 
+def open_run(config: RunConfig, ctx: RunContext, data: DataBundle) -> RunDir:
+    """Create or reopen the run directory; its saved splits and labels must match the data loaded now."""
+    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
+    path, state = run.path / DATA_STATE, data.state()
+    if not path.exists():
+        save_torch(state, path)
+    else:
+        saved = load_torch(path)
+        if saved.keys() != state.keys() or any(not torch.equal(saved[k], state[k].cpu()) for k in state):
+            raise CheckpointError(f"the data of {run.path} changed since the run started (splits or labels differ "
+                                  f"from {path}); restore the original files or start a new --runs-dir")
+    return run
+
+
 def run_train(config: RunConfig, ctx: Optional[RunContext] = None) -> Tuple[RunDir, Dict[str, Any]]:
     ctx = ctx or RunContext()
     data, model = prepare(config, ctx)
-    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
-    if not (run.path / DATA_STATE).exists():
-        save_torch(data.state(), run.path / DATA_STATE)
+    mask = initial_mask(config, model, data)  # before the run directory: bad prune settings write nothing
+    run = open_run(config, ctx, data)
     enforcer = None
-    mask = initial_mask(config, model, data)
     if mask is not None:
         if not (run.path / MASK).exists():
             mask.save(run.path / MASK)
