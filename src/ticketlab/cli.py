@@ -131,8 +131,9 @@ def print_config_help(parser: argparse.ArgumentParser, config: RunConfig) -> Non
     print("  --preset NAME / --config FILE   starting point; flags override both")
 
 
-def progress_mode(flag: str) -> Optional[bool]:
-    return {"auto": None, "bar": True, "lines": None, "none": False}[flag]
+def progress_mode(flag: str):
+    """The trainer's progress setting: None (auto), True (bar), "lines" or False (none)."""
+    return {"auto": None, "bar": True, "lines": "lines", "none": False}[flag]
 
 
 def branch_config(args: argparse.Namespace):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -33,7 +33,7 @@ class RunContext:
     runs_dir: Path = Path("runs")
     device: str = "auto"
     threads: Optional[int] = None
-    progress: Optional[bool] = None  # None: a bar on a terminal, plain lines otherwise
+    progress: Optional[Union[bool, str]] = None  # None: a bar on a terminal, lines otherwise; "lines"; False
     argv: Optional[List[str]] = field(default=None)
 
     def __post_init__(self):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 
 class Progress:
-    def __init__(self, total: int, start: int, label: str, enabled: Optional[bool] = None):
-        """``enabled``: True/False forces output on or off; None shows a bar on a TTY and lines otherwise."""
+    def __init__(self, total: int, start: int, label: str, enabled: Optional[Union[bool, str]] = None):
+        """``enabled``: None shows a bar on a TTY and plain lines otherwise; True (or "bar") always a bar,
+        "lines" always lines, False nothing."""
         self.total, self.label, self.quiet = total, label, enabled is False
         self.bar = None
-        if enabled is not False and sys.stderr.isatty():
+        if enabled in (True, "bar") or (enabled is None and sys.stderr.isatty()):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=start, desc=label, unit="it", leave=False, dynamic_ncols=True)
