@@ -31,8 +31,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Speed (README "Speed"): each script prints its table and writes bench/results/<name>.json; CPU, one thread.
 bench: $(STAMP)
 	$(BIN)/python bench/trainer_overhead.py
+	$(BIN)/python bench/imp_vs_user_loop.py
+	$(BIN)/python bench/pruning_cost.py
+	$(BIN)/python bench/gpu.py
 
 clean:
 	rm -rf runs/demo .pytest_cache

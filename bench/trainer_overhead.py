@@ -1,78 +1,84 @@
-"""Trainer overhead: the ticketlab trainer against a bare PyTorch loop doing the same work.
+"""Trainer overhead: the ticketlab trainer against a minimal bare PyTorch loop doing the same work.
 
-Both train LeNet-300-100 for a fixed number of steps on the same in-memory MNIST-shaped tensors, with the
-same optimizer, batch size and batch order source (a seeded permutation per epoch). The masked bare loop
-zeroes gradients before the step and weights and optimizer state after it with `torch._foreach_mul_`, the
-most direct vectorised way. Each case is warmed up once, then timed ``--repeats`` times; the table shows
-the median seconds and the ratio trainer / bare (1.00 = no overhead). Results also go to a JSON file.
+Both train the same model from the same initial weights on the same in-memory tensors for a fixed number
+of steps, with the same optimizer, batch size and batch order (one seeded permutation per epoch), and
+both evaluate the small test split before and after training (the trainer always does). The masked bare
+loop zeroes the gradients of pruned weights before the step, and the weights and optimizer state after
+it, with one ``torch._foreach_mul_`` each (state lists built once, after the first step). Cases:
+LeNet-300-100 on MNIST-shaped data at batch 60 and 128, ResNet-20 on CIFAR-shaped data at batch 128
+(fewer steps), each with SGD (momentum 0.9) and Adam, dense and at 20% and 2% density.
 
-    python bench/trainer_overhead.py [--steps 400] [--repeats 5] [--threads 1] [--out bench/results/overhead.json]
+Each case is warmed up, then the two loops run alternately ``--repeats`` times, in one process with glibc's
+heap trimming off (`common.steady_heap`; ``--default-heap`` leaves it on), so that page faults do not
+land on one loop or the other at random. The table shows the
+median time per step (process CPU time by default, see ``--clock``; set-up, both evaluations and the
+trainer's bookkeeping included), the ratio ticketlab / bare of the medians (1.00 = no overhead), the
+range of the round-by-round ratios, and whether both loops ended with bit-identical weights (they do
+the same arithmetic, so they should).
+
+    python bench/trainer_overhead.py [--repeats 7] [--lenet-steps 200] [--resnet-steps 4] [--threads 1]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
+import copy
 import sys
-import time
-from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ticketlab.analysis.table import render_table
+import common
 from ticketlab.config import ModelConfig, TrainConfig
-from ticketlab.data import DataBundle, Split, epoch_permutation
+from ticketlab.data import DataBundle, epoch_permutation
 from ticketlab.models import build_model
-from ticketlab.sparsity import MaskEnforcer, prune
+from ticketlab.sparsity import Mask, MaskEnforcer, prune
 from ticketlab.steps import Steps
 from ticketlab.train import Trainer
-from ticketlab.train.optim import build_optimizer
+
+ORDER_SEED = 0
+OPTIMIZERS = {"sgd": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4),
+              "adam": dict(optimizer="adam", lr=1e-3)}
+DENSITIES = (1.0, 0.2, 0.02)
 
 
-def make_data(n_train: int, n_test: int, seed: int = 0) -> DataBundle:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_train + n_test, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
-    train = Split(x[:n_train], y[:n_train], torch.arange(n_train))
-    test = Split(x[n_train:], y[n_train:], torch.arange(n_test))
-    return DataBundle(train, None, test, 10, (1, 28, 28), y[:n_train].clone())
+def make_optimizer(params, name: str) -> torch.optim.Optimizer:
+    """What a user writes: the torch optimizer with the same hyperparameters the trainer gets."""
+    kw = OPTIMIZERS[name]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=kw["lr"], momentum=kw["momentum"], weight_decay=kw["weight_decay"])
+    return torch.optim.Adam(params, lr=kw["lr"])
 
 
-def fresh_model(density: float):
-    model = build_model(ModelConfig(name="lenet_300_100"), (1, 28, 28), 10, seed=0)
-    mask = prune(model, density) if density < 1 else None
-    return model, mask
+def bare_evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        result = F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    model.train()
+    return result
 
 
-def run_trainer(data: DataBundle, cfg: TrainConfig, density: float) -> float:
-    model, mask = fresh_model(density)
-    enforcer = MaskEnforcer(model, mask) if mask is not None else None
-    trainer = Trainer(model, data, cfg, order_seed=0, enforcer=enforcer, progress=False)
-    began = time.perf_counter()
-    trainer.fit()
-    return time.perf_counter() - began
-
-
-def run_bare(data: DataBundle, cfg: TrainConfig, density: float) -> float:
-    model, mask = fresh_model(density)
-    optimizer = build_optimizer(model.parameters(), cfg)
+def run_bare(model: torch.nn.Module, mask: Optional[Mask], data: DataBundle, optimizer_name: str,
+             batch: int, steps: int) -> None:
+    """The minimal loop."""
+    optimizer = make_optimizer(model.parameters(), optimizer_name)
     params = dict(model.named_parameters())
     weights = [params[name] for name in mask] if mask is not None else []
-    masks = [m.to(weights[0].dtype) for m in mask.values()] if mask is not None else []
-    if mask is not None:
+    masks = [keep.to(w.dtype) for keep, w in zip(mask.values(), weights)] if mask is not None else []
+    if weights:
         with torch.no_grad():
             torch._foreach_mul_(weights, masks)
-    x_all, y_all, n, bs = data.train.x, data.train.y, len(data.train), cfg.batch_size
-    ipe = -(-n // bs)
-    total = cfg.steps.to_iters(ipe)
-    began = time.perf_counter()
-    for step in range(total):
+    states: List[torch.Tensor] = []
+    state_masks: List[torch.Tensor] = []
+    x_all, y_all, n = data.train.x, data.train.y, len(data.train)
+    ipe = -(-n // batch)
+    bare_evaluate(model, data.test.x, data.test.y)
+    for step in range(steps):
         epoch, offset = divmod(step, ipe)
         if offset == 0:
-            perm = epoch_permutation(n, 0, epoch, x_all.device)
-        index = perm[offset * bs:(offset + 1) * bs]
+            perm = epoch_permutation(n, ORDER_SEED, epoch, x_all.device)
+        index = perm[offset * batch:(offset + 1) * batch]
         loss = F.cross_entropy(model(x_all[index]), y_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -82,48 +88,101 @@ def run_bare(data: DataBundle, cfg: TrainConfig, density: float) -> float:
         if weights:
             with torch.no_grad():
                 torch._foreach_mul_(weights, masks)
-                states = [t for w in weights for t in optimizer.state[w].values()
-                          if torch.is_tensor(t) and t.shape == w.shape]
-                torch._foreach_mul_(states, [m for m, w in zip(masks, weights)
-                                             for t in optimizer.state[w].values()
-                                             if torch.is_tensor(t) and t.shape == w.shape])
-    return time.perf_counter() - began
+                if not states:  # optimizer state exists from the first step on, updated in place
+                    for w, m in zip(weights, masks):
+                        for t in optimizer.state[w].values():
+                            if torch.is_tensor(t) and t.shape == w.shape:
+                                states.append(t)
+                                state_masks.append(m)
+                torch._foreach_mul_(states, state_masks)
+    bare_evaluate(model, data.test.x, data.test.y)
 
 
-def measure(fn, repeats: int, *args) -> float:
-    fn(*args)  # warm-up
-    return statistics.median(fn(*args) for _ in range(repeats))
+def run_trainer(model: torch.nn.Module, mask: Optional[Mask], data: DataBundle, optimizer_name: str,
+                batch: int, steps: int) -> None:
+    cfg = TrainConfig(steps=Steps(0, steps), batch_size=batch, eval_every=Steps(0, 10 ** 9),
+                      **OPTIMIZERS[optimizer_name])
+    enforcer = MaskEnforcer(model, mask) if mask is not None else None
+    Trainer(model, data, cfg, order_seed=ORDER_SEED, enforcer=enforcer, progress=False).fit()
+
+
+class Case:
+    """One model + optimizer + batch size + density; fresh copies of the same initial weights per run."""
+
+    def __init__(self, model_name: str, data: DataBundle, optimizer_name: str, batch: int, density: float):
+        self.template = build_model(ModelConfig(name=model_name), data.input_shape, data.num_classes, seed=0)
+        self.mask = prune(self.template, density) if density < 1 else None
+        self.data, self.optimizer_name, self.batch = data, optimizer_name, batch
+        self.last: Dict[str, torch.nn.Module] = {}
+
+    def runner(self, loop, key: str, steps: int):
+        def run() -> Dict[str, float]:
+            model = copy.deepcopy(self.template)
+            with common.Clock() as clock:
+                loop(model, self.mask, self.data, self.optimizer_name, self.batch, steps)
+            self.last[key] = model
+            return clock.seconds()
+        return run
+
+    def identical(self) -> bool:
+        a, b = self.last["bare"].state_dict(), self.last["ours"].state_dict()
+        return all(torch.equal(a[k], b[k]) for k in a)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="bench/results/trainer_overhead.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    data = make_data(n_train=12_800, n_test=256)
-    cases = [("sgd+momentum", 128, dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4)),
-             ("adam", 60, dict(optimizer="adam", lr=1.2e-3))]
+    p = common.parser(__doc__, repeats=7)
+    p.add_argument("--lenet-steps", type=int, default=200)
+    p.add_argument("--resnet-steps", type=int, default=4)
+    p.add_argument("--models", default="lenet_300_100,resnet20")
+    p.add_argument("--default-heap", action="store_true",
+                   help="leave glibc's heap trimming on (default: common.steady_heap for both loops)")
+    args = p.parse_args(argv)
+    common.set_threads(args.threads)
+    steady = not args.default_heap and common.steady_heap()
+    mnist = common.random_bundle((1, 28, 28), 10, n_train=6000, n_test=64)
+    cifar = common.random_bundle((3, 32, 32), 10, n_train=1024, n_test=64)
+    plan = [("lenet_300_100", mnist, batch, opt, args.lenet_steps) for opt in ("sgd", "adam") for batch in (60, 128)]
+    plan += [("resnet20", cifar, 128, opt, args.resnet_steps) for opt in ("sgd", "adam")]
+    plan = [c for c in plan if c[0] in args.models.split(",")]
+
+    heap = "steady glibc heap" if steady else "default glibc heap"
+    title = common.header(f"trainer overhead: ticketlab Trainer / bare PyTorch loop, {args.clock} time, median of "
+                          f"{args.repeats} interleaved runs, {heap}", args.threads)
+    print(title, flush=True)
     rows, records = [], []
-    for name, batch, opt_kwargs in cases:
-        cfg = TrainConfig(steps=Steps(0, args.steps), batch_size=batch, eval_every=Steps(1000),
-                          **opt_kwargs)
-        for density in (1.0, 0.2, 0.02):
-            bare = measure(run_bare, args.repeats, data, cfg, density)
-            ours = measure(run_trainer, args.repeats, data, cfg, density)
-            label = "dense" if density == 1 else f"masked {density:.0%}"
-            rows.append([f"lenet_300_100 {name} b{batch}", label, f"{bare:.3f}", f"{ours:.3f}", f"{ours / bare:.3f}"])
-            records.append({"case": name, "batch": batch, "density": density, "steps": args.steps,
-                            "bare_s": bare, "trainer_s": ours, "ratio": ours / bare})
-    print(f"trainer overhead, {args.steps} steps, median of {args.repeats}, {args.threads} thread(s), "
-          f"torch {torch.__version__}")
-    print(render_table(["case", "mask", "bare s", "ticketlab s", "ratio"], rows))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "results": records}, indent=2))
-    print(f"wrote {out}")
+    for model_name, data, batch, opt, steps in plan:
+        for density in DENSITIES:
+            case = Case(model_name, data, opt, batch, density)
+            warm = steps if model_name == "lenet_300_100" else 1  # a ResNet-20 step takes ~0.4 s on CPU
+            samples = common.interleaved(
+                {"bare": case.runner(run_bare, "bare", steps), "ours": case.runner(run_trainer, "ours", steps)},
+                args.repeats,
+                warmups={"bare": case.runner(run_bare, "bare", warm), "ours": case.runner(run_trainer, "ours", warm)})
+            bare_s, ours_s = samples["bare"][args.clock], samples["ours"][args.clock]
+            bare, ours = common.median(bare_s), common.median(ours_s)
+            paired = common.paired_ratios(ours_s, bare_s)
+            label = "dense" if density == 1 else f"{density:.0%}"
+            row = [model_name, opt, batch, label, steps, f"{1e3 * bare / steps:.2f}", f"{1e3 * ours / steps:.2f}",
+                   f"{ours / bare:.3f}", f"{min(paired):.3f}-{max(paired):.3f}",
+                   "yes" if case.identical() else "NO"]
+            rows.append(row)
+            print("  " + "  ".join(map(str, row)), flush=True)
+            records.append({"model": model_name, "optimizer": opt, "batch": batch, "density": density,
+                            "steps": steps, "clock": args.clock, "bare_s": samples["bare"],
+                            "trainer_s": samples["ours"], "bare_median_s": bare, "trainer_median_s": ours,
+                            "ratio": ours / bare, "paired_ratios": paired,
+                            "wall_ratio": common.median(samples["ours"]["wall"]) / common.median(samples["bare"]["wall"]),
+                            "identical_weights": case.identical()})
+    text = common.show("\n" + title, ["model", "optimizer", "batch", "density", "steps", "bare ms/step",
+                                       "ticketlab ms/step", "ratio", "round ratios", "same weights"], rows)
+    worst = max(records, key=lambda r: r["ratio"])
+    summary = (f"largest ratio {worst['ratio']:.3f} ({worst['model']} {worst['optimizer']} b{worst['batch']} "
+               f"density {worst['density']}); target <= 1.05")
+    print(summary)
+    common.write_results(args.out, "trainer_overhead", args.threads,
+                         {"repeats": args.repeats, "clock": args.clock, "steady_heap": steady,
+                          "table": text + "\n" + summary,
+                          "results": records})
     return 0
 
 

@@ -172,7 +172,7 @@ def _normaliser(raw: RawData, device: Device):
     std = torch.tensor(raw.std, dtype=torch.float32, device=device).view(-1, *extra)
 
     def norm(x: Tensor) -> Tensor:
-        x = x.to(device, torch.float32).div(raw.scale)  # out of place: never writes into the source
-        return x.sub_(mean).div_(std).contiguous()
+        x = x.to(device, torch.float32, copy=True)  # one new tensor (never the source), then in place
+        return x.div_(raw.scale).sub_(mean).div_(std).contiguous()
 
     return norm

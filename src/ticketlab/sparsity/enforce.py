@@ -41,6 +41,7 @@ class MaskEnforcer:
                                       f"has {tuple(p.shape)}; use a mask made for this model")
         self._mask = Mask({k: mask[k].to(p.device) for k, p in params.items()})
         self._params: List[nn.Parameter] = list(params.values())
+        self._ids = frozenset(id(p) for p in self._params)
         self._bool: List[torch.Tensor] = [self._mask[k] for k in params]
         self._float: List[torch.Tensor] = [m.to(p.dtype) for m, p in zip(self._bool, self._params)]
         self._cache = None  # (optimizer, state signature, held values, state tensors, their masks)
@@ -65,26 +66,26 @@ class MaskEnforcer:
 
     def mask_grads(self) -> None:
         """Zero the gradients of pruned weights (call after backward, before the optimizer step)."""
-        pairs = [(p.grad, m) for p, m in zip(self._params, self._float) if p.grad is not None]
-        if pairs:
-            with torch.no_grad():
-                torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+        grads = [p.grad for p in self._params]
+        if all(g is not None for g in grads):
+            _multiply(grads, self._float)
+        else:
+            pairs = [(g, m) for g, m in zip(grads, self._float) if g is not None]
+            _multiply([g for g, _ in pairs], [m for _, m in pairs])
 
     def apply(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Zero pruned weights and, given ``optimizer``, their optimizer state (after the step)."""
-        with torch.no_grad():
-            if self._params:
-                torch._foreach_mul_(self._params, self._float)
-            if optimizer is not None:
-                tensors, masks = self._state_lists(optimizer)
-                if tensors:
-                    torch._foreach_mul_(tensors, masks)
+        _multiply(self._params, self._float)
+        if optimizer is not None:
+            _multiply(*self._state_lists(optimizer))
 
     def _state_lists(self, optimizer):
         """Optimizer-state tensors shaped like their masked parameter, with masks; rebuilt only when
         the state's tensors change (first step, load_state_dict, ...)."""
-        held = [v for p in self._params for v in optimizer.state.get(p, {}).values()]
-        signature = [id(v) for v in held]
+        # walk the state dict instead of looking each parameter up: a lookup hashes the tensor in Python
+        ids = self._ids
+        held = [v for p, st in optimizer.state.items() if id(p) in ids for v in st.values()]
+        signature = [id(v) for v in held]  # ``held`` stays cached, so these ids cannot be reused
         if self._cache is None or self._cache[0] is not optimizer or self._cache[1] != signature:
             tensors, masks = [], []
             for p, keep, keep_f in zip(self._params, self._bool, self._float):
@@ -103,6 +104,19 @@ class MaskEnforcer:
         """Restore a checkpointed mask (after loading the model): installs it and zeroes pruned weights."""
         self._install(Mask.from_state_dict(state))
         self.apply()
+
+
+def _multiply(tensors: List[torch.Tensor], masks: List[torch.Tensor]) -> None:
+    """``tensors[i] *= masks[i]`` in one ``_foreach_mul_``, not recorded by autograd. Toggles the grad
+    mode directly: ``with torch.no_grad()`` costs more than the multiply on small models, every step."""
+    if not tensors:
+        return
+    enabled = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    try:
+        torch._foreach_mul_(tensors, masks)
+    finally:
+        torch._C._set_grad_enabled(enabled)
 
 
 def _shaped_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> List[torch.Tensor]:

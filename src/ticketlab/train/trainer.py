@@ -5,11 +5,14 @@ and writes into ``out_dir``: ``metrics.jsonl`` (one line per evaluation), ``chec
 removed at the end), ``final.pt`` and ``best.pt`` (model weights at the end and at the best validation
 accuracy) and ``summary.json``. An ``out_dir`` that already has a summary is finished: ``fit`` returns
 it without training. The loop keeps everything on the device: no ``.item()`` per step; the running
-training loss and accuracy are device tensors read only at evaluations.
+training loss and accuracy are device tensors read only at evaluations. The accuracy count is taken
+over several steps at once (see `RunningAccuracy`), so the bookkeeping adds little to what a bare PyTorch
+loop does per step (``bench/trainer_overhead.py`` measures it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -29,6 +32,37 @@ from ticketlab.train.optim import build_optimizer, lr_schedule, set_lr
 from ticketlab.train.progress import Progress
 
 CHECKPOINT, FINAL, BEST, SUMMARY = "checkpoint.pt", "final.pt", "best.pt", "summary.json"
+
+
+class RunningAccuracy:
+    """Counts correct training predictions into ``correct`` (a device scalar), ``steps`` batches at a time.
+
+    A step only keeps references to its (detached) logits and labels; every ``steps`` batches one
+    argmax-compare-sum over all of them does the counting, so the per-step cost is that of a list
+    append instead of four small tensor ops. The count is an exact integer, equal to the step-by-step
+    count. Call `flush` before reading ``correct``.
+    """
+
+    def __init__(self, correct: torch.Tensor, steps: int = 16):
+        self.correct, self.steps = correct, steps
+        self.pending: List[tuple] = []
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        pending = self.pending
+        if pending and pending[0][0].shape[1:] != logits.shape[1:]:  # cannot be joined: count what is held
+            self.flush()
+        pending.append((logits.detach(), labels))
+        if len(pending) == self.steps:
+            self.flush()
+
+    def flush(self) -> None:
+        pending = self.pending
+        if len(pending) == 1:
+            self.correct.add_((pending[0][0].argmax(1) == pending[0][1]).sum())
+        elif pending:
+            logits, labels = torch.cat([p[0] for p in pending]), torch.cat([p[1] for p in pending])
+            self.correct.add_((logits.argmax(1) == labels).sum())
+        pending.clear()
 
 
 class Trainer:
@@ -78,6 +112,7 @@ class Trainer:
         self._loss_sum = torch.zeros((), device=device)
         self._correct = torch.zeros((), device=device, dtype=torch.long)
         self._count = 0
+        self._accuracy = RunningAccuracy(self._correct)
         resumed = self._resume()
         state = StepState(self.step, self.step // self.ipe, self.ipe, self.model, self.optimizer, self)
         self.model.train()
@@ -94,26 +129,30 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def _loop(self, state: StepState) -> None:
         cfg, opt, enforcer, callbacks, accel = self.cfg, self.optimizer, self.enforcer, self.callbacks, self.accel
-        forward, augment = accel.forward, getattr(self.data, "augment", None)
+        forward, augment, loss_fn, lr_at = accel.forward, getattr(self.data, "augment", None), self.loss_fn, self.lr_at
+        autocast = accel.autocast if accel.dtype is not None else contextlib.nullcontext
         train_x, train_y, n = self.data.train.x, self.data.train.y, len(self.data.train)
         eval_every = cfg.eval_every.to_iters(self.ipe)
         ckpt_every = cfg.checkpoint_every.to_iters(self.ipe)
-        bs, device = cfg.batch_size, train_x.device
+        bs, device, ipe, total = cfg.batch_size, train_x.device, self.ipe, self.total
+        saving = self.out_dir is not None
+        loss_sum, accuracy, progress = self._loss_sum, self._accuracy, self.progress
         perm, perm_epoch = None, -1
-        while self.step < self.total:
-            epoch, offset = divmod(self.step, self.ipe)
+        while self.step < total:
+            step = self.step
+            epoch, offset = divmod(step, ipe)
             if epoch != perm_epoch:
                 perm, perm_epoch = epoch_permutation(n, self.order_seed, epoch, device), epoch
             index = perm[offset * bs:(offset + 1) * bs]
             x, y = train_x[index], train_y[index]
             if augment is not None:
-                x = augment(x, self.step)
+                x = augment(x, step)
             x = accel.prepare_batch(x)
-            set_lr(opt, self.lr_at(self.step))
-            with accel.autocast():
+            set_lr(opt, lr_at(step))
+            with autocast():
                 logits = forward(x)
-                loss = self.loss_fn(logits, y)
-            state.step, state.epoch, state.x, state.y, state.index = self.step, epoch, x, y, index
+                loss = loss_fn(logits, y)
+            state.step, state.epoch, state.x, state.y, state.index = step, epoch, x, y, index
             if callbacks:
                 state.logits, state.loss = logits, loss
                 for cb in callbacks:
@@ -130,24 +169,21 @@ class Trainer:
             accel.step(opt)
             if enforcer is not None:
                 enforcer.apply(opt)
-            self._accumulate(logits.detach(), y, loss.detach())
+            k = len(y)
+            loss_sum.add_(loss.detach().float(), alpha=k)  # summed step by step, in float32
+            accuracy.add(logits, y)
+            self._count += k
             self.step = state.step = self.step + 1
             for cb in callbacks:
                 cb.after_step(state)
-            if self.step % self.ipe == 0:
+            if self.step % ipe == 0:
                 for cb in callbacks:
                     cb.on_epoch_end(state)
-            self.progress.update()
-            if self.step % eval_every == 0 or self.step == self.total:
+            progress.update()
+            if self.step % eval_every == 0 or self.step == total:
                 self._evaluate(state)
-            if self.out_dir is not None and self.step % ckpt_every == 0 and self.step < self.total:
+            if saving and self.step % ckpt_every == 0 and self.step < total:
                 self._save_checkpoint()
-
-    def _accumulate(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        """Running training loss and accuracy, kept on the device (read only at evaluations)."""
-        self._loss_sum.add_(loss.float(), alpha=len(y))
-        self._correct.add_((logits.argmax(1) == y).sum())
-        self._count += len(y)
 
     # -- evaluation, checkpoints, summary ------------------------------------------------------------
     def density(self) -> float:
@@ -155,6 +191,7 @@ class Trainer:
 
     def _evaluate(self, state: StepState) -> Dict[str, Dict[str, float]]:
         results: Dict[str, Dict[str, float]] = {}
+        self._accuracy.flush()
         if self._count:
             results["train"] = {"loss": self._loss_sum.item() / self._count,
                                 "accuracy": self._correct.item() / self._count}
@@ -185,6 +222,7 @@ class Trainer:
                 save_torch(self.model.state_dict(), self.out_dir / BEST)
 
     def _save_checkpoint(self) -> None:
+        self._accuracy.flush()
         save_torch({
             "step": self.step,
             "model": self.model.state_dict(),
