@@ -119,7 +119,7 @@ def test_output_layer_at_half_rate(digits, tmp_path):
 class _KillingLottery(Lottery):
     kill_at = None
 
-    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=()):
+    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=(), **kwargs):
         callbacks = list(callbacks)
         if out.name == "level_2" and self.kill_at is not None:
             at = self.kill_at
@@ -130,7 +130,7 @@ class _KillingLottery(Lottery):
                         raise KeyboardInterrupt
 
             callbacks.append(Kill())
-        return super().fit(out, weights, mask, cfg, start_step, extra, callbacks)
+        return super().fit(out, weights, mask, cfg, start_step, extra, callbacks, **kwargs)
 
 
 def test_killed_lottery_resumes_bit_identical(digits, tmp_path):
@@ -220,14 +220,14 @@ def test_branch_levels_must_be_finished(trunk):
 class _LabelSpy(Lottery):
     seen = None
 
-    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=()):
+    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=(), **kwargs):
         seen = self.seen
 
         class Spy(Callback):
             def after_backward(self, state):
                 seen.setdefault(out.name, []).append((state.index.clone(), state.y.clone()))
 
-        return super().fit(out, weights, mask, cfg, start_step, extra, [*callbacks, Spy()])
+        return super().fit(out, weights, mask, cfg, start_step, extra, [*callbacks, Spy()], **kwargs)
 
 
 def test_label_noise_applies_to_every_phase(tmp_path):
@@ -242,3 +242,29 @@ def test_label_noise_applies_to_every_phase(tmp_path):
     for batches in lottery.seen.values():
         for index, y in batches:
             assert torch.equal(y, data.train.y[index])
+
+
+def test_pre_phase_follows_the_full_schedule(digits, tmp_path):
+    """The rewind point comes from the dense run's own schedule, not one squeezed into the pre-phase."""
+    from ticketlab.train import lr_schedule
+
+    class LrSpy(Lottery):
+        seen = {}
+
+        def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=(), **kwargs):
+            seen = self.seen.setdefault(out.name, [])
+
+            class Spy(Callback):
+                def after_backward(self, state):
+                    seen.append((state.step, state.optimizer.param_groups[0]["lr"]))
+
+            return super().fit(out, weights, mask, cfg, start_step, extra, [*callbacks, Spy()], **kwargs)
+
+    config = cfg(lottery={"rewind": "1ep"})
+    assert config.train.schedule == "cosine"
+    lottery = make(config, digits, tmp_path, LrSpy)
+    lottery.run(0)
+    lr_at = lr_schedule(config.train, lottery.ipe)
+    pre, level0 = LrSpy.seen["pretrain"], LrSpy.seen["level_0"]
+    assert [s for s, _ in pre] == list(range(lottery.ipe)) and level0[0][0] == lottery.ipe
+    assert all(lr == lr_at(step) for step, lr in pre + level0)

@@ -91,8 +91,8 @@ class Lottery:
         if self.rewind_step == 0 or self.config.lottery.retrain != "rewind":
             return self.initial_weights()
         pre = self.path / "pretrain"
-        cfg = replace(self.config.train, steps=self.config.lottery.rewind)
-        self.fit(pre, self.initial_weights(), None, cfg, 0, {"phase": "pretrain"})
+        self.fit(pre, self.initial_weights(), None, self.config.train, 0, {"phase": "pretrain"},
+                 stop_at=self.rewind_step)
         return load_torch(pre / "final.pt")
 
     def level_mask(self, level: int) -> Mask:
@@ -170,13 +170,14 @@ class Lottery:
         return self.fit(out, load_torch(start), mask, cfg, start_step, extra)
 
     def fit(self, out: Path, weights, mask: Optional[Mask], cfg: TrainConfig, start_step: int,
-            extra: Dict[str, Any], callbacks: List[Callback] = ()) -> Dict[str, Any]:
+            extra: Dict[str, Any], callbacks: List[Callback] = (), stop_at: Optional[int] = None) -> Dict[str, Any]:
         model = self.model_with(weights)
         sparse = mask is not None and mask.num_kept() < mask.num_total()
         enforcer = MaskEnforcer(model, mask.to(self.device)) if sparse else None
         trainer = Trainer(model, self.data, cfg, order_seed=self.config.order_seed, out_dir=out, enforcer=enforcer,
                           callbacks=callbacks, start_step=start_step, progress=self.progress,
-                          label=f"{self.path.name}/{out.relative_to(self.path)}", summary_extra=extra)
+                          label=f"{self.path.name}/{out.relative_to(self.path)}", summary_extra=extra,
+                          stop_at=stop_at)
         return trainer.fit()
 
     def model_with(self, weights: Dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -81,7 +81,10 @@ class Trainer:
         progress: Optional[bool] = None,
         label: str = "train",
         summary_extra: Optional[Dict[str, Any]] = None,
+        stop_at: Optional[int] = None,
     ):
+        """``stop_at``: end after this many steps while the schedule keeps ``cfg.steps`` as its length
+        (a pre-phase that trains to a rewind point on the full run's schedule)."""
         self.model, self.data, self.cfg = model, data, cfg
         self.order_seed, self.enforcer = order_seed, enforcer
         self.loss_fn = loss_fn or functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
@@ -91,6 +94,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ipe = iters_per_epoch(len(data.train), cfg.batch_size)
         self.total = cfg.steps.to_iters(self.ipe)
+        if stop_at is not None:
+            self.total = min(self.total, stop_at)
         self.start_step = start_step
         if not 0 <= start_step <= self.total:
             raise ValueError(f"start step {start_step} lies outside the training length {self.total}")
@@ -232,6 +237,7 @@ class Trainer:
             "best": self.best,
             "metrics_lines": self.metrics.lines,
             "running": [self._loss_sum.item(), self._correct.item(), self._count],
+            "scaler": self.accel.scaler.state_dict() if self.accel.scaler is not None else {},
         }, self.out_dir / CHECKPOINT)
 
     def _resume(self) -> bool:
@@ -245,6 +251,8 @@ class Trainer:
             self.enforcer.load_state_dict(ckpt["mask"])
         for cb, cb_state in zip(self.callbacks, ckpt["callbacks"]):
             cb.load_state_dict(cb_state)
+        if self.accel.scaler is not None and ckpt.get("scaler"):
+            self.accel.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best = ckpt["step"], ckpt["best"]
         self.metrics.truncate(ckpt["metrics_lines"])
         loss_sum, correct, self._count = ckpt["running"]
