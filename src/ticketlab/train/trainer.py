@@ -157,13 +157,14 @@ class Trainer:
             with autocast():
                 logits = forward(x)
                 loss = loss_fn(logits, y)
-            state.step, state.epoch, state.x, state.y, state.index = step, epoch, x, y, index
             if callbacks:
+                state.step, state.epoch, state.x, state.y, state.index = step, epoch, x, y, index
                 state.logits, state.loss = logits, loss
                 for cb in callbacks:
                     term = cb.loss_term(state)
                     if term is not None:
                         loss = loss + term
+            x = index = None  # without callbacks nothing else holds the batch: backward may reuse its memory
             opt.zero_grad(set_to_none=True)
             accel.backward(loss)
             accel.unscale(opt)
@@ -174,8 +175,8 @@ class Trainer:
             accel.step(opt)
             if enforcer is not None:
                 enforcer.apply(opt)
-            k = len(y)
-            loss_sum.add_(loss.detach().float(), alpha=k)  # summed step by step, in float32
+            k, detached = len(y), loss.detach()
+            loss_sum.add_(detached if detached.dtype is torch.float32 else detached.float(), alpha=k)  # in step order
             accuracy.add(logits, y)
             self._count += k
             self.step = state.step = self.step + 1
