@@ -13,6 +13,9 @@ OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=5e-4),
     "adam-amsgrad": lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05),
+    "sgd-fused": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4, fused=True),
+    "adam-fused": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=5e-4, fused=True),
+    "adamw-fused": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05, fused=True),
 }
 CHECK_AT = {1, 3, 10, 50, 200}
 
@@ -46,8 +49,10 @@ def assert_pruned_zero(model, mask, opt):
             assert bool((v[~keep] == 0).all()), name
 
 
+@pytest.mark.parametrize("finish", ["apply", "after_step"])
 @pytest.mark.parametrize("opt_name", OPTIMIZERS)
-def test_enforcer_keeps_zeros(opt_name):
+def test_enforcer_keeps_zeros(opt_name, finish):
+    """Both the full multiply after every step and `after_step` (which skips it once settled)."""
     model, mask, data = setup()
     start = {k: p.detach().clone() for k, p in model.named_parameters()}
     enforcer = MaskEnforcer(model, mask)
@@ -57,12 +62,86 @@ def test_enforcer_keeps_zeros(opt_name):
         loss_on(model, data[step % len(data)]).backward()
         enforcer.mask_grads()
         opt.step()
-        enforcer.apply(opt)
+        getattr(enforcer, finish)(opt)
         if step in CHECK_AT:
             assert_pruned_zero(model, mask, opt)
     params = dict(model.named_parameters())
     for name, keep in mask.items():  # kept weights did train
         assert not torch.equal(params[name][keep], start[name][keep])
+
+
+def count_applies(enforcer, monkeypatch):
+    calls = []
+    full = enforcer.apply
+    monkeypatch.setattr(enforcer, "apply", lambda optimizer=None: (calls.append(optimizer), full(optimizer)))
+    return calls
+
+
+def train_steps(model, enforcer, opt, data, steps):
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss_on(model, data[step % len(data)]).backward()
+        enforcer.mask_grads()
+        opt.step()
+        enforcer.after_step(opt)
+
+
+def test_after_step_multiplies_once_per_mask_and_optimizer(monkeypatch):
+    model, mask, data = setup(seed=3)
+    enforcer = MaskEnforcer(model, mask)
+    calls = count_applies(enforcer, monkeypatch)
+    opt = OPTIMIZERS["sgd"](model.parameters())
+    train_steps(model, enforcer, opt, data, 5)
+    assert calls == [opt]  # the first step settles it; the rest skip
+    other = OPTIMIZERS["adam"](model.parameters())
+    train_steps(model, enforcer, other, data, 3)
+    assert calls == [opt, other]
+    enforcer.load_state_dict(enforcer.state_dict())  # a loaded mask settles again
+    train_steps(model, enforcer, other, data, 3)
+    assert calls[-1] is other and len(calls) == 4  # load_state_dict's own apply() passes None
+    assert_pruned_zero(model, mask, other)
+
+
+class PerturbingSGD(torch.optim.SGD):
+    """A subclass whose step moves every weight, pruned or not: the skip must not trust it."""
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.add_(0.01)
+        return out
+
+
+def test_after_step_applies_every_step_for_optimizers_it_cannot_vouch_for(monkeypatch):
+    from ticketlab.sparsity.enforce import keeps_zeros
+    model, mask, data = setup(seed=4)
+    enforcer = MaskEnforcer(model, mask)
+    calls = count_applies(enforcer, monkeypatch)
+    opt = PerturbingSGD(model.parameters(), lr=0.05, momentum=0.9)
+    train_steps(model, enforcer, opt, data, 6)
+    assert len(calls) == 6
+    assert_pruned_zero(model, mask, opt)
+    assert not keeps_zeros(torch.optim.Adam(model.parameters(), eps=0.0))  # 0 / (0 + 0) is not 0
+    assert not keeps_zeros(torch.optim.RMSprop(model.parameters()))  # not on the vouched-for list
+    assert keeps_zeros(torch.optim.AdamW(model.parameters(), fused=True))
+
+
+def test_mask_change_without_optimizer_is_settled_by_the_next_step():
+    """`set_mask` without the optimizer leaves momentum on newly pruned weights; the next `after_step`
+    must clear it, or the momentum would move those weights off zero at the step after."""
+    model, mask, data = setup(seed=5, density=0.6)
+    enforcer = MaskEnforcer(model, mask)
+    opt = OPTIMIZERS["sgd"](model.parameters())
+    train_steps(model, enforcer, opt, data, 10)
+    smaller = prune(model, 0.3, criterion="magnitude", mask=mask)
+    enforcer.set_mask(smaller)
+    params = dict(model.named_parameters())
+    newly = {k: mask[k] & ~smaller[k] for k in smaller}
+    assert any(bool((opt.state[params[k]]["momentum_buffer"][m] != 0).any()) for k, m in newly.items())
+    train_steps(model, enforcer, opt, data, 10)
+    assert_pruned_zero(model, smaller, opt)
 
 
 @pytest.mark.parametrize("opt_name", ["sgd", "adam", "adamw"])
@@ -118,15 +197,6 @@ def test_mask_grads_touches_masked_grads_only():
             assert torch.equal(p.grad, dense[k] * mask[k])
         else:
             assert torch.equal(p.grad, dense[k])
-
-
-def train_steps(model, enforcer, opt, data, n):
-    for step in range(n):
-        opt.zero_grad()
-        loss_on(model, data[step % len(data)]).backward()
-        enforcer.mask_grads()
-        opt.step()
-        enforcer.apply(opt)
 
 
 def test_set_mask_regrows_from_zero():

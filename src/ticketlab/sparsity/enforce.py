@@ -1,10 +1,17 @@
 """Keep pruned weights at exactly zero during training.
 
 Per step, in this order: ``loss.backward()`` -> (callbacks that want dense gradients) ->
-``enforcer.mask_grads()`` -> ``optimizer.step()`` -> ``enforcer.apply(optimizer)``. Masking the
-gradients stops weight decay and momentum from feeding pruned entries; ``apply`` then zeroes the
-weights and every optimizer-state tensor shaped like its parameter (momentum, Adam moments, ...), so
-nothing can leak back. Both are one ``torch._foreach_mul_`` over all masked tensors.
+``enforcer.mask_grads()`` -> ``optimizer.step()`` -> ``enforcer.after_step(optimizer)``. Masking the
+gradients stops weight decay and momentum from feeding pruned entries; ``apply`` zeroes the weights
+and every optimizer-state tensor shaped like its parameter (momentum, Adam moments, ...), so nothing
+can leak back. Each is one ``torch._foreach_mul_`` over all masked tensors.
+
+``after_step`` skips that second multiply when it cannot change anything: SGD, Adam and AdamW map a
+weight that is 0, with gradient 0 and state 0, to 0 again (every term of their update is a product with
+one of them; Adam divides by ``sqrt(v) + eps`` with ``eps > 0``). So once one full ``apply`` has run
+with the current mask and optimizer, the invariant carries itself from step to step. A new mask, a
+loaded mask or another optimizer makes the next ``after_step`` run the full ``apply`` again. Code that
+writes weights between steps (outside ``set_mask``) must call ``apply`` itself.
 
 From a bare PyTorch loop, `MaskedOptimizer` does the same around any optimizer.
 """
@@ -45,6 +52,7 @@ class MaskEnforcer:
         self._bool: List[torch.Tensor] = [self._mask[k] for k in params]
         self._float: List[torch.Tensor] = [m.to(p.dtype) for m, p in zip(self._bool, self._params)]
         self._cache = None  # (optimizer, state signature, held values, state tensors, their masks)
+        self._settled = None  # the optimizer after whose step one full `apply` has run with this mask
 
     def set_mask(self, mask: Mask, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Switch to ``mask`` mid-training: newly pruned weights become 0; regrown weights (pruned
@@ -78,6 +86,15 @@ class MaskEnforcer:
         _multiply(self._params, self._float)
         if optimizer is not None:
             _multiply(*self._state_lists(optimizer))
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Restore "pruned weights and their state are 0" after ``optimizer.step()``, doing only the
+        work that can matter: the full `apply` once per mask and optimizer, then nothing for optimizers
+        whose update keeps zeros at zero (see the module docstring)."""
+        if self._settled is optimizer:
+            return
+        self.apply(optimizer)
+        self._settled = optimizer if keeps_zeros(optimizer) else None
 
     def _state_lists(self, optimizer):
         """Optimizer-state tensors shaped like their masked parameter, with masks; rebuilt only when
@@ -117,6 +134,15 @@ def _multiply(tensors: List[torch.Tensor], masks: List[torch.Tensor]) -> None:
         torch._foreach_mul_(tensors, masks)
     finally:
         torch._C._set_grad_enabled(enabled)
+
+
+ZERO_KEEPING_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+
+
+def keeps_zeros(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` leaves a weight at 0 when its gradient and state are 0. Only the exact
+    torch classes qualify (a subclass may change the update); Adam-style updates need ``eps > 0``."""
+    return type(optimizer) in ZERO_KEEPING_OPTIMIZERS and all(g.get("eps", 1.0) > 0 for g in optimizer.param_groups)
 
 
 def _shaped_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> List[torch.Tensor]:
