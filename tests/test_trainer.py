@@ -185,3 +185,54 @@ def test_label_smoothing_is_the_training_loss(digits):
     Trainer(_model(digits), digits, _cfg(steps=Steps(0, 3), label_smoothing=0.1), order_seed=0, callbacks=[Loss()],
             progress=False).fit()
     assert seen == [True, True, True]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_cpu_optimizers_are_fused_and_match_the_unfused_update(name):
+    """The trainer builds fused optimizers on the CPU (faster); the update is torch's same formula."""
+    from ticketlab.train import build_optimizer
+    cfg = TrainConfig(optimizer=name, lr=0.05, momentum=0.9 if name == "sgd" else 0.0, weight_decay=1e-3)
+    torch.manual_seed(0)
+    fused_model = torch.nn.Linear(8, 4)
+    plain_model = torch.nn.Linear(8, 4)
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = build_optimizer(fused_model.parameters(), cfg)
+    assert fused.defaults["fused"] is True
+    hyper = {k: fused.defaults[k] for k in ("lr", "weight_decay", "momentum") if k in fused.defaults}
+    plain = type(fused)(plain_model.parameters(), **hyper)
+    assert not plain.defaults["fused"]
+    for step in range(5):
+        x = torch.randn(16, 8)
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps,max_held", [(1, 1 << 20), (4, 1 << 20), (256, 23), (256, 1 << 20)])
+def test_running_stats_match_step_by_step_counting(steps, max_held):
+    """Batched counting (every few steps, or once enough logits are held) equals counting each step."""
+    from ticketlab.train.trainer import RunningStats
+    g = torch.Generator().manual_seed(0)
+    stats = RunningStats(torch.device("cpu"), steps=steps, max_held=max_held)
+    correct, loss_sum, count = 0, 0.0, 0
+    for i, n in enumerate([5, 5, 3, 5, 1, 5, 5, 5, 2]):
+        logits = torch.randn(n, 4, generator=g, requires_grad=True)
+        labels = torch.randint(0, 4, (n,), generator=g)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        stats.add(logits, labels, loss)
+        correct += int((logits.argmax(1) == labels).sum())
+        loss_sum += loss.detach().item() * n
+        count += n
+        if i == 4:  # an evaluation in the middle reads and resets
+            assert stats.read() == pytest.approx({"loss": loss_sum / count, "accuracy": correct / count})
+            stats.reset()
+            correct, loss_sum, count = 0, 0.0, 0
+    assert len(stats.pending) <= steps
+    state = stats.state()
+    assert state[1:] == [correct, count] and state[0] == pytest.approx(loss_sum, rel=1e-6)
+    restored = RunningStats(torch.device("cpu"))
+    restored.load(state)
+    assert restored.read() == pytest.approx({"loss": loss_sum / count, "accuracy": correct / count})
