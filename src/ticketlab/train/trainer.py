@@ -38,47 +38,65 @@ class RunningStats:
     """The running training loss (summed over examples) and count of correct predictions, as device
     scalars, taken many batches at a time.
 
-    A step only keeps references to its detached logits, labels and loss; every ``steps`` batches (or
-    sooner, once ``max_held`` logits are held) one argmax-compare-sum and one sum over all of them do
-    the counting. Batching matters more than it seems: right after a training step's large kernels,
-    each small tensor op costs 10-20 us on the CPU (its code is out of cache), so five of them per step
-    would add 5% to a LeNet step. Call `flush` before reading ``loss_sum`` or ``correct``; flushing
-    happens at fixed points (these limits, evaluations, checkpoints), so a resumed run sums in the same
-    groups as an uninterrupted one.
+    A step copies its logits, labels and loss into preallocated buffers (three copies, no allocation,
+    nothing held); when the buffers are full (``steps`` batches, fewer if that would exceed ``max_held``
+    logits) one argmax-compare-sum and one sum do the counting. That matters more than it seems: right
+    after a training step's large kernels each small tensor op costs 10-20 us on the CPU (its code and
+    data are out of cache), and keeping references to many small tensors costs about as much through
+    the allocator, so the straightforward five ops a step would add 5% to a LeNet step. Call `flush`
+    before reading ``loss_sum`` or ``correct``; flushing happens at fixed points (full buffers,
+    evaluations, checkpoints), so a resumed run sums in the same groups as an uninterrupted one.
     """
 
     def __init__(self, device: torch.device, steps: int = 256, max_held: int = 1 << 21):
-        self.loss_sum = torch.zeros((), device=device)
+        # float64 (where the device has it) makes the sum independent of how steps are grouped
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.count, self.steps, self.max_held = 0, steps, max_held
-        self.pending: List[tuple] = []
-        self.held = 0
+        self._logits = self._labels = self._losses = self._sizes = None
+        self._rows = self._filled = 0  # rows of the logits buffer in use, batches held
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
-        pending = self.pending
-        if pending and pending[0][0].shape[1:] != logits.shape[1:]:  # cannot be joined: count what is held
-            self.flush()
-        pending.append((logits.detach(), labels, loss.detach()))
-        self.count += len(labels)
-        self.held += logits.numel()
-        if len(pending) == self.steps or self.held >= self.max_held:
+        n = len(labels)
+        buffer = self._logits
+        if buffer is None or buffer.shape[1:] != logits.shape[1:] or buffer.dtype != logits.dtype \
+                or self._rows + n > len(buffer):
+            self._allocate(logits, labels, loss)
+        rows, filled = self._rows, self._filled
+        self._logits[rows:rows + n].copy_(logits.detach())
+        self._labels[rows:rows + n].copy_(labels)
+        self._losses[filled].copy_(loss.detach())
+        self._sizes.append(n)
+        self._rows, self._filled = rows + n, filled + 1
+        self.count += n
+        if self._filled == len(self._losses):
             self.flush()
 
+    def _allocate(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        """Count what is held, then size the buffers for this batch shape (a larger batch, other
+        logits, a first call)."""
+        self.flush()
+        per_batch = logits[:1].numel() * len(labels)
+        batches = max(1, min(self.steps, self.max_held // max(per_batch, 1)))
+        rows = batches * len(labels)
+        self._logits = torch.empty((rows, *logits.shape[1:]), dtype=logits.dtype, device=logits.device)
+        self._labels = torch.empty(rows, dtype=labels.dtype, device=labels.device)
+        self._losses = torch.empty(batches, dtype=loss.dtype, device=loss.device)
+        self._sizes = []
+
     def flush(self) -> None:
-        pending = self.pending
-        if not pending:
+        if not self._filled:
             return
-        logits = torch.cat([p[0] for p in pending]) if len(pending) > 1 else pending[0][0]
-        labels = torch.cat([p[1] for p in pending]) if len(pending) > 1 else pending[0][1]
-        self.correct.add_((logits.argmax(1) == labels).sum())
-        losses = torch.stack([p[2] for p in pending]).float()
-        sizes = [len(p[1]) for p in pending]
+        rows, filled = self._rows, self._filled
+        self.correct.add_((self._logits[:rows].argmax(1) == self._labels[:rows]).sum())
+        losses = self._losses[:filled].to(self.loss_sum.dtype)
+        sizes = self._sizes
         if min(sizes) == max(sizes):
             self.loss_sum.add_(losses.sum(), alpha=sizes[0])
         else:
             self.loss_sum.add_(torch.dot(losses, torch.tensor(sizes, dtype=losses.dtype, device=losses.device)))
-        pending.clear()
-        self.held = 0
+        self._rows = self._filled = 0
+        sizes.clear()
 
     def read(self) -> Dict[str, float]:
         """Mean loss and accuracy since the last `reset`."""
@@ -96,7 +114,9 @@ class RunningStats:
 
     def load(self, state: Sequence[float]) -> None:
         loss_sum, correct, self.count = state
-        self.pending.clear()
+        self._rows = self._filled = 0
+        if self._sizes is not None:
+            self._sizes.clear()
         self.loss_sum.fill_(loss_sum), self.correct.fill_(correct)
 
 
