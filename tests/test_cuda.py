@@ -9,6 +9,7 @@ from ticketlab.models import build_model
 from ticketlab.sparsity import MaskEnforcer, prune
 from ticketlab.steps import Steps
 from ticketlab.train import Trainer
+from killing import KillAt
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -34,8 +35,6 @@ def test_masked_resnet20_trains_on_cuda(amp):
 
 def test_fp16_run_resumes_bit_identical_on_cuda(tmp_path):
     """The gradient scaler's state is checkpointed, so a killed fp16 run ends like an uninterrupted one."""
-    from ticketlab.train import Callback
-
     device = torch.device("cuda")
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(256, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (256,), generator=g).to(device)
@@ -43,18 +42,13 @@ def test_fp16_run_resumes_bit_identical_on_cuda(tmp_path):
                       10, (3, 32, 32), y[:192].clone())
     cfg = TrainConfig(steps=Steps(3), batch_size=32, lr=0.1, momentum=0.9, amp="fp16", checkpoint_every=Steps(1))
 
-    class Kill(Callback):
-        def after_step(self, state):
-            if state.step == 8:
-                raise KeyboardInterrupt
-
     def trainer(out, callbacks=()):
         model = build_model(ModelConfig(name="resnet20"), (3, 32, 32), 10, seed=0).to(device)
         return Trainer(model, data, cfg, order_seed=0, out_dir=out, callbacks=callbacks, progress=False), model
 
     straight, a = trainer(tmp_path / "a")
     straight.fit()
-    killed, _ = trainer(tmp_path / "b", [Kill()])
+    killed, _ = trainer(tmp_path / "b", [KillAt(8)])
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
     resumed, b = trainer(tmp_path / "b")

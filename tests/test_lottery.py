@@ -10,6 +10,7 @@ from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.train import Callback, read_metrics
 from ticketlab.errors import ConfigError
+from killing import killing
 
 BASE = merge(get_preset("digits_mlp"), {"method": "lottery", "model": {"hidden": "48"},
                                         "train": {"steps": "2ep", "eval_every": "1ep"}})
@@ -116,21 +117,7 @@ def test_output_layer_at_half_rate(digits, tmp_path):
         assert int(mask["fc1.weight"].sum()) == int(0.8 ** k * n_hidden + 0.5)
 
 
-class _KillingLottery(Lottery):
-    kill_at = None
-
-    def fit(self, out, weights, mask, cfg, start_step, extra, callbacks=(), **kwargs):
-        callbacks = list(callbacks)
-        if out.name == "level_2" and self.kill_at is not None:
-            at = self.kill_at
-
-            class Kill(Callback):
-                def after_step(self, state):
-                    if state.step == at:
-                        raise KeyboardInterrupt
-
-            callbacks.append(Kill())
-        return super().fit(out, weights, mask, cfg, start_step, extra, callbacks, **kwargs)
+_KillingLottery = killing(Lottery, lambda out: out.name == "level_2")
 
 
 def test_killed_lottery_resumes_bit_identical(digits, tmp_path):

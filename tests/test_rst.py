@@ -15,7 +15,8 @@ from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.sparsity.ratios import choose_pruned, cumulative_ratio, pruned_count
 from ticketlab.steps import Steps
-from ticketlab.train import Callback, Trainer, read_metrics
+from ticketlab.train import Trainer, read_metrics
+from killing import killing
 
 TINY_REG = {"reg_granularity": 0.05, "update_reg_interval": 1, "stabilize_reg_interval": "10it", "lr_prune": 0.05,
             "test_interval": "20it", "save_interval": "5it"}
@@ -197,21 +198,7 @@ def test_rst_iter_masks_are_nested_with_exact_counts_and_cumulative_ratios(digit
     assert (tmp_path / "level_5" / "summary.json").is_file() and not (tmp_path / "level_1").exists()
 
 
-class _KillingRun(RSTRun):
-    kill_at = None
-
-    def fit(self, out, start, mask, cfg, order_seed, extra, callbacks=(), weights=False):
-        callbacks = list(callbacks)
-        if out.parent.name == "cycle_2" and out.name == "reg" and self.kill_at is not None:
-            at = self.kill_at
-
-            class Kill(Callback):
-                def after_step(self, state):
-                    if state.step == at:
-                        raise KeyboardInterrupt
-
-            callbacks.append(Kill())
-        return super().fit(out, start, mask, cfg, order_seed, extra, callbacks, weights)
+_KillingRun = killing(RSTRun, lambda out: out.parent.name == "cycle_2" and out.name == "reg")
 
 
 def test_killed_rst_iter_resumes_bit_identical(digits, tmp_path):

@@ -19,32 +19,26 @@ import copy
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
 from ticketlab.config import RunConfig, TrainConfig
 from ticketlab.data import DataBundle
 from ticketlab.io import load_torch, read_json, save_torch
+from ticketlab.methods.experiment import Experiment, ModelFactory
 from ticketlab.models import build_model
-from ticketlab.sparsity import Mask, MaskEnforcer, output_layer_name, prune
+from ticketlab.sparsity import Mask, output_layer_name, prune
 from ticketlab.steps import Steps
-from ticketlab.train import Callback, Trainer
+from ticketlab.train import Callback
 
 SCORING_STEP = 10**9  # augmentation stream of the gradient-scoring batches, apart from training steps
-ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
 
 
 @dataclass
-class Lottery:
+class Lottery(Experiment):
     """One lottery experiment: its config, data, model factory and run directory."""
 
-    config: RunConfig
-    data: DataBundle
-    make_model: ModelFactory
-    path: Path
-    device: torch.device
-    progress: Optional[bool] = None
     init_state: Optional[Dict[str, torch.Tensor]] = None  # a user module's own initial weights
 
     # -- derived settings -------------------------------------------------------------------------
@@ -79,12 +73,8 @@ class Lottery:
     def run(self, levels: int) -> List[Dict[str, Any]]:
         return [self.train_level(k) for k in range(levels + 1)]
 
-    def initial_weights(self) -> Dict[str, torch.Tensor]:
-        path = self.path / "init.pt"
-        if not path.exists():
-            initial = self.init_state if self.init_state is not None else self.make_model(self.config.init_seed)
-            save_torch(initial if isinstance(initial, dict) else initial.state_dict(), path)
-        return load_torch(path)
+    def fresh_initial_weights(self) -> Dict[str, torch.Tensor]:
+        return self.init_state if self.init_state is not None else super().fresh_initial_weights()
 
     def rewind_weights(self) -> Dict[str, torch.Tensor]:
         """The weights at the rewind step: the initialisation, or the end of the pre-phase."""
@@ -171,19 +161,9 @@ class Lottery:
 
     def fit(self, out: Path, weights, mask: Optional[Mask], cfg: TrainConfig, start_step: int,
             extra: Dict[str, Any], callbacks: List[Callback] = (), stop_at: Optional[int] = None) -> Dict[str, Any]:
-        model = self.model_with(weights)
-        sparse = mask is not None and mask.num_kept() < mask.num_total()
-        enforcer = MaskEnforcer(model, mask.to(self.device)) if sparse else None
-        trainer = Trainer(model, self.data, cfg, order_seed=self.config.order_seed, out_dir=out, enforcer=enforcer,
-                          callbacks=callbacks, start_step=start_step, progress=self.progress,
-                          label=f"{self.path.name}/{out.relative_to(self.path)}", summary_extra=extra,
-                          stop_at=stop_at)
-        return trainer.fit()
-
-    def model_with(self, weights: Dict[str, torch.Tensor]) -> torch.nn.Module:
-        model = self.make_model(self.config.init_seed)
-        model.load_state_dict(weights)
-        return model.to(self.device)
+        """A phase on the run's data order (every level replays the same batches)."""
+        return self.train_phase(out, weights, mask, cfg, order_seed=self.config.order_seed, extra=extra,
+                                callbacks=callbacks, start_step=start_step, stop_at=stop_at)
 
 
 def open_lottery(config: RunConfig, ctx) -> Lottery:

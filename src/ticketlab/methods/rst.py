@@ -38,30 +38,23 @@ from typing import Any, Dict, Optional
 import torch
 
 from ticketlab.config import RST_VARIANTS, RunConfig, TrainConfig
-from ticketlab.data import DataBundle, iters_per_epoch
+from ticketlab.data import iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
-from ticketlab.methods.lottery import ModelFactory, config_model_factory, masked
+from ticketlab.methods.experiment import Experiment, Weights
+from ticketlab.methods.lottery import config_model_factory, masked
 from ticketlab.methods.rst_reg import GrowingPenalty, phase_plan, updates_to_finish
-from ticketlab.sparsity import Mask, MaskEnforcer, prunable_parameters
+from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.sparsity.ratios import choose_pruned, cumulative_ratio, pruned_count, pruned_fractions
 from ticketlab.steps import Steps
-from ticketlab.train import FINAL, SUMMARY, Trainer, evaluate, read_metrics
+from ticketlab.train import FINAL, SUMMARY, evaluate, read_metrics
 
 ITERATIVE = ("rst-iter", "l1-iter", "l1-lth")
-Weights = Dict[str, torch.Tensor]
 
 
 @dataclass
-class RSTRun:
+class RSTRun(Experiment):
     """One `ticketlab rst` run: config, data, model factory and run directory."""
-
-    config: RunConfig
-    data: DataBundle
-    make_model: ModelFactory
-    path: Path
-    device: torch.device
-    progress: Optional[bool] = None
 
     def __post_init__(self):
         self.rst, self.variant = self.config.rst, self.config.method
@@ -95,12 +88,6 @@ class RSTRun:
         return {"cycle": c, **read_json(folder / "prune.json"), "layers": read_json(folder / "ratios.json")}
 
     # -- weights ----------------------------------------------------------------------------------------
-    def initial_weights(self) -> Weights:
-        path = self.path / "init.pt"
-        if not path.exists():
-            save_torch(self.make_model(self.config.init_seed).state_dict(), path)
-        return load_torch(path)
-
     def base_weights(self) -> Weights:
         base = self.rst.base
         if base == "init":
@@ -209,19 +196,9 @@ class RSTRun:
     def fit(self, out: Path, start: Weights, mask: Optional[Mask], cfg: TrainConfig, order_seed: int,
             extra: Dict[str, Any], callbacks=(), weights: bool = False):
         """Train into ``out`` (skipped when finished); returns the summary, or the final weights."""
-        if not (out / SUMMARY).exists():
-            model = self.model_with(start)
-            sparse = mask is not None and mask.num_kept() < mask.num_total()
-            enforcer = MaskEnforcer(model, mask.to(self.device)) if sparse else None
-            Trainer(model, self.data, cfg, order_seed=order_seed, out_dir=out, enforcer=enforcer, callbacks=callbacks,
-                    progress=self.progress, label=f"{self.path.name}/{out.relative_to(self.path)}",
-                    summary_extra=extra).fit()
-        return load_torch(out / FINAL) if weights else read_json(out / SUMMARY)
-
-    def model_with(self, weights: Weights) -> torch.nn.Module:
-        model = self.make_model(self.config.init_seed)
-        model.load_state_dict(weights)
-        return model.to(self.device)
+        summary = read_json(out / SUMMARY) if (out / SUMMARY).exists() else \
+            self.train_phase(out, start, mask, cfg, order_seed=order_seed, extra=extra, callbacks=callbacks)
+        return load_torch(out / FINAL) if weights else summary
 
 
 def mini_config(train: TrainConfig, rst) -> TrainConfig:
