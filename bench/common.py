@@ -168,3 +168,38 @@ def random_bundle(input_shape: Sequence[int], num_classes: int, n_train: int, n_
     train = Split(x[:n_train], y[:n_train], index[:n_train])
     test = Split(x[n_train:], y[n_train:], index[n_train:] - n_train)
     return DataBundle(train, None, test, num_classes, tuple(input_shape), y[:n_train].clone())
+
+
+class BareMasking:
+    """What a bare masked loop does by hand, in the most direct vectorised way: pruned gradients zeroed
+    before the optimizer step (`grads`), pruned weights and every optimizer-state tensor shaped like its
+    weight zeroed after it (`after_step`), one ``torch._foreach_mul_`` each; the state list is built
+    once, after the first step (optimizers update their state in place)."""
+
+    def __init__(self, model: torch.nn.Module, mask: Optional[Mapping[str, torch.Tensor]]):
+        params = dict(model.named_parameters())
+        self.weights = [params[name] for name in mask] if mask is not None else []
+        self.masks = [keep.to(device=w.device, dtype=w.dtype) for keep, w in zip(mask.values(), self.weights)] \
+            if mask is not None else []
+        self.states: List[torch.Tensor] = []
+        self.state_masks: List[torch.Tensor] = []
+        if self.weights:
+            with torch.no_grad():
+                torch._foreach_mul_(self.weights, self.masks)
+
+    def grads(self) -> None:
+        if self.weights:
+            torch._foreach_mul_([w.grad for w in self.weights], self.masks)
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if not self.weights:
+            return
+        with torch.no_grad():
+            torch._foreach_mul_(self.weights, self.masks)
+            if not self.states:
+                for w, m in zip(self.weights, self.masks):
+                    for t in optimizer.state[w].values():
+                        if torch.is_tensor(t) and t.shape == w.shape:
+                            self.states.append(t)
+                            self.state_masks.append(m)
+            torch._foreach_mul_(self.states, self.state_masks)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +45,7 @@ def bare_loop(model: torch.nn.Module, mask: Optional[Mask], data: DataBundle, st
     forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.SGD(model.parameters(), lr=SGD["lr"], momentum=SGD["momentum"],
                                 weight_decay=SGD["weight_decay"])
-    params = dict(model.named_parameters())
-    weights = [params[name] for name in mask] if mask is not None else []
-    masks = [keep.to(device=device, dtype=w.dtype) for keep, w in zip(mask.values(), weights)] if weights else []
-    states: List[torch.Tensor] = []
-    state_masks: List[torch.Tensor] = []
-    if weights:
-        with torch.no_grad():
-            torch._foreach_mul_(weights, masks)
+    masking = common.BareMasking(model, mask)
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -75,19 +68,9 @@ def bare_loop(model: torch.nn.Module, mask: Optional[Mask], data: DataBundle, st
             loss = F.cross_entropy(forward(prepare(x_all[index])), y_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if weights:
-            torch._foreach_mul_([w.grad for w in weights], masks)
+        masking.grads()
         optimizer.step()
-        if weights:
-            with torch.no_grad():
-                torch._foreach_mul_(weights, masks)
-                if not states:
-                    for w, m in zip(weights, masks):
-                        for t in optimizer.state[w].values():
-                            if torch.is_tensor(t) and t.shape == w.shape:
-                                states.append(t)
-                                state_masks.append(m)
-                torch._foreach_mul_(states, state_masks)
+        masking.after_step(optimizer)
     evaluate()
 
 

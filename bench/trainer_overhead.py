@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -67,14 +67,7 @@ def run_bare(model: torch.nn.Module, mask: Optional[Mask], data: DataBundle, opt
              batch: int, steps: int) -> None:
     """The minimal loop."""
     optimizer = make_optimizer(model.parameters(), optimizer_name)
-    params = dict(model.named_parameters())
-    weights = [params[name] for name in mask] if mask is not None else []
-    masks = [keep.to(w.dtype) for keep, w in zip(mask.values(), weights)] if mask is not None else []
-    if weights:
-        with torch.no_grad():
-            torch._foreach_mul_(weights, masks)
-    states: List[torch.Tensor] = []
-    state_masks: List[torch.Tensor] = []
+    masking = common.BareMasking(model, mask)
     x_all, y_all, n = data.train.x, data.train.y, len(data.train)
     ipe = -(-n // batch)
     bare_evaluate(model, data.test.x, data.test.y)
@@ -86,19 +79,9 @@ def run_bare(model: torch.nn.Module, mask: Optional[Mask], data: DataBundle, opt
         loss = F.cross_entropy(model(x_all[index]), y_all[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if weights:
-            torch._foreach_mul_([w.grad for w in weights], masks)
+        masking.grads()
         optimizer.step()
-        if weights:
-            with torch.no_grad():
-                torch._foreach_mul_(weights, masks)
-                if not states:  # optimizer state exists from the first step on, updated in place
-                    for w, m in zip(weights, masks):
-                        for t in optimizer.state[w].values():
-                            if torch.is_tensor(t) and t.shape == w.shape:
-                                states.append(t)
-                                state_masks.append(m)
-                torch._foreach_mul_(states, state_masks)
+        masking.after_step(optimizer)
     bare_evaluate(model, data.test.x, data.test.y)
 
 

@@ -27,15 +27,7 @@ class ConvNet(nn.Sequential):
         if height % 2**pools or width % 2**pools:
             raise ConfigError(f"input {height}x{width} is not divisible by 2^{pools}={2**pools}, as "
                               f"{pools} max-pools need; use a matching data set or model")
-        layers, convs, pooled = [], 0, 0
-        for entry in plan:
-            if entry == POOL:
-                pooled += 1
-                layers.append((f"pool{pooled}", nn.MaxPool2d(2)))
-            else:
-                convs += 1
-                layers += [(f"conv{convs}", nn.Conv2d(channels, entry, 3, padding=1)), (f"relu{convs}", nn.ReLU())]
-                channels = entry
+        layers, channels, convs = plan_layers(channels, plan)
         layers.append(("flatten", nn.Flatten()))
         layers += _linear_stack(channels * (height // 2**pools) * (width // 2**pools), fc_widths, num_classes,
                                 relu_offset=convs)
@@ -65,6 +57,25 @@ class Conv1dNet(nn.Sequential):
         layers += [("flatten", nn.Flatten()), ("fc1", nn.Linear(channels * length, num_classes))]
         super().__init__(OrderedDict(layers))
         self.output_layer = "fc1"
+
+
+def plan_layers(channels: int, plan: Sequence[Union[int, str]], batch_norm: bool = False) -> Tuple[list, int, int]:
+    """Named layers for a plan of 3x3 conv widths (padding 1, with bias; BatchNorm after each when
+    ``batch_norm``; then ReLU) and ``POOL`` (2x2 max-pool): ``conv1, [bn1,] relu1, .., pool1, ..``.
+    Returns the layers, the output channels and the number of convs."""
+    layers, convs, pooled = [], 0, 0
+    for entry in plan:
+        if entry == POOL:
+            pooled += 1
+            layers.append((f"pool{pooled}", nn.MaxPool2d(2)))
+            continue
+        convs += 1
+        layers.append((f"conv{convs}", nn.Conv2d(channels, entry, 3, padding=1)))
+        if batch_norm:
+            layers.append((f"bn{convs}", nn.BatchNorm2d(entry)))
+        layers.append((f"relu{convs}", nn.ReLU(inplace=True)))
+        channels = entry
+    return layers, channels, convs
 
 
 def _image_shape(input_shape: Sequence[int]) -> Tuple[int, int, int]:

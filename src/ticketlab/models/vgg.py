@@ -12,7 +12,7 @@ from typing import Sequence, Tuple, Union
 from torch import nn
 
 from ticketlab.errors import ConfigError
-from ticketlab.models.conv import POOL, _image_shape
+from ticketlab.models.conv import POOL, _image_shape, plan_layers
 from ticketlab.models.registry import register_model
 
 
@@ -31,16 +31,7 @@ class VGG(nn.Sequential):
         if min(height, width) < 2**pools:
             raise ConfigError(f"input {height}x{width} is smaller than {2**pools}x{2**pools}, which "
                               f"{pools} max-pools need; use a larger input or a smaller model")
-        layers, convs, pooled = [], 0, 0
-        for entry in plan:
-            if entry == POOL:
-                pooled += 1
-                layers.append((f"pool{pooled}", nn.MaxPool2d(2)))
-                continue
-            convs += 1
-            layers += [(f"conv{convs}", nn.Conv2d(channels, entry, 3, padding=1)),
-                       (f"bn{convs}", nn.BatchNorm2d(entry)), (f"relu{convs}", nn.ReLU(inplace=True))]
-            channels = entry
+        layers, channels, _ = plan_layers(channels, plan, batch_norm=True)
         layers += [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
                    ("fc", nn.Linear(channels, num_classes))]
         super().__init__(OrderedDict(layers))
