@@ -207,11 +207,11 @@ def test_accuracy_vs_density_figure(runs, tmp_path):
 def test_training_curves_figure(runs):
     fig = plot_training_curves([runs])
     ax = fig.axes[0]
-    assert len(ax.lines) == 3  # levels 0..2 of the first seed of the first experiment
+    assert len(ax.lines) == 3  # levels 0..2 of the first experiment, averaged over its two seeds
     assert [list(line.get_xdata()) for line in ax.lines] == [list(EPOCHS)] * 3
-    assert list(ax.lines[2].get_ydata()) == pytest.approx([100 * 0.96 * (i + 1) / 3 for i in range(3)])
+    assert list(ax.lines[2].get_ydata()) == pytest.approx([100 * 0.95 * (i + 1) / 3 for i in range(3)])
     assert len({line.get_color() for line in ax.lines}) == 3
-    assert ax.get_xlabel() == "epoch" and "seed 0" in ax.get_title() and LABEL_A in ax.get_title()
+    assert ax.get_xlabel() == "epoch" and LABEL_A in ax.get_title()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["level 0 (100%)", "level 1 (80%)", "level 2 (64%)"]
 
 
@@ -221,3 +221,19 @@ def test_training_curves_many_levels_use_a_colorbar(tmp_path):
     assert len(fig.axes[0].lines) == 12 and fig.axes[0].get_legend() is None
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "level"  # the colorbar
     assert [p.name for p in sorted(tmp_path.glob("curves.*"))] == ["curves.png", "curves.svg"]
+
+
+def test_training_curves_average_the_seeds_of_the_first_experiment(runs, tmp_path):
+    fig = plot_training_curves(collect([runs]), tmp_path / "curves")
+    ax = fig.axes[0]
+    assert "mean of 2 seeds" in ax.get_title() and LABEL_A in ax.get_title()
+    assert [line.get_label() for line in ax.lines] == ["level 0 (100%)", "level 1 (80%)", "level 2 (64%)"]
+    for line, level in zip(ax.lines, range(3)):
+        finals = [A_TRUNK[seed][level][0] for seed in (0, 1)]
+        assert list(line.get_xdata()) == list(EPOCHS)
+        assert line.get_ydata()[-1] == pytest.approx(100 * sum(finals) / 2)
+        assert line.get_ydata()[0] == pytest.approx(100 * sum(finals) / 2 / len(EPOCHS))
+    assert len(ax.collections) == 3  # one shaded seed range per level
+    assert (tmp_path / "curves.png").exists()
+    one_seed = plot_training_curves([r for r in collect([runs]) if r.seed == 3])
+    assert "seed 3" in one_seed.axes[0].get_title() and not one_seed.axes[0].collections

@@ -107,8 +107,9 @@ def plot_accuracy_vs_density(agg: Sequence[AggRow], path_stem: Optional[str | Pa
 
 def plot_training_curves(source: Sequence[Row] | Sequence[str | Path], path_stem: Optional[str | Path] = None,
                          split: str = "test"):
-    """Accuracy (%) against epoch, one line per trunk level (coloured by level), for the first seed of
-    the first experiment. ``source``: rows from `collect`, or paths to collect from."""
+    """Accuracy (%) against epoch, one line per trunk level (coloured by level) of the first experiment:
+    the mean over its seeds, with the seeds' range shaded when there are several. ``source``: rows from
+    `collect`, or paths to collect from."""
     import numpy as np
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
@@ -120,22 +121,29 @@ def plot_training_curves(source: Sequence[Row] | Sequence[str | Path], path_stem
     if not trunk:
         raise TicketlabError("no finished levels to draw training curves for; run `ticketlab lottery` first")
     first = trunk[0]
-    levels = [r for r in trunk if r.experiment == first.experiment and r.seed == first.seed]
-    top = max(r.level for r in levels)
-    norm = Normalize(0, max(top, 1))
+    by_level: Dict[int, List[Row]] = {}
+    for r in trunk:
+        if r.experiment == first.experiment:
+            by_level.setdefault(r.level, []).append(r)
+    seeds = sorted({r.seed for runs in by_level.values() for r in runs})
+    norm = Normalize(0, max(max(by_level), 1))
     cmap = ListedColormap(colormaps["viridis"](np.linspace(0, 0.85, 256)))  # without the pale yellow end
     fig, ax = _new_axes()
-    for r in levels:
-        records = read_metrics(r.path / "metrics.jsonl") if (r.path / "metrics.jsonl").is_file() else []
-        points = [(rec["epoch"], 100 * rec["accuracy"]) for rec in records if rec.get("split") == split]
-        if points:
-            ax.plot(*zip(*points), color=cmap(norm(r.level)), linewidth=1.3,
-                    label=f"level {r.level} ({format_percent(r.density)})")
+    for level, runs in sorted(by_level.items()):
+        epochs, values = seed_curves(runs, split)
+        if not epochs:
+            continue
+        color = cmap(norm(level))
+        ax.plot(epochs, values.mean(0), color=color, linewidth=1.3,
+                label=f"level {level} ({format_percent(runs[0].density)})")
+        if len(values) > 1:
+            ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{split} accuracy (%)")
-    ax.set_title(f"{first.label}, seed {first.seed}: {split} accuracy during training")
+    who = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds, range shaded"
+    ax.set_title(f"{first.label}, {who}: {split} accuracy during training")
     ax.grid(True, alpha=0.3)
-    if len(levels) > 10:
+    if len(by_level) > 10:
         bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="level")
         bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     elif ax.lines:
@@ -143,6 +151,22 @@ def plot_training_curves(source: Sequence[Row] | Sequence[str | Path], path_stem
     if path_stem is not None:
         save_figure(fig, path_stem)
     return fig
+
+
+def seed_curves(runs: Sequence[Row], split: str):
+    """(epochs, accuracies in % with one row per run) at the epochs every run evaluated ``split``."""
+    import numpy as np
+
+    curves = []
+    for r in runs:
+        records = read_metrics(r.path / "metrics.jsonl") if (r.path / "metrics.jsonl").is_file() else []
+        curve = {rec["epoch"]: 100 * rec["accuracy"] for rec in records if rec.get("split") == split}
+        if curve:
+            curves.append(curve)
+    if not curves:
+        return [], np.zeros((0, 0))
+    epochs = sorted(set.intersection(*(set(c) for c in curves)))
+    return epochs, np.array([[c[e] for e in epochs] for c in curves])
 
 
 def _common_prefix(agg: Sequence[AggRow]) -> str:
