@@ -11,7 +11,9 @@ That is the OpenLTH preset ``mnist_lenet_300_100`` with ``--train.steps`` shorte
   ``L1Unstructured`` at amount 0.2 per level, rewinding by copying the saved initial state into
   ``weight_orig`` (and the other parameters); Kaiming-normal initialisation as in OpenLTH.
 - **ticketlab**: ``ticketlab.run_lottery(config, levels, RunContext(runs_dir=<temporary>))``, i.e.
-  ``ticketlab lottery --preset mnist_lenet_300_100 --train.steps <E>ep --levels <L>``, run files included.
+  ``ticketlab lottery --preset mnist_lenet_300_100 --train.steps <E>ep --levels <L>``, run files included;
+  it reads MNIST from its decoded copy under ``$TICKETLAB_DATA/.decoded`` (made during the warm-up, as
+  the first run on a data set makes it), where the user loop decompresses the IDX files every time.
 
 Both keep exactly the same number of weights at every level (20% of the remaining, rounded, over the
 same layers) and run the same number of steps. Each timing covers the whole job of one seed, data

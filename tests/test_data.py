@@ -245,3 +245,31 @@ def test_download_verifies_checksum(tmp_path):
     t = load_idx_folder("mnist", tmp_path / "dl", True, mirrors, md5)
     assert torch.equal(t["train_y"], torch.from_numpy(arrays[NAMES[1]]).long())
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(f"{n}.gz" for n in NAMES)
+
+
+def test_idx_files_are_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import ticketlab.data.idx as idx
+
+    monkeypatch.setenv("TICKETLAB_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "mnist"
+    arrays = write_idx_folder(folder)
+    cfg = DataConfig(dataset="mnist", root=str(folder), val_size=10)
+    first = load_data(cfg, noise_seed=0)
+    cached = list((tmp_path / "data" / ".decoded").glob("mnist-*.pt"))
+    assert len(cached) == 1
+    calls = []
+    monkeypatch.setattr(idx, "read_idx", lambda path: calls.append(path) or pytest.fail("decoded again"))
+    second = load_data(cfg, noise_seed=0)
+    assert not calls and torch.equal(first.train.x, second.train.x) and torch.equal(first.test.y, second.test.y)
+    monkeypatch.setattr(idx, "read_idx", read_idx)
+    # a replaced file (new labels) makes a new entry; the old one is removed
+    labels = arrays[NAMES[3]].copy()
+    labels[0] = (labels[0] + 1) % 10
+    with gzip.open(folder / f"{NAMES[3]}.gz", "wb") as f:
+        f.write(idx_bytes(labels, 0x08, ">u1"))
+    third = load_data(cfg, noise_seed=0)
+    assert int(third.test.y[0]) == int(labels[0]) != int(first.test.y[0])
+    now = list((tmp_path / "data" / ".decoded").glob("mnist-*.pt"))
+    assert len(now) == 1 and now != cached
+    now[0].write_bytes(b"not a tensor file")  # a corrupt cache is decoded again, silently
+    assert torch.equal(load_data(cfg, noise_seed=0).test.y, third.test.y)

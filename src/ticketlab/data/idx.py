@@ -14,6 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ticketlab.data.cache import decoded
 from ticketlab.data.download import fetch, gunzip_md5
 from ticketlab.errors import DataError
 
@@ -86,7 +87,7 @@ def load_idx_folder(name: str, folder: Optional[pathlib.Path], download: bool,
     if missing:
         raise DataError(f"{name} files missing in {folder}: {', '.join(f + '[.gz]' for f in missing)}; "
                         "put the IDX files there, pass --data.root FOLDER, or add --data.download")
-    t = {role: read_idx(path) for role, path in found.items()}
+    t = decoded(name, list(found.values()), lambda: {role: read_idx(path) for role, path in found.items()})
     for split in ("train", "test"):
         x, y = t[f"{split}_x"], t[f"{split}_y"]
         if x.dim() != 3 or y.dim() != 1 or len(x) != len(y):

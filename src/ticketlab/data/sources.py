@@ -10,7 +10,6 @@ when `ticketlab.data` is imported.
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 import random
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ticketlab.data.cache import data_home
 from ticketlab.data.idx import load_idx_folder
 from ticketlab.errors import DataError
 from ticketlab.registry import Registry
@@ -72,8 +72,7 @@ def resolve_root(dataset: str, root: Optional[str]) -> Optional[pathlib.Path]:
     folder = _FOLDERS.get(dataset)
     if folder is None:
         return None
-    base = os.environ.get("TICKETLAB_DATA") or "~/.cache/ticketlab/data"
-    return pathlib.Path(base).expanduser() / folder
+    return data_home() / folder
 
 
 def _stats(x: np.ndarray) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

@@ -1,0 +1,55 @@
+"""Decoded data sets kept as tensor files, so a data set's files are parsed once, not on every run.
+
+``$TICKETLAB_DATA`` (default ``~/.cache/ticketlab/data``) is the parent of one folder per data set; the
+decoded copies go to its ``.decoded/`` folder (the data folder itself may be read-only), one file per
+set of source files, named by a hash of their absolute paths, sizes and modification times: a replaced
+or touched file makes a new entry, and the older entries of that data set are removed. A cache that
+cannot be read is decoded again; one that cannot be written only costs the next run the decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import warnings
+from typing import Callable, Dict, Sequence
+
+import torch
+
+from ticketlab.errors import CheckpointError
+from ticketlab.io import load_torch, save_torch
+
+CACHE_VERSION = 1
+Tensors = Dict[str, torch.Tensor]
+
+
+def data_home() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("TICKETLAB_DATA") or "~/.cache/ticketlab/data").expanduser()
+
+
+def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tensors]) -> Tensors:
+    """``decode()`` (a dict of tensors made from ``files``), read from the cache when it holds them."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}\n{name}\n".encode())
+    for file in sorted(pathlib.Path(f).resolve() for f in files):
+        stat = file.stat()
+        digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    folder = data_home() / ".decoded"
+    path = folder / f"{name}-{digest.hexdigest()[:20]}.pt"
+    if path.is_file():
+        try:
+            tensors = load_torch(path)
+            if isinstance(tensors, dict) and all(torch.is_tensor(v) for v in tensors.values()):
+                return tensors
+        except CheckpointError:
+            pass
+    tensors = decode()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"{name}-*.pt"):
+            old.unlink(missing_ok=True)
+        save_torch(tensors, path)
+    except OSError as exc:
+        warnings.warn(f"could not write the decoded copy of {name} to {path} ({exc}); it will be decoded "
+                      "again next time", stacklevel=2)
+    return tensors
