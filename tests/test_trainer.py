@@ -205,7 +205,8 @@ def test_cpu_optimizers_are_fused_and_match_the_unfused_update(name):
 
 @pytest.mark.parametrize("steps,max_held", [(1, 1 << 20), (4, 1 << 20), (256, 23), (256, 1 << 20)])
 def test_running_stats_match_step_by_step_counting(steps, max_held):
-    """Batched counting (every few steps, or once enough logits are held) equals counting each step."""
+    """Batched counting (every few steps, or once enough logits are held) equals counting each step;
+    the loss is the data loss of the held logits (cross-entropy by default)."""
     from ticketlab.train.trainer import RunningStats
     g = torch.Generator().manual_seed(0)
     stats = RunningStats(torch.device("cpu"), steps=steps, max_held=max_held)
@@ -214,7 +215,7 @@ def test_running_stats_match_step_by_step_counting(steps, max_held):
         logits = torch.randn(n, 4, generator=g, requires_grad=True)
         labels = torch.randint(0, 4, (n,), generator=g)
         loss = torch.nn.functional.cross_entropy(logits, labels)
-        stats.add(logits, labels, loss)
+        stats.add(logits, labels)
         correct += int((logits.argmax(1) == labels).sum())
         loss_sum += loss.detach().item() * n
         count += n

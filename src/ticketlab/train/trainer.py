@@ -38,65 +38,59 @@ class RunningStats:
     """The running training loss (summed over examples) and count of correct predictions, as device
     scalars, taken many batches at a time.
 
-    A step copies its logits, labels and loss into preallocated buffers (three copies, no allocation,
-    nothing held); when the buffers are full (``steps`` batches, fewer if that would exceed ``max_held``
-    logits) one argmax-compare-sum and one sum do the counting. That matters more than it seems: right
-    after a training step's large kernels each small tensor op costs 10-20 us on the CPU (its code and
-    data are out of cache), and keeping references to many small tensors costs about as much through
-    the allocator, so the straightforward five ops a step would add 5% to a LeNet step. Call `flush`
-    before reading ``loss_sum`` or ``correct``; flushing happens at fixed points (full buffers,
-    evaluations, checkpoints), so a resumed run sums in the same groups as an uninterrupted one.
+    A step copies its logits and labels into preallocated buffers (two copies, no allocation, nothing
+    held); when they are full (``steps`` batches, fewer if that would exceed ``max_held`` logits), one
+    argmax-compare-sum and one ``loss_fn`` over all of them do the counting. The loss is thus the data
+    loss of the logits the step trained on (loss terms that callbacks add are not in it). Batching
+    matters more than it seems: right after a training step's large kernels each small tensor op costs
+    10-20 us on the CPU (its code and data are out of cache), so the straightforward five ops a step
+    would add 5% to a LeNet step. Call `flush` before reading ``loss_sum`` or ``correct``; flushing
+    happens at fixed points (full buffers, evaluations, checkpoints), so a resumed run sums in the same
+    groups as an uninterrupted one.
     """
 
-    def __init__(self, device: torch.device, steps: int = 256, max_held: int = 1 << 21):
-        # float64 (where the device has it) makes the sum independent of how steps are grouped
+    def __init__(self, device: torch.device, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] =
+                 F.cross_entropy, steps: int = 256, max_held: int = 1 << 21):
+        # float64 (where the device has it) keeps the sum from depending on the grouping
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.count, self.steps, self.max_held = 0, steps, max_held
-        self._logits = self._labels = self._losses = self._sizes = None
-        self._rows = self._filled = 0  # rows of the logits buffer in use, batches held
+        self.loss_fn, self.count, self.steps, self.max_held = loss_fn, 0, steps, max_held
+        self._logits = self._labels = None
+        self._rows = self._filled = self._capacity = 0  # rows in use, batches held, batches that fit
 
-    def add(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         n = len(labels)
         buffer = self._logits
         if buffer is None or buffer.shape[1:] != logits.shape[1:] or buffer.dtype != logits.dtype \
                 or self._rows + n > len(buffer):
-            self._allocate(logits, labels, loss)
-        rows, filled = self._rows, self._filled
+            self._allocate(logits, labels)
+        rows = self._rows
         self._logits[rows:rows + n].copy_(logits.detach())
         self._labels[rows:rows + n].copy_(labels)
-        self._losses[filled].copy_(loss.detach())
-        self._sizes.append(n)
-        self._rows, self._filled = rows + n, filled + 1
+        self._rows, self._filled = rows + n, self._filled + 1
         self.count += n
-        if self._filled == len(self._losses):
+        if self._filled == self._capacity:
             self.flush()
 
-    def _allocate(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+    def _allocate(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Count what is held, then size the buffers for this batch shape (a larger batch, other
         logits, a first call)."""
         self.flush()
-        per_batch = logits[:1].numel() * len(labels)
-        batches = max(1, min(self.steps, self.max_held // max(per_batch, 1)))
-        rows = batches * len(labels)
+        per_batch = max(logits[:1].numel() * len(labels), 1)
+        self._capacity = max(1, min(self.steps, self.max_held // per_batch))
+        rows = self._capacity * len(labels)
         self._logits = torch.empty((rows, *logits.shape[1:]), dtype=logits.dtype, device=logits.device)
         self._labels = torch.empty(rows, dtype=labels.dtype, device=labels.device)
-        self._losses = torch.empty(batches, dtype=loss.dtype, device=loss.device)
-        self._sizes = []
 
     def flush(self) -> None:
-        if not self._filled:
+        rows = self._rows
+        if not rows:
             return
-        rows, filled = self._rows, self._filled
-        self.correct.add_((self._logits[:rows].argmax(1) == self._labels[:rows]).sum())
-        losses = self._losses[:filled].to(self.loss_sum.dtype)
-        sizes = self._sizes
-        if min(sizes) == max(sizes):
-            self.loss_sum.add_(losses.sum(), alpha=sizes[0])
-        else:
-            self.loss_sum.add_(torch.dot(losses, torch.tensor(sizes, dtype=losses.dtype, device=losses.device)))
+        logits, labels = self._logits[:rows], self._labels[:rows]
+        with torch.no_grad():
+            self.correct.add_((logits.argmax(1) == labels).sum())
+            self.loss_sum.add_(self.loss_fn(logits.float(), labels).to(self.loss_sum.dtype), alpha=rows)
         self._rows = self._filled = 0
-        sizes.clear()
 
     def read(self) -> Dict[str, float]:
         """Mean loss and accuracy since the last `reset`."""
@@ -115,8 +109,6 @@ class RunningStats:
     def load(self, state: Sequence[float]) -> None:
         loss_sum, correct, self.count = state
         self._rows = self._filled = 0
-        if self._sizes is not None:
-            self._sizes.clear()
         self.loss_sum.fill_(loss_sum), self.correct.fill_(correct)
 
 
@@ -168,7 +160,7 @@ class Trainer:
         if self.out_dir is not None and (self.out_dir / SUMMARY).exists():
             return read_json(self.out_dir / SUMMARY)
         began = time.perf_counter()
-        self._running = RunningStats(self.data.train.x.device)
+        self._running = RunningStats(self.data.train.x.device, self.loss_fn)
         resumed = self._resume()
         state = StepState(self.step, self.step // self.ipe, self.ipe, self.model, self.optimizer, self)
         self.model.train()
@@ -215,7 +207,7 @@ class Trainer:
                     term = cb.loss_term(state)
                     if term is not None:
                         loss = loss + term
-            running.add(logits, y, loss)  # here, while the small ops' code is still in cache
+            running.add(logits, y)
             x = index = None  # without callbacks nothing else holds the batch: backward may reuse its memory
             opt.zero_grad(set_to_none=True)
             accel.backward(loss)
