@@ -369,3 +369,16 @@ def test_imagefolder_is_registered_without_default_folder():
     assert resolve_root("imagefolder", None) is None and imagefolder.CACHE_VERSION == 1
     assert resolve_root("cifar10", None).name == "cifar10" and resolve_root("svhn", None).name == "svhn"
     assert resolve_root("cifar100", None).name == "cifar100"
+
+
+def test_cifar_and_svhn_are_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("scipy")
+    write_cifar10(tmp_path / "c10")
+    write_svhn(tmp_path / "svhn")
+    first = {name: DATASETS.get(name)(tmp_path / folder, False) for name, folder in (("cifar10", "c10"),
+                                                                                     ("svhn", "svhn"))}
+    monkeypatch.setattr(cifar, "read_batch", lambda *a: pytest.fail("CIFAR decoded again"))
+    monkeypatch.setattr(svhn, "read_mat", lambda *a: pytest.fail("SVHN decoded again"))
+    for name, folder in (("cifar10", "c10"), ("svhn", "svhn")):
+        again = DATASETS.get(name)(tmp_path / folder, False)
+        assert torch.equal(again.train_x, first[name].train_x) and torch.equal(again.test_y, first[name].test_y)

@@ -2,8 +2,9 @@
 
 ``$TICKETLAB_DATA`` (default ``~/.cache/ticketlab/data``) is the parent of one folder per data set; the
 decoded copies go to its ``.decoded/`` folder (the data folder itself may be read-only), one file per
-set of source files, named by a hash of their absolute paths, sizes and modification times: a replaced
-or touched file makes a new entry, and the older entries of that data set are removed. A cache that
+set of source files, named by a hash of their absolute paths, sizes, modification times and first and
+last MiB (file times are only as fine as a clock tick): a replaced or touched file makes a new entry, and
+the older entries of that data set are removed. A cache that
 cannot be read is decoded again; one that cannot be written only costs the next run the decoding.
 """
 
@@ -21,6 +22,7 @@ from ticketlab.errors import CheckpointError
 from ticketlab.io import load_torch, save_torch
 
 CACHE_VERSION = 1
+SAMPLE = 1 << 20  # bytes read from each end of every source file for the key
 Tensors = Dict[str, torch.Tensor]
 
 
@@ -34,6 +36,11 @@ def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tenso
     for file in sorted(pathlib.Path(f).resolve() for f in files):
         stat = file.stat()
         digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        with open(file, "rb") as f:
+            digest.update(f.read(SAMPLE))
+            if stat.st_size > 2 * SAMPLE:
+                f.seek(-SAMPLE, os.SEEK_END)
+            digest.update(f.read(SAMPLE))
     folder = data_home() / ".decoded"
     path = folder / f"{name}-{digest.hexdigest()[:20]}.pt"
     if path.is_file():

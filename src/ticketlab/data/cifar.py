@@ -19,6 +19,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ticketlab.data.cache import decoded
 from ticketlab.data.download import extract_tar, fetch, file_md5
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import DataError
@@ -131,15 +132,19 @@ def load_cifar(spec: CifarSpec, root: Optional[pathlib.Path], download: bool) ->
     if missing:
         raise DataError(f"{spec.name} files missing in {folder}: {', '.join(missing)}; extract "
                         f"{spec.archive} in {root}, pass --data.root FOLDER, or add --data.download")
-    out = {}
-    for split, names in (("train", spec.train), ("test", spec.test)):
-        parts = [read_batch(folder / name, spec.label_key) for name in names]
-        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
-            raise DataError(f"{spec.name} {split} labels in {folder} lie outside 0..{spec.num_classes - 1}; "
-                            "replace the files with those from the official archive")
-        out[f"{split}_x"], out[f"{split}_y"] = torch.from_numpy(x), torch.from_numpy(y)
-    return out
+
+    def decode() -> Dict[str, torch.Tensor]:
+        out = {}
+        for split, names in (("train", spec.train), ("test", spec.test)):
+            parts = [read_batch(folder / name, spec.label_key) for name in names]
+            x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+                raise DataError(f"{spec.name} {split} labels in {folder} lie outside 0..{spec.num_classes - 1}; "
+                                "replace the files with those from the official archive")
+            out[f"{split}_x"], out[f"{split}_y"] = torch.from_numpy(x), torch.from_numpy(y)
+        return out
+
+    return decoded(spec.name, [folder / name for name in (*spec.train, *spec.test)], decode)
 
 
 def _raw(spec: CifarSpec, root, download, class_map, draw) -> RawData:

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ticketlab.data.cache import decoded
 from ticketlab.data.download import fetch
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import DataError
@@ -65,6 +66,11 @@ def svhn(root: Optional[pathlib.Path], download: bool) -> RawData:
     if missing:
         raise DataError(f"svhn files missing in {root}: {', '.join(missing)}; put them there, "
                         "pass --data.root FOLDER, or add --data.download")
-    train_x, train_y = read_mat(root / "train_32x32.mat")
-    test_x, test_y = read_mat(root / "test_32x32.mat")
-    return RawData(train_x, train_y, test_x, test_y, num_classes=10, mean=MEAN, std=STD, scale=255.0)
+
+    def decode():
+        (train_x, train_y), (test_x, test_y) = read_mat(root / "train_32x32.mat"), read_mat(root / "test_32x32.mat")
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+    t = decoded("svhn", [root / name for name in FILES], decode)
+    return RawData(t["train_x"], t["train_y"], t["test_x"], t["test_y"], num_classes=10, mean=MEAN, std=STD,
+                   scale=255.0)
