@@ -273,3 +273,21 @@ def test_idx_files_are_decoded_once_then_read_from_the_cache(tmp_path, monkeypat
     assert len(now) == 1 and now != cached
     now[0].write_bytes(b"not a tensor file")  # a corrupt cache is decoded again, silently
     assert torch.equal(load_data(cfg, noise_seed=0).test.y, third.test.y)
+
+
+def test_unreadable_or_unwritable_decoded_cache_falls_back_to_decoding(tmp_path, monkeypatch):
+    import ticketlab.data.cache as cache
+
+    monkeypatch.setenv("TICKETLAB_DATA", str(tmp_path / "data"))
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"12345")
+    decode = lambda: {"x": torch.arange(3)}  # noqa: E731
+    assert torch.equal(cache.decoded("toy", [source], decode)["x"], torch.arange(3))  # written
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cache, "load_torch", denied)  # e.g. another user's .decoded
+    assert torch.equal(cache.decoded("toy", [source], lambda: {"x": torch.arange(4)})["x"], torch.arange(4))
+    monkeypatch.undo()
+    monkeypatch.setenv("TICKETLAB_DATA", str(source))  # a file where the folder should be: cannot write
+    with pytest.warns(UserWarning, match="could not write the decoded copy of toy"):
+        assert torch.equal(cache.decoded("toy", [source], decode)["x"], torch.arange(3))

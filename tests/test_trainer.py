@@ -229,3 +229,42 @@ def test_running_stats_match_step_by_step_counting(steps, max_held):
     restored = RunningStats(torch.device("cpu"))
     restored.load(state)
     assert restored.read() == pytest.approx({"loss": loss_sum / count, "accuracy": correct / count})
+
+
+def test_resume_at_a_partial_batch_logs_the_same_training_loss(tmp_path):
+    """The running statistics are sized for the configured batch, so a run resumed where the next batch
+    is an epoch's short last one groups (and rounds) its steps exactly as the uninterrupted run."""
+    from ticketlab.data import DataBundle, Split
+
+    g = torch.Generator().manual_seed(0)
+    n = 64 * 5 + 1  # six batches an epoch, the last of one example
+    x, y = torch.randn(n + 100, 20, generator=g), torch.randint(0, 10, (n + 100,), generator=g)
+    index = torch.arange(n + 100)
+    data = DataBundle(Split(x[:n], y[:n], index[:n]), None, Split(x[n:], y[n:], index[n:] - n), 10, (20,),
+                      y[:n].clone())
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=64, steps=Steps(0, 24),
+                      eval_every=Steps(0, 24), checkpoint_every=Steps(0, 5))
+
+    def trainer(out, callbacks=()):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+        return Trainer(model, data, cfg, order_seed=1, out_dir=out, callbacks=callbacks, progress=False)
+
+    trainer(tmp_path / "a").fit()
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "b", [KillAt(7)]).fit()  # the checkpoint at step 5 is followed by the 1-example batch
+    trainer(tmp_path / "b").fit()
+    assert read_metrics(tmp_path / "a" / "metrics.jsonl") == read_metrics(tmp_path / "b" / "metrics.jsonl")
+
+
+def test_fused_only_for_float32_and_float64_cpu_parameters_without_sparse_gradients():
+    from ticketlab.train import build_optimizer
+    from ticketlab.train.optim import has_sparse_gradients
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9)
+    fused = lambda module, **kw: bool(build_optimizer(module.parameters(), cfg, **kw).defaults["fused"])  # noqa: E731
+    assert fused(torch.nn.Linear(3, 2)) and fused(torch.nn.Linear(3, 2).double())
+    assert not fused(torch.nn.Linear(3, 2).to(torch.bfloat16))  # torch 2.13's fused CPU SGD mis-updates halves
+    assert not fused(torch.nn.Linear(3, 2).half())
+    sparse = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Linear(4, 2))
+    assert has_sparse_gradients(sparse) and not has_sparse_gradients(torch.nn.Embedding(10, 4))
+    assert not fused(sparse, allow_fused=False)

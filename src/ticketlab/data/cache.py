@@ -6,6 +6,9 @@ set of source files, named by a hash of their absolute paths, sizes, modificatio
 last MiB (file times are only as fine as a clock tick): a replaced or touched file makes a new entry, and
 the older entries of that data set are removed. A cache that
 cannot be read is decoded again; one that cannot be written only costs the next run the decoding.
+Not caught: a file replaced by one of the same size and modification time that differs only between
+its first and last MiB (``rm -r $TICKETLAB_DATA/.decoded`` clears the cache), and a change to a reader
+without a new ``CACHE_VERSION``.
 """
 
 from __future__ import annotations
@@ -43,13 +46,13 @@ def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tenso
             digest.update(f.read(SAMPLE))
     folder = data_home() / ".decoded"
     path = folder / f"{name}-{digest.hexdigest()[:20]}.pt"
-    if path.is_file():
-        try:
+    try:
+        if path.is_file():
             tensors = load_torch(path)
             if isinstance(tensors, dict) and all(torch.is_tensor(v) for v in tensors.values()):
                 return tensors
-        except CheckpointError:
-            pass
+    except (CheckpointError, OSError):  # corrupt, vanished or unreadable: decode instead
+        pass
     tensors = decode()
     try:
         folder.mkdir(parents=True, exist_ok=True)

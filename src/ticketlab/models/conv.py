@@ -59,9 +59,11 @@ class Conv1dNet(nn.Sequential):
         self.output_layer = "fc1"
 
 
-def plan_layers(channels: int, plan: Sequence[Union[int, str]], batch_norm: bool = False) -> Tuple[list, int, int]:
+def plan_layers(channels: int, plan: Sequence[Union[int, str]], batch_norm: bool = False,
+                inplace: bool = False) -> Tuple[list, int, int]:
     """Named layers for a plan of 3x3 conv widths (padding 1, with bias; BatchNorm after each when
-    ``batch_norm``; then ReLU) and ``POOL`` (2x2 max-pool): ``conv1, [bn1,] relu1, .., pool1, ..``.
+    ``batch_norm``; then ReLU, in place when ``inplace``) and ``POOL`` (2x2 max-pool):
+    ``conv1, [bn1,] relu1, .., pool1, ..``.
     Returns the layers, the output channels and the number of convs."""
     layers, convs, pooled = [], 0, 0
     for entry in plan:
@@ -73,7 +75,7 @@ def plan_layers(channels: int, plan: Sequence[Union[int, str]], batch_norm: bool
         layers.append((f"conv{convs}", nn.Conv2d(channels, entry, 3, padding=1)))
         if batch_norm:
             layers.append((f"bn{convs}", nn.BatchNorm2d(entry)))
-        layers.append((f"relu{convs}", nn.ReLU(inplace=True)))
+        layers.append((f"relu{convs}", nn.ReLU(inplace=inplace)))
         channels = entry
     return layers, channels, convs
 

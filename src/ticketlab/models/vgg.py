@@ -31,7 +31,7 @@ class VGG(nn.Sequential):
         if min(height, width) < 2**pools:
             raise ConfigError(f"input {height}x{width} is smaller than {2**pools}x{2**pools}, which "
                               f"{pools} max-pools need; use a larger input or a smaller model")
-        layers, channels, _ = plan_layers(channels, plan, batch_norm=True)
+        layers, channels, _ = plan_layers(channels, plan, batch_norm=True, inplace=True)
         layers += [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
                    ("fc", nn.Linear(channels, num_classes))]
         super().__init__(OrderedDict(layers))

@@ -11,7 +11,8 @@ weight that is 0, with gradient 0 and state 0, to 0 again (every term of their u
 one of them; Adam divides by ``sqrt(v) + eps`` with ``eps > 0``). So once one full ``apply`` has run
 with the current mask and optimizer, the invariant carries itself from step to step. A new mask, a
 loaded mask or another optimizer makes the next ``after_step`` run the full ``apply`` again. Code that
-writes weights between steps (outside ``set_mask``) must call ``apply`` itself.
+writes weights between steps (outside ``set_mask``) or loads optimizer state into the same optimizer must
+call ``apply(optimizer)`` itself (the trainer's resume reinstalls the mask, which does it).
 
 From a bare PyTorch loop, `MaskedOptimizer` does the same around any optimizer.
 """

@@ -28,7 +28,7 @@ from ticketlab.train.accel import Accelerator
 from ticketlab.train.callbacks import Callback, StepState
 from ticketlab.train.evaluate import evaluate
 from ticketlab.train.metrics import MetricsLog
-from ticketlab.train.optim import build_optimizer, lr_schedule, set_lr
+from ticketlab.train.optim import build_optimizer, has_sparse_gradients, lr_schedule, set_lr
 from ticketlab.train.progress import Progress
 
 CHECKPOINT, FINAL, BEST, SUMMARY = "checkpoint.pt", "final.pt", "best.pt", "summary.json"
@@ -50,11 +50,14 @@ class RunningStats:
     """
 
     def __init__(self, device: torch.device, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] =
-                 F.cross_entropy, steps: int = 256, max_held: int = 1 << 21):
+                 F.cross_entropy, steps: int = 256, max_held: int = 1 << 21, batch_size: int = 0):
+        """``batch_size``: the largest batch to expect; the buffers are sized for it from the start, so a
+        run resumed at a partial batch groups its steps as an uninterrupted one does."""
         # float64 (where the device has it) keeps the sum from depending on the grouping
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.loss_fn, self.count, self.steps, self.max_held = loss_fn, 0, steps, max_held
+        self.batch_size = batch_size
         self._logits = self._labels = None
         self._rows = self._filled = self._capacity = 0  # rows in use, batches held, batches that fit
 
@@ -76,9 +79,10 @@ class RunningStats:
         """Count what is held, then size the buffers for this batch shape (a larger batch, other
         logits, a first call)."""
         self.flush()
-        per_batch = max(logits[:1].numel() * len(labels), 1)
+        batch = max(len(labels), self.batch_size)
+        per_batch = max(logits[:1].numel() * batch, 1)
         self._capacity = max(1, min(self.steps, self.max_held // per_batch))
-        rows = self._capacity * len(labels)
+        rows = self._capacity * batch
         self._logits = torch.empty((rows, *logits.shape[1:]), dtype=logits.dtype, device=logits.device)
         self._labels = torch.empty(rows, dtype=labels.dtype, device=labels.device)
 
@@ -146,7 +150,7 @@ class Trainer:
         self.start_step = start_step
         if not 0 <= start_step <= self.total:
             raise ValueError(f"start step {start_step} lies outside the training length {self.total}")
-        self.optimizer = build_optimizer(model.parameters(), cfg)
+        self.optimizer = build_optimizer(model.parameters(), cfg, allow_fused=not has_sparse_gradients(model))
         self.accel = Accelerator(model, cfg, data.train.x.device)
         self.lr_at = lr_schedule(cfg, self.ipe)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None)
@@ -160,7 +164,7 @@ class Trainer:
         if self.out_dir is not None and (self.out_dir / SUMMARY).exists():
             return read_json(self.out_dir / SUMMARY)
         began = time.perf_counter()
-        self._running = RunningStats(self.data.train.x.device, self.loss_fn)
+        self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
         resumed = self._resume()
         state = StepState(self.step, self.step // self.ipe, self.ipe, self.model, self.optimizer, self)
         self.model.train()
