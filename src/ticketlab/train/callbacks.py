@@ -6,9 +6,10 @@ gradients; may add penalty gradients or record per-example results) -> gradients
 -> optimizer step -> pruned weights and optimizer state zeroed -> `after_step` (may change the mask) ->
 learning rate for the next step. Evaluation and checkpoints happen at step boundaries.
 
-A callback that changes the mask calls ``state.trainer.enforcer.set_mask(mask, state.optimizer)``; one
-that writes weights any other way calls ``state.trainer.enforcer.apply(state.optimizer)`` afterwards
-(the enforcer skips its own post-step multiply once it cannot change anything; see `MaskEnforcer`).
+A callback that changes the mask calls ``state.trainer.enforcer.set_mask(mask, state.optimizer)``; one that
+writes weights any other way, or loads optimizer state, calls
+``state.trainer.enforcer.apply(state.optimizer)`` afterwards (the enforcer skips its own post-step multiply
+once it cannot change anything; see `MaskEnforcer`).
 """
 
 from __future__ import annotations
