@@ -149,6 +149,21 @@ def show(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> s
     return text
 
 
+def print_row(row: Sequence[Any]) -> None:
+    """One table row as soon as it is measured (the full table follows at the end)."""
+    print("  " + "  ".join(map(str, row)), flush=True)
+
+
+def finish(args: argparse.Namespace, script: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+           verdict: str, payload: Dict[str, Any]) -> None:
+    """Print the titled table and the verdict line, then write both with ``payload`` (`write_results`)."""
+    text = show("\n" + title, headers, rows)
+    if verdict:
+        print(verdict)
+        text += "\n" + verdict
+    write_results(args.out, script, args.threads, {**payload, "table": text})
+
+
 def write_results(out: Path, script: str, threads: int, payload: Dict[str, Any]) -> Path:
     """Write ``payload`` with the environment to ``out`` (default ``bench/results/<script>.json``)."""
     path = Path(out) if out is not None else RESULTS / f"{script}.json"

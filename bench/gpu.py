@@ -125,12 +125,11 @@ def main(argv=None) -> int:
                    f"{1e3 * ours / args.steps:.2f}", f"{BATCH * args.steps / ours:,.0f}", f"{ours / bare:.3f}",
                    f"{diff:.1e}"]
             rows.append(row)
-            print("  " + "  ".join(row), flush=True)
+            common.print_row(row)
             records.append({"compiled": compiled, "density": density, "steps": args.steps, "bare_s": samples["bare"],
                             "trainer_s": samples["ours"], "ratio": ours / bare, "max_weight_diff": diff})
-    text = common.show("\n" + title, ["mode", "density", "bare ms/step", "ticketlab ms/step", "ticketlab img/s",
-                                      "ratio", "max |w diff|"], rows)
-    common.write_results(args.out, "gpu", args.threads, {"repeats": args.repeats, "table": text, "results": records})
+    common.finish(args, "gpu", title, ["mode", "density", "bare ms/step", "ticketlab ms/step", "ticketlab img/s",
+                                       "ratio", "max |w diff|"], rows, "", {"repeats": args.repeats, "results": records})
     return 0
 
 

@@ -266,20 +266,17 @@ def main(argv=None) -> int:
                           f"({args.epochs:g} epochs), batch {BATCH}, SGD {LR}; median of {seeds} seeds", args.threads)
     rows = [[k, f"{med[k]['wall']:.1f}", f"{med[k]['cpu']:.1f}", f"{med['user loop']['wall'] / med[k]['wall']:.2f}",
              f"{100 * acc[k]:.2f}", " ".join(f"{100 * r['accuracy']:.2f}" for r in runs[k])] for k in runs]
-    text = common.show("\n" + title, ["loop", "wall s", "CPU s", "speed-up (wall)", "mean test acc %",
-                                       "test acc % per seed"], rows)
     speedup = {c: med["user loop"][c] / med["ticketlab"][c] for c in ("wall", "cpu")}
     floor = {c: med["ticketlab"][c] / med["tensor loop"][c] for c in ("wall", "cpu")}
     gap = 100 * (acc["ticketlab"] - acc["user loop"])
     verdict = (f"ticketlab is {speedup['wall']:.2f}x faster in wall time ({speedup['cpu']:.2f}x in CPU time) "
                f"(target >= 1.4x); mean test accuracy {gap:+.2f} points against the user loop "
                f"(target >= -0.3); ticketlab takes {floor['wall']:.2f}x the time of the hand-written tensor loop")
-    print(verdict)
-    common.write_results(args.out, "imp_vs_user_loop", args.threads,
-                         {"data": data_name, "levels": args.levels, "steps_per_level": steps, "seeds": seeds,
-                          "table": text + "\n" + verdict, "runs": runs, "median_s": med,
-                          "mean_test_accuracy": acc, "speedup": speedup, "ticketlab_over_tensor_loop": floor,
-                          "accuracy_gap_points": gap})
+    common.finish(args, "imp_vs_user_loop", title, ["loop", "wall s", "CPU s", "speed-up (wall)", "mean test acc %",
+                                                    "test acc % per seed"], rows, verdict,
+                  {"data": data_name, "levels": args.levels, "steps_per_level": steps, "seeds": seeds, "runs": runs,
+                   "median_s": med, "mean_test_accuracy": acc, "speedup": speedup,
+                   "ticketlab_over_tensor_loop": floor, "accuracy_gap_points": gap})
     return 0
 
 

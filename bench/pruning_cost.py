@@ -74,18 +74,16 @@ def main(argv=None) -> int:
                f"{1e3 * med['erk_densities']:.2f}", f"{1e3 * med['erk_mask']:.1f}",
                f"{1e3 * med['erk_mask'] / per_m:.1f}"]
         rows.append(row)
-        print("  " + "  ".join(map(str, row)), flush=True)
+        common.print_row(row)
         records.append({"model": name, "parameters": params, "prunable": weights, "layers": len(shapes),
                         "samples": samples, "median_s": med, "global_density": first.density()})
-    text = common.show("\n" + title, ["model", "params M", "prunable M", "layers", "global ms", "global ms/M",
-                                      "nested ms", "ERK densities ms", "ERK mask ms", "ERK ms/M"], rows)
     largest = max(records, key=lambda r: r["prunable"])
     verdict = (f"global magnitude mask of {largest['model']} ({largest['parameters'] / 1e6:.1f}M parameters): "
                f"{largest['median_s']['global']:.2f} s (target < {TARGET_S:.0f} s)")
-    print(verdict)
-    common.write_results(args.out, "pruning_cost", args.threads,
-                         {"repeats": args.repeats, "clock": args.clock, "table": text + "\n" + verdict,
-                          "results": records})
+    common.finish(args, "pruning_cost", title, ["model", "params M", "prunable M", "layers", "global ms",
+                                                "global ms/M", "nested ms", "ERK densities ms", "ERK mask ms",
+                                                "ERK ms/M"],
+                  rows, verdict, {"repeats": args.repeats, "clock": args.clock, "results": records})
     return 0
 
 

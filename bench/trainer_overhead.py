@@ -153,23 +153,20 @@ def main(argv=None) -> int:
                    f"{ours / bare:.3f}", f"{min(paired):.3f}-{max(paired):.3f}",
                    "yes" if case.identical() else "NO"]
             rows.append(row)
-            print("  " + "  ".join(map(str, row)), flush=True)
+            common.print_row(row)
             records.append({"model": model_name, "optimizer": opt, "batch": batch, "density": density,
                             "steps": steps, "clock": args.clock, "bare_s": samples["bare"],
                             "trainer_s": samples["ours"], "bare_median_s": bare, "trainer_median_s": ours,
                             "ratio": ours / bare, "paired_ratios": paired,
                             "wall_ratio": common.median(samples["ours"]["wall"]) / common.median(samples["bare"]["wall"]),
                             "identical_weights": case.identical()})
-    text = common.show("\n" + title, ["model", "optimizer", "batch", "density", "steps", "bare ms/step",
-                                       "ticketlab ms/step", "ratio", "round ratios", "same weights"], rows)
     worst = max(records, key=lambda r: r["ratio"])
     summary = (f"largest ratio {worst['ratio']:.3f} ({worst['model']} {worst['optimizer']} b{worst['batch']} "
                f"density {worst['density']}); target <= 1.05")
-    print(summary)
-    common.write_results(args.out, "trainer_overhead", args.threads,
-                         {"repeats": args.repeats, "clock": args.clock, "steady_heap": steady,
-                          "table": text + "\n" + summary,
-                          "results": records})
+    common.finish(args, "trainer_overhead", title, ["model", "optimizer", "batch", "density", "steps", "bare ms/step",
+                                                    "ticketlab ms/step", "ratio", "round ratios", "same weights"],
+                  rows, summary, {"repeats": args.repeats, "clock": args.clock, "steady_heap": steady,
+                                  "results": records})
     return 0
 
 
