@@ -123,19 +123,26 @@ def densities_from_globs(names: Iterable[str], spec: Union[Mapping[str, float], 
     return out
 
 
+def parse_pattern_values(text: str, problem: str) -> list:
+    """``"PATTERN:VALUE,PATTERN:VALUE"`` -> ``[(pattern, float)]`` (patterns may hold colons; the value is
+    after the last one). An ill-formed entry raises ConfigError(``problem.format(item=repr(entry))``)."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        pattern, sep, value = item.rpartition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not pattern.strip() or number is None:
+            raise ConfigError(problem.format(item=repr(item)))
+        pairs.append((pattern.strip(), number))
+    return pairs
+
+
 def _parse_spec(spec) -> list:
     if isinstance(spec, str):
-        pairs = []
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            pattern, sep, value = item.rpartition(":")
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-            if not sep or not pattern.strip() or number is None:
-                raise ConfigError(f"ill-formed layer-density entry {item!r}; write PATTERN:DENSITY pairs "
-                                  f"separated by commas, e.g. {_SPEC_EXAMPLE}")
-            pairs.append((pattern.strip(), number))
+        pairs = parse_pattern_values(spec, "ill-formed layer-density entry {item}; write PATTERN:DENSITY pairs "
+                                           f"separated by commas, e.g. {_SPEC_EXAMPLE}")
     elif isinstance(spec, Mapping):
         pairs = list(spec.items())
         if any(not isinstance(p, str) or not p for p, _ in pairs):

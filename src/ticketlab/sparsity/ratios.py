@@ -38,6 +38,7 @@ from torch import nn
 
 from ticketlab.errors import ConfigError
 from ticketlab.sparsity.allocation import select_topk
+from ticketlab.sparsity.distributions import parse_pattern_values
 from ticketlab.sparsity.mask import Mask, output_layer_name, prunable_parameters
 
 PICKS = ("min", "max", "rand", "iter_rand")
@@ -119,17 +120,8 @@ def parse_index_ratios(text: str) -> List[Tuple[int, int, float]]:
 
 
 def _parse_globs(text: str) -> List[Tuple[str, float]]:
-    pairs = []
-    for item in [p.strip() for p in text.split(",") if p.strip()]:
-        pattern, sep, value = item.rpartition(":")
-        try:
-            ratio = float(value)
-        except ValueError:
-            ratio = None
-        if not sep or not pattern.strip() or ratio is None:
-            raise ConfigError(f"ratio glob {item!r} is not PATTERN:RATIO; write e.g. 'layer*:0.7,linear:0'")
-        pairs.append((pattern.strip(), _check_ratio(ratio, f"ratio of {pattern.strip()!r}")))
-    return pairs
+    pairs = parse_pattern_values(text, "ratio glob {item} is not PATTERN:RATIO; write e.g. 'layer*:0.7,linear:0'")
+    return [(pattern, _check_ratio(ratio, f"ratio of {pattern!r}")) for pattern, ratio in pairs]
 
 
 def pruned_fractions(model: nn.Module, *, stage_ratios: Sequence[float] = (), layer_ratios: str = "",
