@@ -14,13 +14,19 @@ from killing import KillAt
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
+def cifar_shaped(n_train: int, n_test: int, device: torch.device) -> DataBundle:
+    """Random CIFAR-shaped images and labels on ``device`` (seed 0), without a validation split."""
+    n = n_train + n_test
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device)
+    return DataBundle(Split(x[:n_train], y[:n_train], torch.arange(n_train)), None,
+                      Split(x[n_train:], y[n_train:], torch.arange(n_test)), 10, (3, 32, 32), y[:n_train].clone())
+
+
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
 def test_masked_resnet20_trains_on_cuda(amp):
     device = torch.device("cuda")
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(512, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (512,), generator=g).to(device)
-    data = DataBundle(Split(x[:384], y[:384], torch.arange(384)), None, Split(x[384:], y[384:], torch.arange(128)),
-                      10, (3, 32, 32), y[:384].clone())
+    data = cifar_shaped(384, 128, device)
     model = build_model(ModelConfig(name="resnet20"), (3, 32, 32), 10, seed=0).to(device)
     enforcer = MaskEnforcer(model, prune(model, 0.1))
     cfg = TrainConfig(steps=Steps(2), batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, amp=amp)
@@ -36,10 +42,7 @@ def test_masked_resnet20_trains_on_cuda(amp):
 def test_fp16_run_resumes_bit_identical_on_cuda(tmp_path):
     """The gradient scaler's state is checkpointed, so a killed fp16 run ends like an uninterrupted one."""
     device = torch.device("cuda")
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(256, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (256,), generator=g).to(device)
-    data = DataBundle(Split(x[:192], y[:192], torch.arange(192)), None, Split(x[192:], y[192:], torch.arange(64)),
-                      10, (3, 32, 32), y[:192].clone())
+    data = cifar_shaped(192, 64, device)
     cfg = TrainConfig(steps=Steps(3), batch_size=32, lr=0.1, momentum=0.9, amp="fp16", checkpoint_every=Steps(1))
 
     def trainer(out, callbacks=()):
