@@ -33,12 +33,12 @@ def build_optimizer(params, cfg: TrainConfig, *, allow_fused: bool = True) -> to
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    raise ValueError(f"unknown optimizer {cfg.optimizer}")
+    raise ValueError(f"unknown optimizer {cfg.optimizer}")  # config validation makes this unreachable
 
 
 def has_sparse_gradients(model: torch.nn.Module) -> bool:
     """Whether ``model`` has an embedding that produces sparse gradients."""
-    return any(isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and m.sparse for m in model.modules())  # config validation makes this unreachable
+    return any(isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and m.sparse for m in model.modules())
 
 
 def lr_schedule(cfg: TrainConfig, iters_per_epoch: int) -> Callable[[int], float]:
