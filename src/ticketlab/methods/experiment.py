@@ -11,9 +11,9 @@ import torch
 
 from ticketlab.config import RunConfig, TrainConfig
 from ticketlab.data import DataBundle
-from ticketlab.io import load_torch, save_torch
+from ticketlab.io import load_torch, read_json, save_torch
 from ticketlab.sparsity import Mask, MaskEnforcer
-from ticketlab.train import Callback, Trainer
+from ticketlab.train import SUMMARY, Callback, Trainer
 
 ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
 Weights = Dict[str, torch.Tensor]
@@ -47,7 +47,9 @@ class Experiment:
                     extra: Dict[str, Any], callbacks: Sequence[Callback] = (), start_step: int = 0,
                     stop_at: Optional[int] = None) -> Dict[str, Any]:
         """Train ``weights`` into ``out`` under ``mask`` (None or all-kept: dense); a finished ``out``
-        returns its summary, a checkpointed one resumes."""
+        returns its summary without building anything, a checkpointed one resumes."""
+        if (out / SUMMARY).exists():
+            return read_json(out / SUMMARY)
         model = self.model_with(weights)
         sparse = mask is not None and mask.num_kept() < mask.num_total()
         enforcer = MaskEnforcer(model, mask.to(self.device)) if sparse else None

@@ -196,8 +196,7 @@ class RSTRun(Experiment):
     def fit(self, out: Path, start: Weights, mask: Optional[Mask], cfg: TrainConfig, order_seed: int,
             extra: Dict[str, Any], callbacks=(), weights: bool = False):
         """Train into ``out`` (skipped when finished); returns the summary, or the final weights."""
-        summary = read_json(out / SUMMARY) if (out / SUMMARY).exists() else \
-            self.train_phase(out, start, mask, cfg, order_seed=order_seed, extra=extra, callbacks=callbacks)
+        summary = self.train_phase(out, start, mask, cfg, order_seed=order_seed, extra=extra, callbacks=callbacks)
         return load_torch(out / FINAL) if weights else summary
 
 
