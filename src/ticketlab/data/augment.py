@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-_MASK64 = (1 << 64) - 1
+from ticketlab.seeds import step_generator
 
 
 class PadCropFlip:
@@ -54,14 +54,6 @@ class PadCropFlip:
         rows, cols = rows.to(device), cols.to(device)  # (B, H) and (B, W): the only transfers
         flat = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
         return padded.view(b, c, -1).gather(2, flat).view(b, c, h, w)
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator for (seed, step): a splitmix64 mix, so neighbouring seeds and steps do not overlap."""
-    z = (int(seed) * 0x9E3779B97F4A7C15 + int(step) + 0x632BE59BD9B4E019) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return torch.Generator().manual_seed((z ^ (z >> 31)) & ((1 << 63) - 1))
 
 
 def default_pad(height: int, width: int) -> int:

@@ -10,7 +10,7 @@ with ``cfg.augment``) maps a batch and its step to the augmented batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -18,9 +18,10 @@ from torch import Tensor
 
 from ticketlab.config import DataConfig
 from ticketlab.data.augment import make_augment
-from ticketlab.data.noise import apply_label_noise, seeded_generator
+from ticketlab.data.noise import apply_label_noise
 from ticketlab.data.sources import DATASETS, RawData, resolve_root
 from ticketlab.errors import ConfigError, DataError
+from ticketlab.seeds import stream_generator
 
 Device = Union[str, torch.device]
 
@@ -51,6 +52,16 @@ class DataBundle:
         """Which training labels the noise changed."""
         return self.train.y != self.clean_train_y
 
+    def subset(self, indices: Tensor) -> "DataBundle":
+        """The same bundle with the training split cut to ``indices`` (positions in the training split, in
+        the order given); validation, test and augmentation unchanged. Example indices (``Split.index``)
+        keep pointing into the source, so per-example records stay comparable across subsets."""
+        indices = torch.as_tensor(indices, dtype=torch.long, device=self.train.x.device)
+        if indices.dim() != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= len(self.train))):
+            raise ValueError(f"subset indices must be positions in the training split [0, {len(self.train)})")
+        train = Split(self.train.x[indices], self.train.y[indices], self.train.index[indices])
+        return replace(self, train=train, clean_train_y=self.clean_train_y[indices])
+
     def state(self) -> Dict[str, Tensor]:
         """Small CPU tensors that pin the splits and noisy labels (saved with a run)."""
         val_index = self.val.index if self.val is not None else torch.empty(0, dtype=torch.int64)
@@ -67,7 +78,7 @@ def iters_per_epoch(n: int, batch_size: int) -> int:
 
 def epoch_permutation(n: int, seed: int, epoch: int, device: Device = "cpu") -> Tensor:
     """The example order of ``epoch``: batch b is ``perm[b*bs:(b+1)*bs]``; recomputable for resume."""
-    return torch.randperm(n, generator=seeded_generator(seed, epoch)).to(device)
+    return torch.randperm(n, generator=stream_generator(seed, epoch)).to(device)
 
 
 def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
@@ -116,7 +127,7 @@ def _noisy_labels(cfg: DataConfig, raw: RawData, clean: Tensor, seed: int) -> Te
     target = torch.arange(raw.num_classes)
     for source, dest in raw.class_map.items():
         target[source] = dest
-    flip = torch.rand(len(clean), generator=seeded_generator(seed, 5)) < cfg.noise_rate
+    flip = torch.rand(len(clean), generator=stream_generator(seed, 5)) < cfg.noise_rate
     return torch.where(flip, target[clean], clean)
 
 
@@ -125,11 +136,11 @@ def _split_indices(cfg: DataConfig, n: int) -> Tuple[Tensor, Tensor]:
     if cfg.val_size >= n:
         raise ConfigError(f"data.val_size={cfg.val_size} must be smaller than the {n} training examples "
                           f"of {cfg.dataset}; lower --data.val_size")
-    perm = torch.randperm(n, generator=seeded_generator(cfg.split_seed, 0))
+    perm = torch.randperm(n, generator=stream_generator(cfg.split_seed, 0))
     val_index, rest = perm[: cfg.val_size], perm[cfg.val_size:]
     if cfg.subset < 1.0:
         keep = max(1, round(cfg.subset * len(rest)))
-        rest = rest[torch.randperm(len(rest), generator=seeded_generator(cfg.split_seed, 1))[:keep]]
+        rest = rest[torch.randperm(len(rest), generator=stream_generator(cfg.split_seed, 1))[:keep]]
     return rest.sort().values, val_index.sort().values
 
 

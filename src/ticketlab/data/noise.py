@@ -20,14 +20,10 @@ import torch
 from torch import Tensor
 
 from ticketlab.errors import ConfigError
+from ticketlab.seeds import stream_generator
 
 NOISE_KINDS = ("none", "random", "symmetric", "pairflip", "asymmetric")
 _STREAMS = {"labels": 0, "random": 1, "symmetric": 2, "pairflip": 3, "asymmetric": 4}
-
-
-def seeded_generator(seed: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator seeded by a stable function of (seed, stream), so streams do not overlap."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(stream)) & (2**63 - 1))
 
 
 def noise_count(rate: float, n: int) -> int:
@@ -37,7 +33,7 @@ def noise_count(rate: float, n: int) -> int:
 
 def random_relabel_indices(n: int, rate: float, seed: int) -> Tensor:
     """The ceil(rate*n) example indices that ``random`` noise relabels with this seed."""
-    perm = torch.randperm(n, generator=seeded_generator(seed, _STREAMS["random"]))
+    perm = torch.randperm(n, generator=stream_generator(seed, _STREAMS["random"]))
     return perm[: noise_count(rate, n)]
 
 
@@ -56,10 +52,10 @@ def apply_label_noise(labels: Tensor, kind: str, rate: float, num_classes: int, 
     y = labels.detach().to("cpu", torch.int64)
     if kind == "none" or rate == 0.0 or len(y) == 0:
         return y.clone().to(labels.device)
-    gen = seeded_generator(seed, _STREAMS[kind])
+    gen = stream_generator(seed, _STREAMS[kind])
     if kind == "random":
         chosen = random_relabel_indices(len(y), rate, seed)
-        new = torch.randint(num_classes, (len(chosen),), generator=seeded_generator(seed, _STREAMS["labels"]))
+        new = torch.randint(num_classes, (len(chosen),), generator=stream_generator(seed, _STREAMS["labels"]))
         out = y.clone()
         out[chosen] = new
     elif kind == "symmetric":

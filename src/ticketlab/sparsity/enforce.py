@@ -14,6 +14,9 @@ loaded mask or another optimizer makes the next ``after_step`` run the full ``ap
 writes weights between steps (outside ``set_mask``) or loads optimizer state into the same optimizer must
 call ``apply(optimizer)`` itself (the trainer's resume reinstalls the mask, which does it).
 
+An all-ones mask (a dense start that a method may prune later) costs nothing per step: every call
+returns at once until `set_mask` installs a sparse mask.
+
 From a bare PyTorch loop, `MaskedOptimizer` does the same around any optimizer.
 """
 
@@ -51,9 +54,16 @@ class MaskEnforcer:
         self._params: List[nn.Parameter] = list(params.values())
         self._ids = frozenset(id(p) for p in self._params)
         self._bool: List[torch.Tensor] = [self._mask[k] for k in params]
-        self._float: List[torch.Tensor] = [m.to(p.dtype) for m, p in zip(self._bool, self._params)]
+        # all-ones (a dense start): nothing to zero, so no float masks and no work per step
+        self._dense = all(bool(m.all()) for m in self._bool)
+        self._float: List[torch.Tensor] = [] if self._dense else [m.to(p.dtype) for m, p in zip(self._bool, self._params)]
         self._cache = None  # (optimizer, state signature, held values, state tensors, their masks)
         self._settled = None  # the optimizer after whose step one full `apply` has run with this mask
+
+    @property
+    def dense(self) -> bool:
+        """Whether the current mask keeps every weight."""
+        return self._dense
 
     def set_mask(self, mask: Mask, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Switch to ``mask`` mid-training: newly pruned weights become 0; regrown weights (pruned
@@ -75,6 +85,8 @@ class MaskEnforcer:
 
     def mask_grads(self) -> None:
         """Zero the gradients of pruned weights (call after backward, before the optimizer step)."""
+        if self._dense:
+            return
         grads = [p.grad for p in self._params]
         if all(g is not None for g in grads):
             _multiply(grads, self._float)
@@ -84,6 +96,8 @@ class MaskEnforcer:
 
     def apply(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Zero pruned weights and, given ``optimizer``, their optimizer state (after the step)."""
+        if self._dense:
+            return
         _multiply(self._params, self._float)
         if optimizer is not None:
             _multiply(*self._state_lists(optimizer))
@@ -92,7 +106,7 @@ class MaskEnforcer:
         """Restore "pruned weights and their state are 0" after ``optimizer.step()``, doing only the
         work that can matter: the full `apply` once per mask and optimizer, then nothing for optimizers
         whose update keeps zeros at zero (see the module docstring)."""
-        if self._settled is optimizer:
+        if self._settled is optimizer or self._dense:
             return
         self.apply(optimizer)
         self._settled = optimizer if keeps_zeros(optimizer) else None

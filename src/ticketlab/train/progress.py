@@ -17,6 +17,13 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=start, desc=label, unit="it", leave=False, dynamic_ncols=True)
 
+    def set_total(self, total: int) -> None:
+        """The step at which the phase will end, once a callback knows it (an early stop)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def update(self) -> None:
         if self.bar is not None:
             self.bar.update(1)

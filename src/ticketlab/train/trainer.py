@@ -1,7 +1,7 @@
 """The training loop every method reuses.
 
-`Trainer.fit` trains one model on one `DataBundle` for ``cfg.steps``, optionally under a `MaskEnforcer`,
-and writes into ``out_dir``: ``metrics.jsonl`` (one line per evaluation), ``checkpoint.pt`` (resumable,
+`Trainer.fit` trains one model on one `DataBundle` for ``cfg.steps`` (or until a callback asks it to stop)
+under a `MaskEnforcer` (all-ones on a dense start), and writes into ``out_dir``: ``metrics.jsonl`` (one line per evaluation), ``checkpoint.pt`` (resumable,
 removed at the end), ``final.pt`` and ``best.pt`` (model weights at the end and at the best validation
 accuracy) and ``summary.json``. An ``out_dir`` that already has a summary is finished: ``fit`` returns
 it without training. The loop keeps everything on the device: no ``.item()`` per step; the running
@@ -13,6 +13,7 @@ loop does per step (``bench/trainer_overhead.py`` measures it).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import time
 from pathlib import Path
@@ -23,7 +24,9 @@ import torch.nn.functional as F
 
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
+from ticketlab.errors import CheckpointError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
 from ticketlab.train.callbacks import Callback, StepState
 from ticketlab.train.evaluate import evaluate
@@ -125,7 +128,7 @@ class Trainer:
         *,
         order_seed: int,
         out_dir: Optional[Path] = None,
-        enforcer=None,
+        enforcer: Optional[MaskEnforcer] = None,
         callbacks: Sequence[Callback] = (),
         start_step: int = 0,
         loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
@@ -133,13 +136,23 @@ class Trainer:
         label: str = "train",
         summary_extra: Optional[Dict[str, Any]] = None,
         stop_at: Optional[int] = None,
+        lr_at: Optional[Callable[[int], float]] = None,
+        optimizer_state: Optional[Dict[str, Any]] = None,
     ):
-        """``stop_at``: end after this many steps while the schedule keeps ``cfg.steps`` as its length
-        (a pre-phase that trains to a rewind point on the full run's schedule)."""
+        """``enforcer``: the mask to train under (default: all-ones, so callbacks can change it later).
+        ``stop_at``: end after this many steps while the schedule keeps ``cfg.steps`` as its length (a
+        pre-phase that trains to a rewind point on the full run's schedule). ``lr_at``: the learning rate
+        of each step, replacing ``cfg``'s schedule (a method's own schedule). ``optimizer_state``: loaded
+        into the new optimizer before the first step (a phase that continues another's momentum); a
+        resumed run takes the checkpoint's instead."""
         self.model, self.data, self.cfg = model, data, cfg
-        self.order_seed, self.enforcer = order_seed, enforcer
+        self.order_seed = order_seed
+        self.enforcer = enforcer if enforcer is not None else MaskEnforcer(model, Mask.ones(model))
         self.loss_fn = loss_fn or functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
         self.callbacks: List[Callback] = list(callbacks)
+        names = [cb.name for cb in self.callbacks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"callbacks need distinct names for their checkpointed state; got {names}")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +164,9 @@ class Trainer:
         if not 0 <= start_step <= self.total:
             raise ValueError(f"start step {start_step} lies outside the training length {self.total}")
         self.optimizer = build_optimizer(model.parameters(), cfg, allow_fused=not has_sparse_gradients(model))
+        self.initial_optimizer_state = optimizer_state
         self.accel = Accelerator(model, cfg, data.train.x.device)
-        self.lr_at = lr_schedule(cfg, self.ipe)
+        self.lr_at = lr_at or lr_schedule(cfg, self.ipe)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None)
         self.progress = Progress(self.total, start_step, label, enabled=progress)
         self.best: Dict[str, Any] = {}
@@ -166,6 +180,9 @@ class Trainer:
         began = time.perf_counter()
         self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
         resumed = self._resume()
+        if not resumed and self.initial_optimizer_state is not None:  # a copy: loading may share tensors
+            self.optimizer.load_state_dict(copy.deepcopy(self.initial_optimizer_state))
+            self.enforcer.apply(self.optimizer)
         state = StepState(self.step, self.step // self.ipe, self.ipe, self.model, self.optimizer, self)
         self.model.train()
         for cb in self.callbacks:
@@ -176,26 +193,47 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(state)
         self.progress.close()
-        return self._finish(time.perf_counter() - began)
+        return self._finish(time.perf_counter() - began, stopped=state.stop_requested)
 
     # -- the loop ---------------------------------------------------------------------------------
     def _loop(self, state: StepState) -> None:
-        cfg, opt, enforcer, callbacks, accel = self.cfg, self.optimizer, self.enforcer, self.callbacks, self.accel
+        """Steps from the current one to the end, or to a callback's stop request; between steps the
+        epoch-end hooks, evaluations and checkpoints."""
+        train_step = self._step_function(state)
+        callbacks, progress, ipe, total = self.callbacks, self.progress, self.ipe, self.total
+        eval_every = self.cfg.eval_every.to_iters(ipe)
+        ckpt_every = self.cfg.checkpoint_every.to_iters(ipe)
+        saving = self.out_dir is not None
+        while self.step < total and not state.stop_requested:
+            train_step(self.step)
+            self.step = state.step = self.step + 1
+            for cb in callbacks:
+                cb.after_step(state)
+            if self.step % ipe == 0:
+                for cb in callbacks:
+                    cb.on_epoch_end(state)
+            progress.update()
+            if self.step % eval_every == 0 or self.step == total or state.stop_requested:
+                self._evaluate(state)
+            if saving and self.step % ckpt_every == 0 and self.step < total and not state.stop_requested:
+                self._save_checkpoint()
+
+    def _step_function(self, state: StepState) -> Callable[[int], None]:
+        """One optimizer step at a given step index, with everything it needs bound once (the loop runs
+        it tens of thousands of times; attribute lookups cost more than they seem at 1 ms a step)."""
+        opt, enforcer, callbacks, accel = self.optimizer, self.enforcer, self.callbacks, self.accel
         forward, augment, loss_fn, lr_at = accel.forward, getattr(self.data, "augment", None), self.loss_fn, self.lr_at
         autocast = accel.autocast if accel.dtype is not None else contextlib.nullcontext
         train_x, train_y, n = self.data.train.x, self.data.train.y, len(self.data.train)
-        eval_every = cfg.eval_every.to_iters(self.ipe)
-        ckpt_every = cfg.checkpoint_every.to_iters(self.ipe)
-        bs, device, ipe, total = cfg.batch_size, train_x.device, self.ipe, self.total
-        saving = self.out_dir is not None
-        running, progress = self._running, self.progress
-        perm, perm_epoch = None, -1
-        while self.step < total:
-            step = self.step
+        bs, device, ipe, order_seed, running = self.cfg.batch_size, train_x.device, self.ipe, self.order_seed, \
+            self._running
+        order = [None, -1]  # the epoch's permutation and its epoch
+
+        def train_step(step: int) -> None:
             epoch, offset = divmod(step, ipe)
-            if epoch != perm_epoch:
-                perm, perm_epoch = epoch_permutation(n, self.order_seed, epoch, device), epoch
-            index = perm[offset * bs:(offset + 1) * bs]
+            if epoch != order[1]:
+                order[0], order[1] = epoch_permutation(n, order_seed, epoch, device), epoch
+            index = order[0][offset * bs:(offset + 1) * bs]
             x, y = train_x[index], train_y[index]
             if augment is not None:
                 x = augment(x, step)
@@ -218,26 +256,15 @@ class Trainer:
             accel.unscale(opt)
             for cb in callbacks:
                 cb.after_backward(state)
-            if enforcer is not None:
-                enforcer.mask_grads()
+            enforcer.mask_grads()
             accel.step(opt)
-            if enforcer is not None:
-                enforcer.after_step(opt)
-            self.step = state.step = self.step + 1
-            for cb in callbacks:
-                cb.after_step(state)
-            if self.step % ipe == 0:
-                for cb in callbacks:
-                    cb.on_epoch_end(state)
-            progress.update()
-            if self.step % eval_every == 0 or self.step == total:
-                self._evaluate(state)
-            if saving and self.step % ckpt_every == 0 and self.step < total:
-                self._save_checkpoint()
+            enforcer.after_step(opt)
+
+        return train_step
 
     # -- evaluation, checkpoints, summary ------------------------------------------------------------
     def density(self) -> float:
-        return self.enforcer.mask.density() if self.enforcer is not None else 1.0
+        return self.enforcer.mask.density()
 
     def _evaluate(self, state: StepState) -> Dict[str, Dict[str, float]]:
         results: Dict[str, Dict[str, float]] = {}
@@ -273,8 +300,9 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "mask": self.enforcer.state_dict() if self.enforcer is not None else {},
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "mask": self.enforcer.state_dict(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.stateful},
+            "summary_extra": self.summary_extra,
             "best": self.best,
             "metrics_lines": self.metrics.lines,
             "running": self._running.state(),
@@ -285,27 +313,40 @@ class Trainer:
         if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists():
             self.metrics.truncate(0)
             return False
-        ckpt = load_torch(self.out_dir / CHECKPOINT, map_location=next(self.model.parameters()).device)
+        path = self.out_dir / CHECKPOINT
+        ckpt = load_torch(path, map_location=next(self.model.parameters()).device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.enforcer is not None:
+        if ckpt["mask"]:  # checkpoints of dense runs before the trainer always had a mask: none stored
             self.enforcer.load_state_dict(ckpt["mask"])
-        for cb, cb_state in zip(self.callbacks, ckpt["callbacks"]):
-            cb.load_state_dict(cb_state)
+        self._restore_callbacks(ckpt["callbacks"], path)
         if self.accel.scaler is not None and ckpt.get("scaler"):
             self.accel.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best = ckpt["step"], ckpt["best"]
+        self.summary_extra.update(ckpt.get("summary_extra", {}))
         self.metrics.truncate(ckpt["metrics_lines"])
         self._running.load(ckpt["running"])
         self.progress.resume_at(self.step)
         return True
 
-    def _finish(self, seconds: float) -> Dict[str, Any]:
+    def _restore_callbacks(self, saved, path: Path) -> None:
+        stateful = [cb for cb in self.callbacks if cb.stateful]
+        if isinstance(saved, list):  # checkpoints before states were keyed by name: in callback order
+            saved = {cb.name: s for cb, s in zip(stateful, saved)} if len(saved) == len(stateful) else {"?": None}
+        if set(saved) != {cb.name for cb in stateful}:
+            raise CheckpointError(f"{path} holds the state of callbacks {sorted(saved)} but this phase has "
+                                  f"{sorted(cb.name for cb in stateful)}; resume with the same method settings, "
+                                  "or delete the checkpoint to start the phase again")
+        for cb in stateful:
+            cb.load_state_dict(saved[cb.name])
+
+    def _finish(self, seconds: float, stopped: bool) -> Dict[str, Any]:
         final = {k: v for k, v in self.last_results.items() if k != "train"}
         summary = {
             **self.summary_extra,
-            "steps": self.total,
+            "steps": self.step,
             "start_step": self.start_step,
+            "stopped_at": self.step if stopped else None,
             "iters_per_epoch": self.ipe,
             "density": self.density(),
             "final": final,
