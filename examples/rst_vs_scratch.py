@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from ticketlab.config import merge
+from ticketlab.config import convert, merge
 from ticketlab.methods import RunContext
-from ticketlab.methods.rst import run_rst
+from ticketlab.methods.rst import RSTRunConfig, run_rst
 from ticketlab.presets import get_preset
 
 METHODS = {"rst": ("rst", "rand"), "scratch": ("l1", "rand"), "l1-init": ("l1", "min")}
@@ -45,7 +45,7 @@ SETTINGS = {
 def config_for(setting: str, method: str, sparsity: float, seed: int, data_root=None):
     preset, overrides, layers = SETTINGS[setting]
     variant, pick = METHODS[method]
-    config = merge(get_preset(preset), overrides)
+    config = merge(convert(get_preset(preset), RSTRunConfig), overrides)
     extra = {"data": {"root": data_root}} if data_root else {}
     return merge(config, {"method": variant, "seed": seed, **extra,
                           "rst": {"layer_ratios": f"{layers}:{sparsity}", "pick_pruned": pick}})

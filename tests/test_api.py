@@ -62,7 +62,23 @@ def test_register_model_and_dataset_are_usable_from_a_config(tmp_path):
     assert run.path.parent == tmp_path and summary["final_test_accuracy"] > 0.9
 
 
-def test_lottery_on_a_user_module_and_data(tmp_path):
+def test_rerunning_a_finished_train_builds_no_model_or_trainer(tmp_path, monkeypatch):
+    import ticketlab.methods.experiment as experiment
+
+    config = merge(ticketlab.get_preset("digits_mlp"), {"train": {"steps": "1ep"}, "prune": {"density": 0.5}})
+    ctx = ticketlab.RunContext(runs_dir=tmp_path, progress=False)
+    _, first = ticketlab.run_train(config, ctx)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished run built a model or a trainer")
+
+    monkeypatch.setattr(experiment, "Trainer", forbidden)
+    monkeypatch.setattr(experiment, "build_model", forbidden)
+    _, again = ticketlab.run_train(config, ctx)
+    assert again == first
+
+
+def test_lottery_on_a_user_module_and_data(tmp_path, capsys):
     from ticketlab.data import DataBundle, Split
 
     g = torch.Generator().manual_seed(0)
@@ -86,6 +102,14 @@ def test_lottery_on_a_user_module_and_data(tmp_path):
     assert summaries[2]["final_test_accuracy"] > 0.9
     again_path, again = ticketlab.lottery(model, data, levels=2, train=train, runs_dir=tmp_path)
     assert again_path == path and again == summaries
+    # a proper run directory: listed, reported under the module's name, removable
+    from ticketlab.cli import main
+
+    assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 0
+    assert path.name in capsys.readouterr().out
+    rows = ticketlab.analysis.collect([path])
+    assert {(r.dataset, r.model, r.level) for r in rows} == {("user data", "Sequential", k) for k in range(3)}
+    assert main(["runs", "rm", path.name, "--runs-dir", str(tmp_path)]) == 0 and not path.exists()
 
 
 def test_lottery_runs_of_differently_initialised_modules_do_not_collide():

@@ -78,24 +78,82 @@ def test_help_lists_every_field_with_preset_values(capsys):
     assert "0.0012" in out and "adam" in out
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUT = [
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--train.lrr", "0.1"], "unrecognized arguments: --train.lrr 0.1 (did you mean --train.lr?)"),
     (["--train.lr", "fast"], "train.lr must be a number"),
     (["--prune.density", "0"], "prune.density=0.0 is out of range"),
     (["--prune.density", "1.5"], "prune.density=1.5 is out of range"),
     (["--data.dataset", "mnist", "--data.root", "/nonexistent/mnist"], "/nonexistent/mnist"),
-])
-def test_bad_input_exits_2_with_one_line(args, message, finished_run):
+    (["--rst.lr_prune", "0.5"], "--rst.lr_prune is a field of `ticketlab rst`, not of `ticketlab train`"),
+    (["--lottery.retrain", "scratch"], "`ticketlab lottery` or `ticketlab branch`"),
+    (["--levels", "3"], "unrecognized arguments: --levels 3"),
+]
+
+
+def _exit_code_and_stderr(argv, capsys):
+    """Run the CLI in this process (main returns the exit status, argparse's errors included)."""
+    return main(argv), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line(args, message, finished_run, capsys):
     runs, _ = finished_run
     before = _snapshot(runs)
-    result = run_cli("train", *args, runs_dir=runs)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    if message is not None:
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], result.stderr
+    code, err = _exit_code_and_stderr(["train", *args, "--runs-dir", str(runs)], capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
     assert _snapshot(runs) == before
+
+
+def test_bad_input_exit_status_from_a_real_process(finished_run):
+    """The in-process tests above see main's return value; this one sees what a shell sees."""
+    runs, _ = finished_run
+    result = run_cli("train", "--rst.lr_prune", "0.5", runs_dir=runs)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ticketlab: error: --rst.lr_prune is a field of `ticketlab rst`, not of `ticketlab train`; "
+        "run `ticketlab rst` to use it"]
+
+
+def test_a_config_file_section_of_another_command_is_refused(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlr = 0.01\n[rst]\nlr_prune = 0.5\n")
+    code, err = _exit_code_and_stderr(["train", "--config", str(path), "--runs-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "the 'rst' section belongs to `ticketlab rst`, not `ticketlab train`" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_shows_only_the_core_sections_and_the_commands_own(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--train.lr" in out and "--prune.density" in out
+    assert not any(f"--{section}." in out for section in ("lottery", "branch", "rst"))
+    assert main(["branch", "--help"]) == 0  # --levels is required to run, not to ask for help
+    out = capsys.readouterr().out
+    assert "--lottery.retrain" in out and "--branch.regain" in out and "--levels" in out and "--rst." not in out
+    assert main(["rst", "--preset", "mnist1d_cnn_rst", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--rst.lr_prune" in out and "--variant" in out and "--lottery." not in out
+
+
+def test_a_method_preset_gives_another_command_its_core_sections_only(tmp_path, capsys):
+    assert main(["lottery", "--preset", "cifar100_resnet56_rst", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "uses its core sections, not its rst section" in captured.err
+    printed = json.loads(captured.out[:captured.out.rindex("}") + 1])
+    assert "rst" not in printed and printed["method"] == "lottery" and printed["model"]["name"] == "resnet56"
+    from ticketlab.config import convert, merge
+    from ticketlab.methods.lottery import LotteryRunConfig
+    from ticketlab.presets import get_preset
+
+    expected = merge(convert(get_preset("cifar100_resnet56_rst"), LotteryRunConfig), {"method": "lottery"})
+    assert f"run directory: {tmp_path / expected.run_name}" in captured.out
+    assert main(["branch", "--preset", "digits_mlp", "--runs-dir", str(tmp_path)]) == 2
+    assert "`ticketlab branch` needs --levels" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_exits_2_and_keeps_the_run(tmp_path):
@@ -151,15 +209,27 @@ def test_sparse_train_with_erk_and_explicit_layer_densities(tmp_path):
     assert int(explicit["fc1.weight"].sum()) == 64 * 100 // 2 and int(explicit["fc3.weight"].sum()) == 250
 
 
-def test_runs_list_shows_lottery_levels(tmp_path, capsys):
-    from ticketlab.runs import run_status
+def test_runs_list_shows_finished_levels_from_the_summaries_rows(tmp_path, capsys):
+    from ticketlab.runs import report_row, run_status
 
-    (tmp_path / "level_0").mkdir(parents=True)
-    (tmp_path / "level_1").mkdir()
-    (tmp_path / "level_0" / "summary.json").write_text("{}")
+    config = ticketlab_lottery_config()
+    for level, folder in enumerate(("a", "b")):  # the status knows rows, not folder names
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.jsonl").write_text("")
+    (tmp_path / "a" / "summary.json").write_text(json.dumps({"row": report_row(config, variant="rewind", level=0,
+                                                                                 density=1.0)}))
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "summary.json").write_text("{}")  # an internal phase: no row, not a level
     assert run_status(tmp_path) == "levels 0-0 done, partial"
-    (tmp_path / "level_1" / "summary.json").write_text("{}")
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"row": report_row(config, variant="rewind", level=1,
+                                                                                 density=0.8)}))
     assert run_status(tmp_path) == "levels 0-1 done"
+
+
+def ticketlab_lottery_config():
+    from ticketlab.methods.lottery import LotteryRunConfig
+
+    return LotteryRunConfig(method="lottery")
 
 
 def test_runs_rm_refuses_directories_it_did_not_make(tmp_path, capsys):
@@ -222,3 +292,23 @@ def test_lottery_prune_seed_changes_random_masks(tmp_path):
     assert main([*common, "--prune.seed", "1"]) == 0 and main([*common, "--prune.seed", "2"]) == 0
     masks = [Mask.load(p) for p in sorted(tmp_path.glob("*/level_1/mask.pt"))]
     assert len(masks) == 2 and masks[0] != masks[1]
+
+
+def test_runs_from_before_report_rows_gain_them_when_their_command_runs_again(tmp_path, capsys):
+    common = ["--preset", "digits_mlp", "--train.steps", "1ep", "--model.hidden", "16", "--progress", "none",
+              "--runs-dir", str(tmp_path)]
+    assert main(["lottery", *common, "--levels", "1"]) == 0
+    (run,) = tmp_path.iterdir()
+    for path in run.glob("level_*/summary.json"):  # as an older version wrote them
+        summary = json.loads(path.read_text())
+        del summary["row"]
+        path.write_text(json.dumps(summary))
+    weights = {p: p.read_bytes() for p in run.glob("level_*/final.pt")}
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--no-plots"]) == 2
+    assert "from before report rows: run their command again" in capsys.readouterr().err
+    assert main(["lottery", *common, "--levels", "1"]) == 0  # trains nothing, adds the rows
+    assert {p: p.read_bytes() for p in run.glob("level_*/final.pt")} == weights
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--format", "csv", "--no-plots"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # header and levels 0, 1

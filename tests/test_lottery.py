@@ -1,18 +1,19 @@
 import pytest
 import torch
 
-from ticketlab.config import BranchConfig, merge
+from ticketlab.config import convert, merge
 from ticketlab.data import load_data
 from ticketlab.io import load_torch
-from ticketlab.methods.branches import parse_levels, run_branch, branch_dir, check_levels
-from ticketlab.methods.lottery import Lottery, config_model_factory, masked
+from ticketlab.methods.branches import BranchConfig, parse_levels, run_branch, branch_dir, check_levels
+from ticketlab.methods.experiment import config_model_factory, masked
+from ticketlab.methods.lottery import Lottery, LotteryRunConfig
 from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.train import Callback, read_metrics
 from ticketlab.errors import ConfigError
 from killing import killing
 
-BASE = merge(get_preset("digits_mlp"), {"method": "lottery", "model": {"hidden": "48"},
+BASE = merge(convert(get_preset("digits_mlp"), LotteryRunConfig), {"method": "lottery", "model": {"hidden": "48"},
                                         "train": {"steps": "2ep", "eval_every": "1ep"}})
 
 
@@ -255,3 +256,30 @@ def test_pre_phase_follows_the_full_schedule(digits, tmp_path):
     pre, level0 = LrSpy.seen["pretrain"], LrSpy.seen["level_0"]
     assert [s for s, _ in pre] == list(range(lottery.ipe)) and level0[0][0] == lottery.ipe
     assert all(lr == lr_at(step) for step, lr in pre + level0)
+
+
+def test_train_and_lottery_score_gradients_on_the_same_kind_of_augmented_batch(tmp_path):
+    """One scoring batch for every method: the seeded first batch of an epoch, augmented as in training."""
+    from ticketlab.config import RunConfig
+    from ticketlab.data import epoch_permutation
+    from ticketlab.methods.experiment import SCORING_STEP, scoring_batch
+    from ticketlab.methods.train import TrainRun
+    from ticketlab.sparsity import prune
+
+    config = cfg(data={"augment": True}, prune={"criterion": "gradient", "density": 0.5})
+    data = load_data(config.data, noise_seed=config.noise_seed, augment_seed=config.augment_seed)
+    x, y = scoring_batch(data, 5, 64)
+    index = epoch_permutation(len(data.train), 5, 0)[:64]
+    assert torch.equal(x, data.augment(data.train.x[index], SCORING_STEP)) and not torch.equal(x, data.train.x[index])
+    train = convert(config, RunConfig)
+    run = TrainRun(train, data, config_model_factory(train, data), tmp_path, torch.device("cpu"), progress=False)
+    model = run.make_model(train.init_seed)
+    batch = scoring_batch(data, train.prune_seed, train.train.batch_size)
+    expected = prune(model, 0.5, criterion="gradient", batch=batch, generator=torch.Generator().manual_seed(train.prune_seed))
+    assert run.initial_mask() == expected
+    lottery = make(config, data, tmp_path / "lottery")
+    level_batch = scoring_batch(data, lottery.prune_seed("score1"), config.train.batch_size, SCORING_STEP + 1)
+    weights = lottery.initial_weights()
+    assert lottery.prune_to(1, weights, None) == prune(
+        lottery.model_with(weights), 0.8, criterion="gradient", batch=level_batch,
+        generator=torch.Generator().manual_seed(lottery.prune_seed("prune1")))

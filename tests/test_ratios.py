@@ -7,7 +7,7 @@ from ticketlab.config import ModelConfig
 from ticketlab.errors import ConfigError
 from ticketlab.models import build_model
 from ticketlab.sparsity import Mask
-from ticketlab.sparsity.ratios import (choose_pruned, cumulative_ratio, layer_indices, layer_stages,
+from ticketlab.methods.rst.ratios import (choose_pruned, cumulative_ratio, layer_indices, layer_stages,
                                        parse_index_ratios, pruned_count, pruned_fractions)
 
 

@@ -12,9 +12,11 @@ import pytest
 from ticketlab.analysis import aggregate, collect, render, report_main
 from ticketlab.analysis.plots import (density_ticks, format_percent, output_files, plot_accuracy_vs_density,
                                       plot_training_curves)
-from ticketlab.analysis.report import AggRow
+from ticketlab.analysis.aggregate import AggRow
 from ticketlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ticketlab.errors import TicketlabError
+from ticketlab.methods.lottery import LotteryRunConfig
+from ticketlab.runs import report_row
 
 EPOCHS = (0.0, 1.0, 2.0)
 # experiment A (no noise): seed -> per level (final test, test at best val); levels 0..2 at 100, 80, 64 %
@@ -23,10 +25,12 @@ A_REINIT = {0: {1: 0.90, 2: 0.85}, 1: {1: 0.88, 2: 0.80}}
 B_TRUNK = {3: [(0.80, 0.82), (0.70, 0.75)]}  # experiment B: symmetric noise 20%, one seed
 
 
-def write_phase(folder: Path, level: int, density: float, final: float, best: float) -> None:
-    folder.mkdir(parents=True)
+def write_phase(folder: Path, level: int, density: float, final: float, best: float, row=None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     summary = {"level": level, "density": density, "final_test_accuracy": final, "test_accuracy_at_best_val": best,
                "final": {"test": {"accuracy": final, "loss": 0.1}}, "best_val": None, "steps": 300}
+    if row is not None:
+        summary["row"] = row
     (folder / "summary.json").write_text(json.dumps(summary))
     lines = [{"step": 100 * i, "epoch": e, "split": split, "loss": 1.0, "accuracy": final * (i + 1) / len(EPOCHS),
               "density": density} for i, e in enumerate(EPOCHS) for split in ("val", "test")]
@@ -35,26 +39,25 @@ def write_phase(folder: Path, level: int, density: float, final: float, best: fl
 
 def write_run(runs: Path, seed: int, trunk, reinit=None, noise="none", rate=0.0, lr=0.1, unfinished=False,
               method="lottery") -> Path:
-    config = RunConfig(method=method, seed=seed, data=DataConfig(dataset="mnist", noise=noise, noise_rate=rate),
-                       model=ModelConfig(name="lenet_300_100"), train=TrainConfig(lr=lr))
-    raw = config.to_dict()
-    raw["data"]["root"] = f"/data/elsewhere/{seed}"  # does not change results: must not split replicates
-    if method == "lottery":
-        raw["lottery"] = {"retrain": "rewind", "rewind": "0it", "levels": len(trunk) + seed}
+    """A run directory as the methods write it: config.json, and a summary with its report row per phase.
+    The data root differs per seed: it does not change results, so it must not split replicates."""
+    cls = LotteryRunConfig if method == "lottery" else RunConfig
+    config = cls(method=method, seed=seed, model=ModelConfig(name="lenet_300_100"), train=TrainConfig(lr=lr),
+                 data=DataConfig(dataset="mnist", noise=noise, noise_rate=rate, root=f"/data/elsewhere/{seed}"))
     run = runs / config.run_name
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps(raw))
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
     if method != "lottery":
-        write_phase(run / "tmp", 0, 1.0, *trunk[0])
-        for f in ("summary.json", "metrics.jsonl"):
-            (run / "tmp" / f).rename(run / f)
+        write_phase(run, 0, 1.0, *trunk[0], row=report_row(config, variant=method, level=0, density=1.0))
         return run
     for level, (final, best) in enumerate(trunk):
-        write_phase(run / f"level_{level}", level, 0.8 ** level, final, best)
+        density = 0.8 ** level
+        write_phase(run / f"level_{level}", level, density, final, best,
+                    row=report_row(config, variant="rewind", level=level, density=density))
         if reinit and level in reinit:
             branch = run / f"level_{level}" / f"branch_reinit_{seed:04d}abcd{level}"
-            write_phase(branch, level, 0.8 ** level, reinit[level], reinit[level] - 0.01)
-            (branch / "branch.json").write_text(json.dumps({"name": "reinit"}))
+            write_phase(branch, level, density, reinit[level], reinit[level] - 0.01,
+                        row=report_row(config, variant="rewind", level=level, density=density, branch="reinit"))
     if unfinished:
         (run / f"level_{len(trunk)}").mkdir()
         (run / f"level_{len(trunk)}" / "metrics.jsonl").write_text("")

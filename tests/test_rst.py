@@ -5,22 +5,23 @@ import pytest
 import torch
 
 from ticketlab.cli import main
-from ticketlab.config import merge
+from ticketlab.errors import ConfigError
+from ticketlab.config import convert, merge
 from ticketlab.data import load_data
 from ticketlab.io import load_torch, read_json
-from ticketlab.methods.lottery import config_model_factory, masked
-from ticketlab.methods.rst import RSTRun
-from ticketlab.methods.rst_reg import GrowingPenalty, phase_plan, updates_to_finish
+from ticketlab.methods.experiment import config_model_factory, masked
+from ticketlab.methods.rst import RSTRun, RSTRunConfig
+from ticketlab.methods.rst.ratios import choose_pruned, cumulative_ratio, pruned_count
+from ticketlab.methods.rst.reg import GrowingPenalty, expected_updates, phase_bound
 from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask, prunable_parameters
-from ticketlab.sparsity.ratios import choose_pruned, cumulative_ratio, pruned_count
 from ticketlab.steps import Steps
 from ticketlab.train import Trainer, read_metrics
 from killing import killing
 
 TINY_REG = {"reg_granularity": 0.05, "update_reg_interval": 1, "stabilize_reg_interval": "10it", "lr_prune": 0.05,
             "test_interval": "20it", "save_interval": "5it"}
-BASE = merge(get_preset("digits_mlp"), {"method": "rst", "model": {"hidden": "32"},
+BASE = merge(convert(get_preset("digits_mlp"), RSTRunConfig), {"method": "rst", "model": {"hidden": "32"},
                                         "train": {"steps": "1ep", "eval_every": "1ep"},
                                         "rst": {"layer_ratios": "0-1:0.7", "pick_pruned": "rand", **TINY_REG}})
 
@@ -56,10 +57,10 @@ def penalty_for(net, ratios, **kwargs):
 
 @pytest.mark.parametrize("schedule", ["x", "x^2", "x^3"])
 def test_float32_coefficient_first_exceeds_one_at_the_10000th_update(schedule):
-    assert updates_to_finish(1e-4, 1.0, schedule) == 10000
+    assert expected_updates(1e-4, 1.0, schedule) == 10000  # the estimate the phase's bound is made from
     net = tiny_net()
     cb, mask = penalty_for(net, {"0.weight": 0.5, "2.weight": 0.0}, granularity=1e-4, ceiling=1.0, interval=5,
-                           schedule=schedule, planned_switch=49995)
+                           schedule=schedule)
     state = SimpleNamespace(step=0, model=net)
     for t in range(0, 5 * 9999, 5):
         state.step = t
@@ -78,19 +79,22 @@ def test_float32_coefficient_first_exceeds_one_at_the_10000th_update(schedule):
     assert torch.count_nonzero(cb.lambdas["2.weight"]) == 0
 
 
-def test_layers_without_pruned_weights_finish_at_the_first_update_and_plan_guard():
+def test_layers_without_pruned_weights_finish_at_the_first_update_and_the_granularity_guard():
     net = tiny_net()
     cb, _ = penalty_for(net, {"0.weight": 0.0, "2.weight": 0.0}, granularity=0.1, ceiling=1.0, interval=4)
     cb.update(SimpleNamespace(step=0, model=net))
-    assert cb.switch_step == 0 and phase_plan(0.1, 1.0, "x", 4, 9, any_pruned=False) == (0, 10)
-    assert phase_plan(0.05, 1.0, "x", 3, 7) == (57, 65)  # 20 updates: t_s = 19 * 3, then 7 + 1 more steps
-    cb, _ = penalty_for(net, {"0.weight": 0.5, "2.weight": 0.0}, granularity=0.5, ceiling=1.0, interval=1,
-                        planned_switch=5)
+    assert cb.switch_step == 0
+    cb, _ = penalty_for(net, {"0.weight": 0.5, "2.weight": 0.0}, granularity=0.5, ceiling=1.0, interval=1)
     for t in (0, 1):  # 0.5 + 0.5 = 1.0 is not above the ceiling: still growing
         cb.update(SimpleNamespace(step=t, model=net))
     assert cb.phase == "update_reg" and float(cb.lambdas["0.weight"].max()) == 1.0
-    with pytest.raises(RuntimeError, match="planned 5"):
-        cb.update(SimpleNamespace(step=2, model=net))
+    cb.update(SimpleNamespace(step=2, model=net))
+    assert cb.switch_step == 2
+    assert phase_bound(0.05, 1.0, "x", 3, 7) >= 57 + 7 + 1  # the trainer's bound lies past the real end
+    with pytest.raises(ConfigError, match="float32 resolution"):
+        expected_updates(1e-9, 1.0)
+    with pytest.raises(ConfigError, match="raise the granularity"):
+        expected_updates(1e-7, 1.0)
 
 
 # -- the penalty gradient ------------------------------------------------------------------------------
@@ -156,8 +160,8 @@ def test_regularisation_pushes_the_pruned_set_to_zero_so_pruning_costs_little(di
     info = read_json(tmp_path / "rst" / "cycle_1" / "prune.json")
     with_phase = info["after"]["train"]["loss"] - info["before"]["train"]["loss"]
     # the same set pruned from the same start after the same training without the penalty
-    mask, switch_total = run.mask(1), run.reg_plan(run.mask(1))
-    plain_cfg = load_plain_config(run, switch_total[1])
+    mask = run.mask(1)
+    plain_cfg = load_plain_config(run, info["reg_steps"])
     Trainer(run.model_with(run.start(1)), digits, plain_cfg, order_seed=config.derived_seed("reg1"),
             out_dir=tmp_path / "plain", progress=False).fit()
     plain = load_torch(tmp_path / "plain" / "final.pt")
@@ -209,7 +213,7 @@ def test_killed_rst_iter_resumes_bit_identical(digits, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         killed.run()
     ckpt = load_torch(tmp_path / "b" / "cycle_2" / "reg" / "checkpoint.pt")
-    assert ckpt["step"] == 10 and ckpt["callbacks"][0]["switch_step"] is None
+    assert ckpt["step"] == 10 and ckpt["callbacks"]["GrowingPenalty"]["switch_step"] is None
     make(config, digits, tmp_path / "b").run()
     for phase in ("cycle_1/reg", "cycle_1/train", "cycle_2/reg", "level_2"):
         a, b = (load_torch(tmp_path / run / phase / "final.pt") for run in "ab")

@@ -1,42 +1,41 @@
 """Command line: parse arguments into a config, call the method, print where the run is. Nothing else.
 
-Config flags are generated from the dataclass tree (``--train.lr``, ``--data.noise_rate``; dashes and
-underscores are interchangeable). Resolution: preset, then ``--config FILE``, then flags. ``--help``
-is answered after parsing, so ``--preset X --help`` shows the values the preset resolves to.
+The run commands come from the method registry (`ticketlab.method`): each gets the flags of its config
+class, the core sections and its own (``--train.lr``, ``--lottery.retrain``; dashes and underscores are
+interchangeable), its extra flags and the runtime flags. Resolution: preset, then ``--config FILE``, then
+flags. ``--help`` is answered after parsing, so ``--preset X --help`` shows the values the preset
+resolves to.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ticketlab.config import RST_VARIANTS, RunConfig, get_path, iter_fields, load_config_file, merge
-from ticketlab.errors import TicketlabError
+from ticketlab.config import (SECTION_OWNERS, RunConfig, convert, dropped_sections, get_path, iter_fields,
+                              load_config_file, merge, method_sections)
+from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.method import METHODS, Method, options_of
 
-RUN_COMMANDS = {
-    "train": "train one model (dense, or sparse with --prune.density < 1)",
-    "lottery": "iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
-    "branch": "ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot",
-    "rst": "Dual Lottery Ticket: RST / RST_Iter on a random sparse network, L1 / L1_Iter / IMP baselines",
-}
-# A command with variants maps to a tuple: --variant picks one, else the preset's or file's method, else the first.
-METHOD_OF = {"train": "train", "lottery": "lottery", "branch": "lottery", "rst": RST_VARIANTS}
+RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line with the closest flag and where to look, exit status 2."""
+    """Argument errors as one line with the closest flag (or the command owning a section), exit status 2."""
 
     def error(self, message: str):
-        import difflib
-        import re
-
-        hint = ""
         unknown = re.findall(r"(--[\w.\-]+)", message) if "unrecognized" in message else []
         flags = [s for a in self._actions for s in a.option_strings]
+        hint = ""
         for flag in unknown:
+            owned = _owner_message(flag, self.prog)
+            if owned:
+                self.exit(2, f"ticketlab: error: {owned}\n")
             close = difflib.get_close_matches(flag, flags, n=1)
             if close:
                 hint = f" (did you mean {close[0]}?)"
@@ -44,43 +43,47 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"ticketlab: error: {message}{hint}; see `{self.prog} --help`\n")
 
 
+def _owner_message(flag: str, prog: str) -> Optional[str]:
+    """For ``--rst.lr_prune`` given to another command: which command owns the ``rst`` section."""
+    section = flag[2:].split(".")[0].replace("-", "_") if "." in flag else ""
+    owners = [o for o in SECTION_OWNERS.get(section, []) if f"ticketlab {o}" != prog]
+    if not owners:
+        return None
+    commands = " or ".join(f"`ticketlab {o}`" for o in owners)
+    return f"{flag} is a field of {commands}, not of `{prog}`; run {commands} to use it"
+
+
 def _type_name(tp: Any) -> str:
     text = getattr(tp, "__name__", None) or str(tp)
     return text.replace("typing.", "").replace("ticketlab.steps.", "")
 
 
-def add_method_flags(parser: argparse.ArgumentParser, command: str) -> None:
-    if command == "lottery":
-        parser.add_argument("--levels", type=int, default=1, help="train levels 0..N (N prunings); default 1")
-        parser.add_argument("--retrain", dest="cfg:lottery.retrain", default=argparse.SUPPRESS,
-                            help="rewind, lr-rewind, finetune or scratch (same as --lottery.retrain)")
-        parser.add_argument("--rewind", dest="cfg:lottery.rewind", default=argparse.SUPPRESS,
-                            help="rewind step, e.g. 1000it or 2ep (same as --lottery.rewind)")
-    if command == "branch":
-        from ticketlab.config import BranchConfig
-
-        parser.add_argument("--levels", required=True, help="finished trunk levels, e.g. 1,3-5")
-        parser.add_argument("--branch", dest="br:name", default=argparse.SUPPRESS,
-                            help="retrain, reinit, random-prune or oneshot (same as --branch.name)")
-        for dotted, tp, field in iter_fields(BranchConfig, "branch."):
-            flags = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
-            parser.add_argument(*flags, dest=f"br:{dotted[7:]}", metavar=_type_name(tp).upper()[:12],
-                                default=argparse.SUPPRESS, help=field.metadata.get("help", ""))
-    if command == "rst":
-        parser.add_argument("--variant", choices=RST_VARIANTS, default=None,
-                            help="rst (default), rst-iter, l1, l1-iter or l1-lth; ratios are fractions PRUNED")
+def _flag_names(dotted: str) -> List[str]:
+    return [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_method_flags(parser: argparse.ArgumentParser, method: Method) -> None:
+    if len(method.choices) > 1:
+        parser.add_argument("--variant", choices=method.choices, default=None,
+                            help=f"{', '.join(method.choices)} (default: the preset's, else {method.choices[0]})")
+    for flag in method.flags:
+        if flag.field:
+            parser.add_argument(flag.name, dest=f"cfg:{flag.field}", default=argparse.SUPPRESS,
+                                metavar=flag.metavar or None, help=flag.help)
+        else:
+            parser.add_argument(flag.name, dest=flag.dest, type=flag.type, default=flag.default,
+                                metavar=flag.metavar or None, help=flag.help)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     parser.add_argument("--preset", help="named starting config (`ticketlab list presets`)")
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of fields, applied after the preset")
     parser.add_argument("--seed", dest="cfg:seed", metavar="INT", default=argparse.SUPPRESS,
                         help="master seed (default 0)")
-    for dotted, tp, field in iter_fields():
+    for dotted, tp, field in iter_fields(config_cls):
         if dotted in ("method", "seed"):
             continue
-        flags = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
-        parser.add_argument(*flags, dest=f"cfg:{dotted}", metavar=_type_name(tp).upper()[:12],
+        parser.add_argument(*_flag_names(dotted), dest=f"cfg:{dotted}", metavar=_type_name(tp).upper()[:12],
                             default=argparse.SUPPRESS, help=field.metadata.get("help", ""))
 
 
@@ -95,10 +98,19 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-h", "--help", action="store_true", help="show fields with their resolved defaults")
 
 
-def resolve_config(args: argparse.Namespace, method) -> RunConfig:
+def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
+    """Preset (its core sections, plus its own when it is this command's), then file, then flags."""
     from ticketlab.presets import get_preset
 
-    config = get_preset(args.preset) if args.preset else RunConfig()
+    config = method.config()
+    if args.preset:
+        preset = get_preset(args.preset)
+        lost = dropped_sections(preset, method.config)
+        if lost:
+            print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(preset).command}` preset; "
+                  f"`ticketlab {method.name}` uses its core sections, not its {', '.join(lost)} section",
+                  file=sys.stderr)
+        config = convert(preset, method.config)
     if args.config:
         config = merge(config, load_config_file(args.config))
     overrides: Dict[str, Any] = {}
@@ -110,25 +122,32 @@ def resolve_config(args: argparse.Namespace, method) -> RunConfig:
                 node = node.setdefault(part, {})
             node[leaf] = value
     config = merge(config, overrides)
-    if not isinstance(method, str):
-        method = getattr(args, "variant", None) or (config.method if config.method in method else method[0])
-    return merge(config, {"method": method})
+    return merge(config, {"method": method.variant_of(config, getattr(args, "variant", None))})
 
 
-def print_config_help(parser: argparse.ArgumentParser, config: RunConfig) -> None:
+def print_config_help(parser: argparse.ArgumentParser, method: Method, config: RunConfig) -> None:
     print(parser.format_usage().strip())
     print(f"\n{parser.description}\n\nconfig fields (current value shown; set with --FIELD VALUE):")
-    for dotted, tp, field in iter_fields():
+    for dotted, tp, field in iter_fields(type(config)):
         if dotted == "method":
             continue
         value = get_path(config, dotted)
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         print(f"  --{dotted:<26} {str(shown):<14} {field.metadata.get('help', '')}")
-    runtime = [a for a in parser._actions if a.dest in ("runs_dir", "device", "threads", "dry_run", "progress")]
+    options = [(f.name + (f" {f.metavar}" if f.metavar else ""), f.help) for f in method.flags]
+    if len(method.choices) > 1:
+        options.insert(0, ("--variant NAME", f"{', '.join(method.choices)} (now: {config.method})"))
+    if options:
+        print(f"\n{method.name} options:")
+        for name, text in options:
+            print(f"  {name:<28} {text}")
     print("\nruntime (not part of the run hash):")
-    for action in runtime:
+    for action in [a for a in parser._actions if a.dest in RUNTIME]:
         print(f"  {action.option_strings[0]:<28} {action.help}")
     print("  --preset NAME / --config FILE   starting point; flags override both")
+    owned = sorted(s for s in SECTION_OWNERS if s not in method_sections(method.config))
+    if owned:
+        print(f"\nsections of other commands ({', '.join(owned)}) are not accepted here")
 
 
 def progress_mode(flag: str):
@@ -136,74 +155,40 @@ def progress_mode(flag: str):
     return {"auto": None, "bar": True, "lines": "lines", "none": False}[flag]
 
 
-def branch_config(args: argparse.Namespace):
-    from ticketlab.config import BranchConfig, from_mapping
-
-    return from_mapping(BranchConfig, {k[3:]: v for k, v in vars(args).items() if k.startswith("br:")}, "branch.")
-
-
-def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: List[str]) -> int:
+def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: Method, argv: List[str]) -> int:
     from ticketlab.methods import RunContext
 
-    config = resolve_config(args, METHOD_OF[args.command])
-    branch = branch_config(args) if args.command == "branch" else None
+    config = resolve_config(args, method)
     if args.help:
-        print_config_help(parser, config)
+        print_config_help(parser, method, config)
         return 0
-    run_path = Path(args.runs_dir) / config.run_name
+    options = options_of(method, vars(args))
+    missing = [f.name for f in method.flags if f.required and options.get(f.dest) is None]
+    if missing:
+        raise ConfigError(f"`ticketlab {method.name}` needs {', '.join(missing)}; see `ticketlab {method.name} --help`")
+    run_path = method.directory(config, Path(args.runs_dir))
     if args.dry_run:
         print(config.to_json())
-        if branch is not None:
-            from ticketlab.config import to_jsonable
-
-            print(json.dumps({"branch": to_jsonable(branch)}, indent=2))
         print(f"run directory: {run_path}")
         return 0
     ctx = RunContext(args.runs_dir, args.device, args.threads, progress_mode(args.progress), ["ticketlab", *argv])
-    if args.command == "train":
-        from ticketlab.methods import run_train
-
-        run, summary = run_train(config, ctx)
-        print(format_summary(summary))
-        print(f"run directory: {run.path}")
-        return 0
-    from ticketlab.analysis.report import report_main
-
-    if args.command == "lottery":
-        from ticketlab.methods.lottery import run_lottery
-
-        path, _ = run_lottery(config, args.levels, ctx)
-    elif args.command == "rst":
-        from ticketlab.methods.rst import run_rst
-
-        path, _ = run_rst(config, ctx)
-    else:
-        from ticketlab.methods.branches import parse_levels, run_branches
-
-        path = run_branches(config, branch, parse_levels(args.levels), ctx)
-    print(report_main([str(path)], fmt="terminal", out_dir=path / "report"))
+    path = method.run(config, options, ctx)
+    print(method.show(path) if method.show else report_table(path))
     print(f"run directory: {path}")
     return 0
 
 
-def format_summary(summary: Dict[str, Any]) -> str:
-    from ticketlab.analysis.table import render_table
+def report_table(path: Path) -> str:
+    """What a run command prints by default: the report of its run directory (plots in ``report/``)."""
+    from ticketlab.analysis.report import report_main
 
-    def pct(value):
-        return "-" if value is None else f"{100 * value:.2f}"
-
-    final = summary.get("final", {})
-    rows = [[split, pct(final.get(split, {}).get("accuracy")), f"{final[split]['loss']:.4f}" if split in final else "-"]
-            for split in ("val", "test") if split in final]
-    rows.append(["test @ best val", pct(summary.get("test_accuracy_at_best_val")), "-"])
-    table = render_table(["split", "accuracy %", "loss"], rows)
-    return f"{table}\ndensity {100 * summary['density']:.2f}%, {summary['steps']} steps, {summary['train_seconds']:.1f} s"
+    return report_main([str(path)], fmt="terminal", out_dir=Path(path) / "report")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from ticketlab.analysis.table import render_table
     from ticketlab.io import read_json
-    from ticketlab.runs import find_runs, load_config, remove_run, resolve_run, run_status
+    from ticketlab.runs import find_runs, latest_test_accuracy, load_config, remove_run, resolve_run, run_status
 
     runs_dir = Path(args.runs_dir)
     if args.action == "list":
@@ -211,11 +196,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for path in find_runs(runs_dir):
             try:
                 config = load_config(path)
+                acc = latest_test_accuracy(path)
             except TicketlabError:
-                rows.append([path.name, "-", "-", "unreadable config.json", "-"])
+                rows.append([path.name, "-", "-", "unreadable config.json or summary", "-"])
                 continue
-            summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
-            acc = summary.get("final_test_accuracy")
             rows.append([path.name, config.data.dataset, config.model.name, run_status(path),
                          "-" if acc is None else f"{100 * acc:.2f}"])
         print(render_table(["run", "data", "model", "status", "test %"], rows) if rows else f"no runs in {runs_dir}")
@@ -253,6 +237,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         from ticketlab.models import MODELS
 
         print("\n".join(MODELS.names()))
+    elif args.what == "methods":
+        for name in METHODS.ordered():
+            print(f"{name:<12} {METHODS.get(name).help}")
     else:
         from ticketlab.data import DATASETS
 
@@ -261,12 +248,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import ticketlab.methods  # noqa: F401  (registers the built-in methods)
+
     parser = OneLineParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    for name, text in RUN_COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=text, add_help=False, allow_abbrev=False)
-        add_method_flags(p, name)
-        add_config_flags(p)
+    for name in METHODS.ordered():
+        method = METHODS.get(name)
+        p = sub.add_parser(name, help=method.help, description=method.help, add_help=False, allow_abbrev=False)
+        add_method_flags(p, method)
+        add_config_flags(p, method.config)
         add_runtime_flags(p)
     runs = sub.add_parser("runs", help="list, show or remove run directories")
     runs.add_argument("action", choices=["list", "show", "rm"])
@@ -281,21 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", choices=["final", "best"], default="final",
                         help="plotted accuracy: final test, or test at the best validation evaluation")
     report.add_argument("--no-plots", action="store_true", help="print the table only")
-    lister = sub.add_parser("list", help="list presets, models or data sets")
-    lister.add_argument("what", choices=["presets", "models", "datasets"])
+    lister = sub.add_parser("list", help="list presets, models, data sets or methods")
+    lister.add_argument("what", choices=["presets", "models", "datasets", "methods"])
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]
-    if extra:
-        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # argparse ends with SystemExit on bad flags (2) and on the top-level --help (0): return the code
+        args, extra = parser.parse_known_args(argv)
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        if extra:
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
     try:
-        if args.command in RUN_COMMANDS:
-            return cmd_run(args, sub, argv)
+        if args.command in METHODS:
+            return cmd_run(args, sub, METHODS.get(args.command), argv)
         if args.command == "runs":
             return cmd_runs(args)
         if args.command == "report":

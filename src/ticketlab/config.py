@@ -5,15 +5,19 @@ TOML/JSON file format, ``--help`` and the validation all come from these declara
 taken over the canonical JSON with default-valued fields left out (so adding a field with a neutral
 default changes no existing hash) and without the fields marked ``hash=False`` (paths, downloads and
 other things that do not change results).
+
+This module declares the core sections (``data``, ``model``, ``train``, ``prune``) and `RunConfig`, the
+config of `ticketlab train`. A method declares its own sections in its module and gets its run-config
+class from `run_config`; nothing here names a method.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 from ticketlab.errors import ConfigError
 from ticketlab.fields import (  # noqa: F401  (re-exported: the config API in one place)
@@ -21,6 +25,7 @@ from ticketlab.fields import (  # noqa: F401  (re-exported: the config API in on
     load_config_file, merge, option, to_jsonable,
 )
 from ticketlab.fields import iter_fields as _iter_fields
+from ticketlab.seeds import derive_seed
 from ticketlab.steps import Steps
 
 
@@ -139,103 +144,25 @@ class PruneConfig(Section):
 
 
 @dataclass(frozen=True)
-class LotteryConfig(Section):
-    retrain: Literal["rewind", "lr-rewind", "finetune", "scratch"] = option(
-        "rewind", "how each level k >= 1 retrains after pruning")
-    rewind: Steps = option(Steps(), "rewind point: weights (rewind) or schedule (lr-rewind) restart at this step")
-    finetune_lr: float = option(0.0, "finetune: constant learning rate of levels k >= 1 (0: train.lr)")
-    finetune_steps: Steps = option(Steps(), "finetune: training length of levels k >= 1 (0: train.steps)")
-
-    def validate(self) -> None:
-        check_range("lottery.finetune_lr", self.finetune_lr, 0.0, math.inf)
-
-
-@dataclass(frozen=True)
-class BranchConfig(Section):
-    """An ablation on a finished lottery trunk; names the branch directory, not the trunk."""
-
-    name: Literal["retrain", "reinit", "random-prune", "oneshot"] = option("reinit", "which ablation")
-    regain: Steps = option(Steps(), "retrain: step at which pruned weights become trainable (0: train.steps)")
-    steps: Steps = option(Steps(), "retrain: total training length (0: twice train.steps)")
-    layerwise: bool = option(True, "random-prune: keep each layer's count (false: only the global count)")
-    seed: Optional[int] = option(None, "seed of the branch's new initialisation or random mask (default: derived)")
-
-
-RST_VARIANTS = ("rst", "rst-iter", "l1", "l1-iter", "l1-lth")  # `ticketlab rst --variant`; stored as `method`
-
-
-@dataclass(frozen=True)
-class RSTConfig(Section):
-    """DLTH's RST / RST_Iter and the L1 / L1_Iter baselines (`ticketlab rst`); DLTH's option names in brackets."""
-
-    stage_ratios: Tuple[float, ...] = option(
-        (), "fractions PRUNED per ResNet stage: stem, layer1.., classifier, e.g. 0,0.7,0.7,0.7,0 [stage_pr]")
-    layer_ratios: str = option("", "fractions PRUNED by Conv/Linear layer index, e.g. 0-4:0.5,5:0.6 (others 0)")
-    ratio_globs: str = option("", "fractions PRUNED by layer-name glob, e.g. 'layer*:0.7' (last match wins, others 0)")
-    pick_pruned: Literal["min", "max", "rand", "iter_rand"] = option(
-        "min", "pruned set: smallest |w|, largest |w|, uniformly random, nested random (RST_Iter)")
-    base: str = option("init", "weights pruned: init (this run's initialisation), trained (a dense model trained "
-                               "first, in dense/), or the path of a state-dict file [base_model_path]")
-    lr_prune: float = option(1e-3, "regularisation phase: SGD learning rate (momentum, weight decay from train)")
-    batch_size_prune: int = option(64, "regularisation phase: batch size")
-    reg_granularity: float = option(1e-4, "regularisation: coefficient increment per update [reg_granularity_prune]")
-    reg_upper_limit: float = option(1.0, "regularisation: a layer is finished once its coefficient exceeds this")
-    update_reg_interval: int = option(5, "regularisation: iterations between coefficient updates")
-    stabilize_reg_interval: Steps = option(Steps(0, 40000), "regularisation: length of the stabilisation phase")
-    reg_schedule: Literal["x", "x^2", "x^3"] = option(
-        "x", "coefficient as a function of a linear counter (x, x^2, x^3) [RST_schedule]")
-    block_loss_grad: bool = option(False, "regularisation: gradients are the penalty's only (loss gradient dropped)")
-    num_cycles: int = option(0, "cycles of rst-iter / l1-iter / l1-lth (cumulative ratio 1-(1-p)^(c/C))")
-    weight_delete: bool = option(False, "rst-iter: zero each cycle's pruned weights and keep them at 0 afterwards")
-    iter_finetune: bool = option(False, "rst-iter: fine-tune steps_mini after every cycle but the last [RST_Iter_ft]")
-    steps_mini: Steps = option(Steps(), "length of the training inside each cycle (l1-iter, l1-lth, rst-iter) "
-                                        "[epochs_mini]")
-    lr_ft_mini: str = option("", "piecewise lr 'epoch:lr,...' of the in-cycle training ('': constant train.lr)")
-    test_interval: Steps = option(Steps(0, 2000), "regularisation phase: evaluation interval")
-    save_interval: Steps = option(Steps(0, 2000), "regularisation phase: checkpoint interval", hash=False)
-    last_n: int = option(5, "summary: mean and std of the test accuracy over the last N evaluations [last_n_epoch]")
-
-    def validate(self) -> None:
-        given = [bool(self.stage_ratios), bool(self.layer_ratios.strip()), bool(self.ratio_globs.strip())]
-        if sum(given) > 1:
-            raise ConfigError("give the pruned fractions one way: rst.stage_ratios, rst.layer_ratios or "
-                              "rst.ratio_globs, not several")
-        for ratio in self.stage_ratios:
-            check_range("rst.stage_ratios entry", ratio, 0.0, 1.0)
-        check_range("rst.lr_prune", self.lr_prune, 0.0, math.inf, low_open=True)
-        check_range("rst.batch_size_prune", self.batch_size_prune, 1, math.inf)
-        check_range("rst.reg_granularity", self.reg_granularity, 0.0, math.inf, low_open=True)
-        check_range("rst.reg_upper_limit", self.reg_upper_limit, 0.0, math.inf, low_open=True)
-        check_range("rst.update_reg_interval", self.update_reg_interval, 1, math.inf)
-        check_range("rst.num_cycles", self.num_cycles, 0, math.inf)
-        check_range("rst.last_n", self.last_n, 1, math.inf)
-        if self.lr_ft_mini:
-            try:
-                parse_piecewise(self.lr_ft_mini)
-            except ConfigError:
-                raise ConfigError(f"rst.lr_ft_mini={self.lr_ft_mini!r} is not 'epoch:lr,...'; e.g. 0:0.01") from None
-        if self.test_interval.is_zero or self.save_interval.is_zero:
-            raise ConfigError("rst.test_interval and rst.save_interval must be positive, e.g. 2000it")
-
-
-@dataclass(frozen=True)
 class RunConfig(Section):
-    method: str = option("train", "what the run does (set by the command)")
+    """A run: the master seed and the four core sections. This is `ticketlab train`'s config; a method
+    with sections of its own gets a subclass from `run_config` that adds them, so each run's config holds
+    exactly the sections its command uses, and its hash covers exactly those."""
+
+    command = "train"  # the command whose runs this class describes (a class attribute, not a field)
+    field_prefix = ""  # error messages name top-level fields without a section prefix
+
+    method: str = option("train", "what the run does (set by the command; a variant for commands with several)")
     seed: int = option(0, "master seed; init, data order, noise and pruning seeds derive from it")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
-    lottery: LotteryConfig = field(default_factory=LotteryConfig)
-    rst: RSTConfig = field(default_factory=RSTConfig)
 
     # -- seeds ---------------------------------------------------------------------------------
     def derived_seed(self, purpose: str, explicit: Optional[int] = None) -> int:
-        """The seed for one source of randomness: ``explicit`` if set, else a stable hash of --seed."""
-        if explicit is not None:
-            return explicit
-        digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
-        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+        """The seed for one source of randomness: ``explicit`` if set, else derived from --seed."""
+        return explicit if explicit is not None else derive_seed(self.seed, purpose)
 
     @property
     def init_seed(self) -> int:
@@ -263,6 +190,10 @@ class RunConfig(Section):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """Rebuild a stored config. Sections of other commands left at their defaults are dropped: run
+        directories written before each command held only its own sections carry them."""
+        if isinstance(data, Mapping):
+            data = {k: v for k, v in data.items() if not _idle_foreign_section(cls, k, v)}
         return from_mapping(cls, data, prefix="")
 
     def to_json(self) -> str:
@@ -275,6 +206,81 @@ class RunConfig(Section):
     @property
     def run_name(self) -> str:
         return f"{self.method}_{self.hash()}"
+
+    @classmethod
+    def unknown_field_message(cls, key: str, full: str) -> Optional[str]:
+        """The error for a top-level key this command does not know: another command's section names it."""
+        owners = SECTION_OWNERS.get(key)
+        if not owners or cls.command in owners:
+            return None
+        commands = " or ".join(f"`ticketlab {o}`" for o in owners)
+        return (f"the {key!r} section belongs to {commands}, not `ticketlab {cls.command}`; "
+                f"drop it or run {commands}")
+
+
+# ---------------------------------------------------------------------------------------------
+# method sections
+
+SECTION_OWNERS: Dict[str, List[str]] = {}  # section name -> commands whose configs hold it
+SECTION_TYPES: Dict[str, type] = {}
+
+
+def run_config(command: str, **sections: type) -> type:
+    """The run-config class of ``command``: `RunConfig` plus the given sections (name -> Section class).
+
+    ``LotteryRunConfig = run_config("lottery", lottery=LotteryConfig)`` gives a frozen dataclass whose
+    fields are the core ones and ``lottery``; a field or file section of another command is an error that
+    names the command owning it (see `RunConfig.unknown_field_message`).
+    """
+    for name, section in sections.items():
+        if not is_section(section):
+            raise TypeError(f"section {name!r} of {command!r} must be a Section dataclass, got {section!r}")
+        if name in {f.name for f in dataclasses.fields(RunConfig)}:
+            raise ValueError(f"{command!r} cannot declare a section named {name!r}: it is a core field")
+        if SECTION_TYPES.get(name, section) is not section:
+            raise ValueError(f"section {name!r} is already declared with another class by "
+                             f"{', '.join(SECTION_OWNERS[name])}")
+    fields = [(name, section, field(default_factory=section)) for name, section in sections.items()]
+    title = "".join(part.capitalize() for part in command.replace("-", "_").split("_"))
+    cls = dataclasses.make_dataclass(f"{title}RunConfig", fields, bases=(RunConfig,), frozen=True,
+                                     namespace={"command": command, "__module__": __name__})
+    for name, section in sections.items():
+        SECTION_TYPES[name] = section
+        if command not in SECTION_OWNERS.setdefault(name, []):
+            SECTION_OWNERS[name].append(command)
+    return cls
+
+
+def method_sections(config_or_cls) -> Dict[str, type]:
+    """The sections a run config holds beyond the core ones (name -> Section class)."""
+    cls = config_or_cls if isinstance(config_or_cls, type) else type(config_or_cls)
+    core = {f.name for f in dataclasses.fields(RunConfig)}
+    types = field_types(cls)
+    return {f.name: types[f.name] for f in dataclasses.fields(cls) if f.name not in core}
+
+
+def convert(config: RunConfig, cls: type) -> RunConfig:
+    """``config`` as a ``cls`` config: the fields both have are kept, the other sections dropped."""
+    if type(config) is cls:
+        return config
+    names = {f.name for f in dataclasses.fields(config)}
+    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name in names})
+
+
+def dropped_sections(config: RunConfig, cls: type) -> List[str]:
+    """Sections of ``config`` that `convert` to ``cls`` would drop although they are not at their defaults."""
+    keep = {f.name for f in dataclasses.fields(cls)}
+    return [name for name in method_sections(config) if name not in keep and hashed_fields(getattr(config, name))]
+
+
+def _idle_foreign_section(cls: type, key: str, value: Any) -> bool:
+    section = SECTION_TYPES.get(key)
+    if section is None or key in {f.name for f in dataclasses.fields(cls)} or not isinstance(value, Mapping):
+        return False
+    try:
+        return not hashed_fields(from_mapping(section, value, key + "."))
+    except ConfigError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,10 +301,6 @@ def parse_piecewise(text: str) -> Tuple[Tuple[float, float], ...]:
     return tuple(sorted(entries))
 
 
-def branch_hash(branch: BranchConfig) -> str:
-    return content_hash(branch, 8)
-
-
 def iter_fields(cls=None, prefix: str = ""):
-    """Yield ``(dotted_name, type, field)`` for every leaf field of ``cls`` (default: the whole run config)."""
+    """Yield ``(dotted_name, type, field)`` for every leaf field of ``cls`` (default: the core run config)."""
     return _iter_fields(RunConfig if cls is None else cls, prefix)

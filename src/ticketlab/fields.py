@@ -48,8 +48,8 @@ class Section:
 
 
 def _section_name(obj) -> str:
-    name = type(obj).__name__.replace("Config", "").lower()
-    return "" if name == "run" else name + "."
+    prefix = getattr(type(obj), "field_prefix", None)
+    return prefix if prefix is not None else type(obj).__name__.replace("Config", "").lower() + "."
 
 
 
@@ -145,38 +145,50 @@ def _is_int(text: str) -> bool:
     return text.strip().lstrip("+-").isdigit()
 
 
-def from_mapping(cls, data: Mapping[str, Any], prefix: str):
-    """Build dataclass ``cls`` from a nested mapping; unknown keys and wrong types are errors."""
+def from_mapping(cls, data: Mapping[str, Any], prefix: str, command: str = ""):
+    """Build dataclass ``cls`` from a nested mapping; unknown keys and wrong types are errors.
+
+    ``command`` names the command in the hint of an unknown-field error (default: ``cls.command``)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {data!r}")
+    command = command or getattr(cls, "command", "train")
     types = field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         full = prefix + key
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config field {full!r}{hint}; see `ticketlab train --help` for the fields")
+            raise ConfigError(_unknown_field(cls, key, full, prefix, names, command))
         tp = types[key]
-        kwargs[key] = from_mapping(tp, value, full + ".") if is_section(tp) else coerce(full, tp, value)
+        kwargs[key] = from_mapping(tp, value, full + ".", command) if is_section(tp) else coerce(full, tp, value)
     return cls(**kwargs)
 
 
-def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
+def _unknown_field(cls, key: str, full: str, prefix: str, names, command: str) -> str:
+    own = getattr(cls, "unknown_field_message", None)
+    message = own(key, full) if own is not None else None
+    if message:
+        return message
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+    return f"unknown config field {full!r}{hint}; see `ticketlab {command} --help` for the fields"
+
+
+def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "", command: str = "") -> Any:
     """Return ``base`` with the nested ``overrides`` applied (values already typed or raw strings)."""
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {overrides!r}")
+    command = command or getattr(type(base), "command", "train")
     types = field_types(type(base))
     names = {f.name for f in dataclasses.fields(base)}
     changes = {}
     for key, value in overrides.items():
         full = prefix + key
         if key not in names:
-            from_mapping(type(base), {key: value}, prefix)  # raises the unknown-field error
+            raise ConfigError(_unknown_field(type(base), key, full, prefix, names, command))
         tp = types[key]
         if is_section(tp):
-            changes[key] = merge(getattr(base, key), value, full + ".")
+            changes[key] = merge(getattr(base, key), value, full + ".", command)
         else:
             changes[key] = coerce(full, tp, value)
     try:

@@ -1,6 +1,9 @@
 """Named starting configurations. Presets are data: each is a `RunConfig` derived from a family base.
 
-Resolution order is preset, then config file, then command-line flags (see `ticketlab.cli`).
+The presets here hold the core sections only, so every command can start from them. A method's own
+presets (with its sections and variant) are declared with the method (`ticketlab.method.Method.presets`);
+used by another command, such a preset gives its core sections only. Resolution order is preset, then
+config file, then command-line flags (see `ticketlab.cli`).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List
 
-from ticketlab.config import DataConfig, ModelConfig, PruneConfig, RSTConfig, RunConfig, TrainConfig
+from ticketlab.config import DataConfig, ModelConfig, PruneConfig, RunConfig, TrainConfig
 from ticketlab.errors import ConfigError
 from ticketlab.registry import Registry
 from ticketlab.steps import Steps
@@ -74,7 +77,7 @@ for _prefix, _dataset in (("mnist", "mnist"), ("fashion", "fashion_mnist")):
 
 
 # -- CIFAR, Tiny-ImageNet ---------------------------------------------------------------------------
-def _cifar(dataset: str, model: ModelConfig, epochs: int, milestones, weight_decay: float, **prune) -> RunConfig:
+def cifar_config(dataset: str, model: ModelConfig, epochs: int, milestones, weight_decay: float, **prune) -> RunConfig:
     """SGD 0.1, momentum 0.9, batch 128, x0.1 at the milestones; pad-crop + flip; 5,000 validation images."""
     return RunConfig(
         data=DataConfig(dataset=dataset, val_size=5000, augment=True),
@@ -88,62 +91,37 @@ def _cifar(dataset: str, model: ModelConfig, epochs: int, milestones, weight_dec
 
 # Sparse Double Descent / OpenLTH cifar_resnet_20: 160 epochs, 80/120, wd 1e-4; global magnitude pruning
 # of 20% per level including the output layer. Option-A shortcuts as in DLTH and PrAC (--model.shortcut B: OpenLTH).
-register_preset("cifar10_resnet20", _cifar("cifar10", ModelConfig(name="resnet20"), 160, (80, 120), 1e-4))
+register_preset("cifar10_resnet20", cifar_config("cifar10", ModelConfig(name="resnet20"), 160, (80, 120), 1e-4))
 # PrAC's IMP schedule (182 epochs, 91/136, wd 1e-4) on its option-A ResNet-56.
-register_preset("cifar10_resnet56", _cifar("cifar10", ModelConfig(name="resnet56"), 182, (91, 136), 1e-4))
+register_preset("cifar10_resnet56", cifar_config("cifar10", ModelConfig(name="resnet56"), 182, (91, 136), 1e-4))
 # Sparse Double Descent cifar_vgg_16: 160 epochs, 80/120, wd 1e-4, output layer (fc) not pruned.
-register_preset("cifar10_vgg16", _cifar("cifar10", ModelConfig(name="vgg16"), 160, (80, 120), 1e-4, output_rate=0.0))
+register_preset("cifar10_vgg16", cifar_config("cifar10", ModelConfig(name="vgg16"), 160, (80, 120), 1e-4, output_rate=0.0))
 # PrAC / Lottery Pools CIFAR-100 IMP schedule on option-A ResNet-32.
-register_preset("cifar100_resnet32", _cifar("cifar100", ModelConfig(name="resnet32"), 182, (91, 136), 1e-4))
+register_preset("cifar100_resnet32", cifar_config("cifar100", ModelConfig(name="resnet32"), 182, (91, 136), 1e-4))
 # DLTH README setting (ResNet-56, CIFAR-100): wd 5e-4, 200 epochs with lr 0.1 -> 0.01 at 100 -> 0.001 at 150.
-register_preset("cifar100_resnet56", _cifar("cifar100", ModelConfig(name="resnet56"), 200, (100, 150), 5e-4,
+register_preset("cifar100_resnet56", cifar_config("cifar100", ModelConfig(name="resnet56"), 200, (100, 150), 5e-4,
                                             scope="layer"))
 # Sparse Double Descent cifar_pytorch_resnet_18 (3x3 stem, no max-pool): 160 epochs, 80/120, wd 1e-4.
-register_preset("cifar100_resnet18", _cifar("cifar100", ModelConfig(name="resnet18", stem="cifar"), 160, (80, 120),
+register_preset("cifar100_resnet18", cifar_config("cifar100", ModelConfig(name="resnet18", stem="cifar"), 160, (80, 120),
                                             1e-4))
 # PrAC / Lottery Pools Tiny-ImageNet ResNet-18 (64x64 images from an imagefolder tree, 10,000 validation
 # images as PrAC's 90k/10k split): 182 epochs, 91/136, wd 1e-4.
 register_preset("tiny_imagenet_resnet18", replace(
-    _cifar("imagefolder", ModelConfig(name="resnet18", stem="cifar"), 182, (91, 136), 1e-4),
+    cifar_config("imagefolder", ModelConfig(name="resnet18", stem="cifar"), 182, (91, 136), 1e-4),
     data=DataConfig(dataset="imagefolder", val_size=10000, augment=True)))
 
 
-# -- Dual Lottery Ticket (`ticketlab rst`; rst ratios are fractions PRUNED) --------------------------------
-# DLTH README, ResNet-56 on CIFAR-100: batch 128, wd 5e-4, 200 epochs at 0.1 -> 0.01 (100) -> 0.001 (150);
-# stem and classifier dense, 70% of every block conv pruned. The one-shot command sets no --pick_pruned, so
-# the pruned set is the smallest |w| of the initialisation (min); --rst.pick_pruned rand gives the paper's
-# random sparse network. RST_Iter: 5 cycles, coefficient update every iteration, 10,000 stabilisation steps.
-_DLTH_README = replace(
-    _cifar("cifar100", ModelConfig(name="resnet56"), 200, (100, 150), 5e-4),
-    method="rst", rst=RSTConfig(stage_ratios=(0.0, 0.7, 0.7, 0.7, 0.0)))
-_DLTH_README = replace(_DLTH_README, train=replace(_DLTH_README.train, schedule="piecewise", milestones=(),
-                                                   piecewise="0:0.1,100:0.01,150:0.001"))
-register_preset("cifar100_resnet56_rst", _DLTH_README)
-register_preset("cifar100_resnet56_rst_iter", replace(_DLTH_README, method="rst-iter", rst=replace(
-    _DLTH_README.rst, num_cycles=5, update_reg_interval=1, stabilize_reg_interval=Steps(0, 10000),
-    pick_pruned="iter_rand")))
-# A CPU-sized RST on MNIST-1D: 90% of every layer of the MNIST-1D CNN pruned at random, a short
-# regularisation phase (coefficient +1e-3 every iteration, ~1,000 updates, then 500 stabilisation steps),
-# then SGD 0.1 -> 0.01 (20) -> 0.001 (30) for 40 epochs.
-register_preset("mnist1d_cnn_rst", RunConfig(
-    method="rst",
-    data=DataConfig(dataset="mnist1d", val_size=500),
-    model=ModelConfig(name="mnist1d_cnn"),
-    train=TrainConfig(steps=Steps(40), batch_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-                      schedule="piecewise", piecewise="0:0.1,20:0.01,30:0.001", eval_every=Steps(1)),
-    rst=RSTConfig(layer_ratios="0-3:0.9", pick_pruned="rand", reg_granularity=1e-3, update_reg_interval=1,
-                  stabilize_reg_interval=Steps(0, 500), test_interval=Steps(0, 250), save_interval=Steps(0, 500)),
-))
-
-
 def describe_presets() -> Dict[str, str]:
-    """One line per preset: data set, model, optimizer and length."""
+    """One line per preset: data set, model, optimizer and length, and the command of a method's preset."""
     out = {}
     for name in list_presets():
         c = get_preset(name)
+        command = type(c).command
+        variant = f", variant {c.method}" if c.method != command else ""
+        command = "" if type(c) is RunConfig else f" (ticketlab {command}{variant})"
         out[name] = (f"{c.data.dataset} / {c.model.name} / {c.train.optimizer} lr {c.train.lr} "
-                     f"batch {c.train.batch_size} / {c.train.steps}")
+                     f"batch {c.train.batch_size} / {c.train.steps}{command}")
     return out
 
 
-__all__ = ["PRESETS", "register_preset", "get_preset", "list_presets", "describe_presets", "ConfigError"]
+__all__ = ["PRESETS", "register_preset", "cifar_config", "get_preset", "list_presets", "describe_presets", "ConfigError"]

@@ -45,6 +45,15 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}{hint}; choose one of: {', '.join(sorted(self._entries))}"
             ) from None
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its entry."""
+        self.get(name)  # the unknown-name error
+        return self._entries.pop(name)
+
+    def ordered(self) -> List[str]:
+        """Names in registration order (`names` sorts them)."""
+        return list(self._entries)
+
     def names(self, pattern: str = "*") -> List[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 

@@ -4,10 +4,19 @@
 device, threads, git commit, command line), the trainer's files (``metrics.jsonl``, checkpoints,
 ``summary.json``) and, for multi-phase methods, one subdirectory per phase. The same config always
 maps to the same directory, so a repeated command resumes or returns at once instead of training again.
+
+Two contracts every method keeps, so that nothing else needs to know its folder layout:
+
+- every file a phase produces once (initial weights, a mask, start weights, a summary) is made through
+  `ensure`: compute it if it is absent, write it atomically, read it back. It is the one place where
+  rank-0 writes, barriers and file locks belong;
+- a phase that is a result (a lottery level, a branch, a sparse network's training) carries its report
+  row in its ``summary.json`` (`report_row`); `phase_rows` and `run_status` read only those.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import platform
 import shutil
@@ -16,21 +25,19 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 
-from ticketlab.config import RunConfig
-from ticketlab.errors import CheckpointError
-from ticketlab.io import read_json, write_json
+from ticketlab.config import RunConfig, content_hash, get_path, iter_fields, to_jsonable
+from ticketlab.errors import CheckpointError, TicketlabError
+from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.method import config_from_dict
+from ticketlab.version import __version__
 
-CONFIG, MANIFEST = "config.json", "manifest.json"
-
-
-def _version() -> str:
-    from ticketlab import __version__
-
-    return __version__
+CONFIG, MANIFEST, SUMMARY = "config.json", "manifest.json", "summary.json"
+TRUNK = "trunk"  # the branch of a row that is not an ablation
+T = TypeVar("T")
 
 
 def _git_commit() -> Optional[str]:
@@ -44,7 +51,7 @@ def _git_commit() -> Optional[str]:
 
 def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     return {
-        "ticketlab": _version(),
+        "ticketlab": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
@@ -62,24 +69,22 @@ class RunDir:
 
     @classmethod
     def open(cls, runs_dir: Path, config: RunConfig, device: str = "cpu", threads: int = 1,
-             argv: Optional[List[str]] = None) -> "RunDir":
-        """Create the run directory for ``config``, or reopen it (checking it holds the same config)."""
-        path = Path(runs_dir) / config.run_name
-        if (path / CONFIG).exists():
-            stored = read_json(path / CONFIG)
-            if _hashed_view(stored) != _hashed_view(config.to_dict()):
-                raise CheckpointError(f"{path / CONFIG} holds a different config; move that directory away to rerun")
-            _warn_if_environment_changed(read_json(path / MANIFEST) if (path / MANIFEST).exists() else {},
-                                         device, threads)
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            write_json(path / CONFIG, config.to_dict())
-            write_json(path / MANIFEST, make_manifest(device, threads, argv))
+             argv: Optional[List[str]] = None, path: Optional[Path] = None) -> "RunDir":
+        """Create the run directory for ``config`` (``runs_dir/<run_name>`` unless ``path`` is given), or
+        reopen it (checking it holds the same config)."""
+        path = Path(path) if path is not None else Path(runs_dir) / config.run_name
+        if (path / CONFIG).exists() and _hashed_view(read_json(path / CONFIG)) != _hashed_view(config.to_dict()):
+            raise CheckpointError(f"{path / CONFIG} holds a different config; move that directory away to rerun")
+        path.mkdir(parents=True, exist_ok=True)
+        ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
+        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv), save=save_json,
+                          load=read_json)
+        _warn_if_environment_changed(manifest, device, threads)
         return cls(path, config)
 
     @property
     def done(self) -> bool:
-        return (self.path / "summary.json").exists()
+        return (self.path / SUMMARY).exists()
 
     def sub(self, name: str) -> Path:
         sub = self.path / name
@@ -89,9 +94,79 @@ class RunDir:
 
 def _hashed_view(config_dict: Dict[str, Any]) -> str:
     try:
-        return RunConfig.from_dict(config_dict).hash()
+        return config_from_dict(config_dict).hash()
     except Exception:
         return "<unreadable>"
+
+
+def ensure(path: Path, make: Callable[[], T], *, save: Optional[Callable[[T, Path], None]] = save_torch,
+           load: Callable[[Path], Any] = load_torch) -> Any:
+    """Compute-if-absent-then-write: ``make()`` runs only when ``path`` does not exist, its result is
+    written with ``save`` (``save=None``: ``make`` writes ``path`` itself), and what is returned is read
+    back from ``path``, so a first run and a rerun see the same bytes. ``make`` may write side files
+    (a ``ratios.json`` beside a mask) before the file that marks the step done.
+
+    Every phase output of every method goes through here: it is the one place for rank-0 writes,
+    barriers and file locks when one run spans several processes."""
+    path = Path(path)
+    if not path.exists():
+        value = make()
+        if save is not None:
+            save(value, path)
+        elif not path.exists():
+            raise RuntimeError(f"{path} was to be written by its phase, which returned without writing it")
+    return load(path)
+
+
+def save_json(obj: Any, path: Path) -> None:
+    """`write_json` with `ensure`'s argument order (value, path)."""
+    write_json(path, obj)
+
+
+# -- report rows ---------------------------------------------------------------------------------------
+
+
+def experiment_fields(config: RunConfig) -> Dict[str, Any]:
+    """Every field that changes results, with its value (defaults included), less the replicate ``seed``:
+    what the report compares to tell experiments with the same label apart."""
+    out = {}
+    for dotted, _, f in iter_fields(type(config)):
+        if dotted != "seed" and f.metadata.get("hash", True):
+            out[dotted] = to_jsonable(get_path(config, dotted))
+    return out
+
+
+def experiment_key(config: RunConfig) -> str:
+    """The key replicates share: the run hash with the seed left out."""
+    return content_hash(dataclasses.replace(config, seed=0), 12)
+
+
+def report_row(config: RunConfig, *, variant: str, level: int, density: float, branch: str = TRUNK,
+               branch_options: Optional[Dict[str, Any]] = None, dataset: Optional[str] = None,
+               model: Optional[str] = None) -> Dict[str, Any]:
+    """The ``row`` of a result phase's summary: what `ticketlab report` shows besides the accuracies
+    (which it reads from the summary itself). ``level``: the lottery level, or the cycle count of an
+    iterative method (0 for a single training); ``density``: the ticket's (a re-dense branch ends dense
+    but is reported at its ticket's density)."""
+    return {"method": type(config).command, "variant": variant, "level": int(level), "branch": branch,
+            "branch_options": dict(branch_options or {}), "density": float(density), "seed": config.seed,
+            "group": experiment_key(config), "dataset": dataset or config.data.dataset,
+            "model": model or config.model.name, "noise": config.data.noise, "noise_rate": config.data.noise_rate,
+            "fields": experiment_fields(config)}
+
+
+def phase_rows(run: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
+    """``(folder, summary)`` of every finished result phase under ``run`` (summaries with a ``row``)."""
+    for path in sorted(Path(run).rglob(SUMMARY)):
+        summary = read_json(path)
+        if isinstance(summary, dict) and isinstance(summary.get("row"), dict):
+            yield path.parent, summary
+
+
+def unfinished_phases(run: Path) -> List[Path]:
+    """Phase folders under ``run`` that started training (metrics or a checkpoint) but have no summary."""
+    started = {p.parent for name in ("metrics.jsonl", "checkpoint.pt") for p in Path(run).rglob(name)}
+    return sorted(p for p in started if not (p / SUMMARY).exists())
 
 
 def _warn_if_environment_changed(manifest: Dict[str, Any], device: str, threads: int) -> None:
@@ -103,7 +178,7 @@ def _warn_if_environment_changed(manifest: Dict[str, Any], device: str, threads:
 
 
 def load_config(run_path: Path) -> RunConfig:
-    return RunConfig.from_dict(read_json(Path(run_path) / CONFIG))
+    return config_from_dict(read_json(Path(run_path) / CONFIG))
 
 
 def find_runs(runs_dir: Path) -> List[Path]:
@@ -132,17 +207,28 @@ def resolve_run(runs_dir: Path, name: str, exact: bool = False) -> Path:
 
 
 def run_status(path: Path) -> str:
-    """``done``, ``partial`` or ``new``; for lottery runs ``levels 0-K done`` (and ``, partial``)."""
-    if (path / "summary.json").exists():
+    """``done`` (the run's own summary exists), ``levels 0-K done`` (result phases finished, more may
+    follow; ``, partial`` while one is unfinished), ``partial`` or ``new``."""
+    path = Path(path)
+    if (path / SUMMARY).exists():
         return "done"
-    levels = sorted(int(p.name.split("_")[1]) for p in path.glob("level_*") if p.name.split("_")[1].isdigit())
+    try:
+        levels = sorted({s["row"]["level"] for _, s in phase_rows(path) if s["row"].get("branch") == TRUNK})
+    except TicketlabError:
+        levels = []
+    unfinished = unfinished_phases(path)
     if levels:
-        done = [k for k in levels if (path / f"level_{k}" / "summary.json").exists()]
-        text = f"levels 0-{max(done)} done" if done else "no level done"
-        return text + (", partial" if len(done) < len(levels) else "")
-    if any(path.rglob("checkpoint.pt")) or any(path.rglob("metrics.jsonl")):
-        return "partial"
-    return "new"
+        return f"levels {levels[0]}-{levels[-1]} done" + (", partial" if unfinished else "")
+    return "partial" if unfinished else "new"
+
+
+def latest_test_accuracy(path: Path) -> Optional[float]:
+    """The run's final test accuracy: its own summary's, else that of its last finished trunk level."""
+    path = Path(path)
+    if (path / SUMMARY).exists():
+        return read_json(path / SUMMARY).get("final_test_accuracy")
+    trunk = [s for _, s in phase_rows(path) if s["row"].get("branch") == TRUNK]
+    return max(trunk, key=lambda s: s["row"]["level"]).get("final_test_accuracy") if trunk else None
 
 
 def is_run_dir(path: Path) -> bool:

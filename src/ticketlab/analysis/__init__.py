@@ -4,7 +4,8 @@ Matplotlib is imported only inside the plotting functions, so importing this pac
 """
 
 from ticketlab.analysis.plots import plot_accuracy_vs_density, plot_training_curves
-from ticketlab.analysis.report import AggRow, aggregate, default_out_dir, render, report_main
+from ticketlab.analysis.aggregate import AggRow, aggregate
+from ticketlab.analysis.report import default_out_dir, render, report_main
 from ticketlab.analysis.rows import Row, collect
 from ticketlab.analysis.table import render_table
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ticketlab.analysis.report import AggRow
+from ticketlab.analysis.aggregate import AggRow
 from ticketlab.analysis.rows import TRUNK, Row, collect, row_order
 from ticketlab.errors import TicketlabError
 from ticketlab.train.metrics import read_metrics

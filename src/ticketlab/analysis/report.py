@@ -1,4 +1,4 @@
-"""`ticketlab report`: average the rows of `collect` over seeds, render them, draw the plots.
+"""`ticketlab report`: the rows of `collect` averaged over seeds (`aggregate`), rendered, and the plots.
 
 Accuracies and densities are fractions in `AggRow` and percentages in the rendered output.
 """
@@ -6,63 +6,15 @@ Accuracies and densities are fractions in `AggRow` and percentages in the render
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-from ticketlab.analysis.rows import Row, branch_order, collect, experiment_order
+from ticketlab.analysis.aggregate import AggRow, aggregate
+from ticketlab.analysis.rows import collect
 from ticketlab.errors import ConfigError, TicketlabError
 
 FORMATS = ("terminal", "md", "csv", "json")
-
-
-@dataclass(frozen=True)
-class AggRow:
-    """Mean and sample std (0 for one seed) over the seeds of one (experiment, branch, level)."""
-
-    experiment: str
-    label: str
-    branch: str
-    level: int
-    mode: str
-    noise: str
-    noise_rate: float
-    dataset: str
-    model: str
-    n: int
-    seeds: Tuple[int, ...]
-    density: float
-    density_std: float
-    final_test: Optional[float]
-    final_test_std: Optional[float]
-    best_val_test: Optional[float]
-    best_val_test_std: Optional[float]
-
-
-def aggregate(rows: Sequence[Row]) -> List[AggRow]:
-    """Group by (experiment, branch, level); sorted by experiment, branch (trunk first), level."""
-    groups: Dict[tuple, List[Row]] = {}
-    for row in rows:
-        groups.setdefault((row.experiment, row.branch, row.level), []).append(row)
-    out = []
-    for (_, branch, level), group in groups.items():
-        first = group[0]
-        density, density_std = _mean_std([r.density for r in group])
-        final, final_std = _mean_std([r.final_test for r in group])
-        best, best_std = _mean_std([r.best_val_test for r in group])
-        out.append(AggRow(first.experiment, first.label, branch, level, first.mode, first.noise, first.noise_rate,
-                          first.dataset, first.model, len(group), tuple(sorted(r.seed for r in group)),
-                          density, density_std, final, final_std, best, best_std))
-    return sorted(out, key=lambda a: (experiment_order(a), branch_order(a.branch), a.level))
-
-
-def _mean_std(values: Iterable[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
-    present = [float(v) for v in values if v is not None]
-    if not present:
-        return None, None
-    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
 
 
 def _pct(value: Optional[float]) -> Optional[float]:
@@ -118,10 +70,16 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
     rows = collect(paths)
     if not rows:
         unfinished = f" ({len(rows.skipped)} unfinished or unreadable skipped)" if rows.skipped else ""
+        if rows.outdated:
+            unfinished += f" ({len(rows.outdated)} from before report rows: run their command again)"
         raise TicketlabError(f"no finished runs under {', '.join(map(str, paths))}{unfinished}; "
                              "run `ticketlab lottery` first")
     agg = aggregate(rows)
     text, notes = render(agg, fmt), []
+    if rows.outdated:
+        notes.append(f"{len(rows.outdated)} run(s) predate report rows and are not shown: "
+                     + ", ".join(str(p) for p in rows.outdated[:3]) + "; run their command again to add the "
+                     "rows (finished phases do not train again)")
     if rows.skipped:
         notes.append(f"skipped {len(rows.skipped)} unfinished or unreadable level(s)/branch(es)/run(s): "
                      + ", ".join(str(p) for p in rows.skipped[:3]) + (" ..." if len(rows.skipped) > 3 else ""))

@@ -1,10 +1,11 @@
-"""Rows of `ticketlab report`: every finished level and branch under some run directories.
+"""Rows of `ticketlab report`: every finished result phase under some run directories.
 
-A run directory holds ``config.json`` and either ``level_<k>/`` folders (IMP; each level may hold
-``branch_<name>_<hash>/`` ablations with a ``branch.json``) or, for a single training run, its own
-``summary.json`` (read as level 0). A level or branch without ``summary.json`` is unfinished and
-skipped. Replicates are runs whose configs differ only in ``seed``: they share an experiment key.
-Accuracies and densities are fractions here.
+Each result phase (a lottery level, a branch, a single training, the sparse network of an RST run) writes
+its report row into its ``summary.json`` (`ticketlab.runs.report_row`): method, variant, level, branch,
+density, the seed-free experiment key and the fields that tell experiments apart. Rows are read from
+there alone, so the report knows no method's folder layout. A phase folder that started training but has
+no summary is unfinished and listed as skipped. Replicates (runs that differ only in ``seed``) share an
+experiment key. Accuracies and densities are fractions here.
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ticketlab.config import RunConfig, field_types, is_section, to_jsonable
 from ticketlab.errors import TicketlabError
-from ticketlab.io import read_json
-
-TRUNK = "trunk"
-# Fields that never distinguish experiments: the replicate seed (top level only) and bookkeeping.
-_NOT_EXPERIMENT = {"levels", "root", "download", "runs_dir", "device", "threads", "verbose"}
-_NOT_BRANCH = {"name", "level", "levels", "seed", "trunk", "path", "root"}
+from ticketlab.runs import CONFIG, SUMMARY, TRUNK, phase_rows, unfinished_phases
 
 
 @dataclass(frozen=True)
@@ -51,11 +46,13 @@ _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row) if f.name not in ("l
 
 
 class Rows(list):
-    """A ``list[Row]`` that also remembers the unfinished level/branch folders it skipped."""
+    """A ``list[Row]`` that also remembers the unfinished phase folders it skipped and the runs whose
+    summaries predate report rows."""
 
-    def __init__(self, rows: Iterable[Row] = (), skipped: Sequence[Path] = ()):
+    def __init__(self, rows: Iterable[Row] = (), skipped: Sequence[Path] = (), outdated: Sequence[Path] = ()):
         super().__init__(rows)
         self.skipped: List[Path] = list(skipped)
+        self.outdated: List[Path] = list(outdated)
 
 
 # -- collecting ---------------------------------------------------------------------------------------
@@ -68,108 +65,49 @@ def find_run_dirs(paths: Sequence[str | Path]) -> List[Path]:
         path = Path(given)
         if not path.is_dir():
             raise TicketlabError(f"{path} is not a directory; pass a run directory or a folder of runs")
-        candidates = [path] if (path / "config.json").is_file() else sorted(p for p in path.iterdir() if p.is_dir())
+        candidates = [path] if (path / CONFIG).is_file() else sorted(p for p in path.iterdir() if p.is_dir())
         for run in candidates:
-            if (run / "config.json").is_file():
+            if (run / CONFIG).is_file():
                 found.setdefault(run.resolve(), None)
     return list(found)
 
 
 def collect(paths: Sequence[str | Path]) -> Rows:
-    """Every finished level and branch under ``paths``; ``.skipped`` lists the unfinished ones."""
-    records, skipped = [], []
+    """Every finished result phase under ``paths``; ``.skipped`` lists the unfinished ones."""
+    records, skipped, outdated = [], [], []
     for run in find_run_dirs(paths):
         try:
-            records.extend(_read_run(run, skipped))
-        except TicketlabError:  # an unreadable config.json or summary.json: report the rest
+            found = [_record(folder, summary) for folder, summary in phase_rows(run)]
+        except (TicketlabError, KeyError, TypeError, ValueError):  # an unreadable summary: report the rest
             skipped.append(run)
+            continue
+        if not found and any(run.rglob(SUMMARY)):
+            outdated.append(run)
+        records.extend(found)
+        skipped.extend(unfinished_phases(run))
     labels = _experiment_labels(records)
     branches: Dict[str, Dict[str, Tuple[str, Dict[str, Any]]]] = {}  # made unique within each experiment
     for r in records:
         branches.setdefault(r["experiment"], {})[r["branch_id"]] = (r["branch"], r["branch_options"])
     branch_labels = {key: _disambiguate(items) for key, items in branches.items()}
-    rows = [Row(**{k: r[k] for k in _ROW_FIELDS if k in r}, label=labels[r["experiment"]],
+    rows = [Row(**{k: r[k] for k in _ROW_FIELDS}, label=labels[r["experiment"]],
                 branch=branch_labels[r["experiment"]][r["branch_id"]]) for r in records]
-    return Rows(sorted(rows, key=row_order), skipped)
+    return Rows(sorted(rows, key=row_order), skipped, outdated)
 
 
-def _read_run(run: Path, skipped: List[Path]) -> List[Dict[str, Any]]:
-    raw = read_json(run / "config.json")
-    data, model = raw.get("data", {}), raw.get("model", {})
-    flat = _flatten(experiment_dict(raw, keep_defaults=True))
-    base = {
-        "experiment": experiment_key(raw), "seed": int(raw.get("seed", 0)), "mode": _mode(raw),
-        "noise": data.get("noise", "none"), "noise_rate": float(data.get("noise_rate", 0.0)),
-        "dataset": data.get("dataset", "?"), "model": model.get("name", "?"), "flat": flat,
-    }
-    fraction = float(raw.get("prune", {}).get("fraction", 0.2))
-    levels = sorted((int(p.name[6:]), p) for p in run.glob("level_*") if p.is_dir() and p.name[6:].isdigit())
-    phases = levels or [(0, run)]
-    records = []
-    for level, folder in phases:
-        records.extend(_phase_record(base, level, folder, TRUNK, {}, fraction, skipped))
-        for branch_dir in sorted(p for p in folder.glob("branch_*") if p.is_dir()):
-            info = read_json(branch_dir / "branch.json") if (branch_dir / "branch.json").is_file() else {}
-            name = info.get("name") or branch_dir.name.split("_")[1]
-            options = {k: v for k, v in info.items() if k not in _NOT_BRANCH}
-            records.extend(_phase_record(base, level, branch_dir, name, options, fraction, skipped))
-    return records
+def _record(folder: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
+    row = summary["row"]
+    options = _flatten(row.get("branch_options") or {})
+    return {"experiment": str(row["group"]), "seed": int(row["seed"]), "level": int(row["level"]),
+            "density": float(row["density"]), "mode": str(row["variant"]), "branch": str(row["branch"]),
+            "branch_options": options, "branch_id": str(row["branch"]) + json.dumps(options, sort_keys=True),
+            "noise": str(row.get("noise", "none")), "noise_rate": float(row.get("noise_rate", 0.0)),
+            "final_test": summary.get("final_test_accuracy"), "best_val_test": summary.get("test_accuracy_at_best_val"),
+            "steps": int(summary.get("steps", 0)), "dataset": str(row.get("dataset", "?")),
+            "model": str(row.get("model", "?")), "flat": dict(row.get("fields") or {}), "path": folder}
 
 
-def _phase_record(base, level, folder, branch, options, fraction, skipped) -> List[Dict[str, Any]]:
-    if not (folder / "summary.json").is_file():
-        skipped.append(folder)
-        return []
-    summary = read_json(folder / "summary.json")
-    # a re-dense (retrain) branch ends at density 1; it is reported at its ticket's density
-    density = summary.get("ticket_density", summary.get("density"))
-    return [dict(base, level=level, path=folder, branch=branch, branch_options=_flatten(options),
-                 branch_id=branch + json.dumps(options, sort_keys=True),
-                 density=float(density) if density is not None else (1 - fraction) ** level,
-                 final_test=summary.get("final_test_accuracy"),
-                 best_val_test=summary.get("test_accuracy_at_best_val"), steps=int(summary.get("steps", 0)))]
-
-
-def _mode(raw: Dict[str, Any]) -> str:
-    method = raw.get("method", "train")
-    return (raw.get("lottery") or {}).get("retrain", "rewind") if method == "lottery" else method
-
-
-# -- experiment keys and labels -----------------------------------------------------------------------
-
-
-def experiment_dict(raw: Dict[str, Any], keep_defaults: bool = False) -> Dict[str, Any]:
-    """The config without ``seed``, fields that do not change results and (unless ``keep_defaults``)
-    fields at their `RunConfig` default; sections `RunConfig` does not know (e.g. a newer ``lottery``)
-    are kept whole, less the bookkeeping names in ``_NOT_EXPERIMENT``."""
-    return _canonical({k: v for k, v in raw.items() if k != "seed"}, RunConfig, keep_defaults)
-
-
-def experiment_key(raw: Dict[str, Any]) -> str:
-    text = json.dumps(experiment_dict(raw), sort_keys=True, separators=(",", ":"))
-    return hashlib.md5(text.encode()).hexdigest()[:12]
-
-
-def _canonical(raw: Dict[str, Any], cls, keep_defaults: bool) -> Dict[str, Any]:
-    known = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
-    types = field_types(cls) if cls is not None else {}
-    out = {}
-    for key, value in raw.items():
-        f = known.get(key)
-        if key in _NOT_EXPERIMENT or (f is not None and not f.metadata.get("hash", True)):
-            continue
-        if isinstance(value, dict):
-            section = _canonical(value, types[key] if f is not None and is_section(types[key]) else None,
-                                 keep_defaults)
-            if section:
-                out[key] = section
-        elif keep_defaults or f is None or is_section(types[key]) or value != _default_json(f):
-            out[key] = value
-    return out
-
-
-def _default_json(f: dataclasses.Field) -> Any:
-    return to_jsonable(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+# -- experiment labels ----------------------------------------------------------------------------------
 
 
 def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:

@@ -14,20 +14,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import torch
 
-from ticketlab.config import BranchConfig, TrainConfig, branch_hash, to_jsonable
+from ticketlab.config import RunConfig, Section, TrainConfig, content_hash, convert, option, run_config, to_jsonable
 from ticketlab.errors import ConfigError
-from ticketlab.io import load_torch, read_json, save_torch, write_json
-from ticketlab.methods.lottery import Lottery, masked
+from ticketlab.io import load_torch, read_json
+from ticketlab.method import Flag, Method, register_method
+from ticketlab.methods.experiment import masked, save_mask, with_summary_extra
+from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
 from ticketlab.registry import Registry
+from ticketlab.runs import CONFIG, SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, select_topk
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
 
 BRANCHES: Registry = Registry("branch")
+
+
+@dataclass(frozen=True)
+class BranchConfig(Section):
+    """An ablation on a finished lottery trunk; names the branch directory, not the trunk."""
+
+    name: Literal["retrain", "reinit", "random-prune", "oneshot"] = option("reinit", "which ablation")
+    regain: Steps = option(Steps(), "retrain: step at which pruned weights become trainable (0: train.steps)")
+    steps: Steps = option(Steps(), "retrain: total training length (0: twice train.steps)")
+    layerwise: bool = option(True, "random-prune: keep each layer's count (false: only the global count)")
+    seed: Optional[int] = option(None, "seed of the branch's new initialisation or random mask (default: derived)")
+
+
+# The branch command holds the trunk's sections and its own; the trunk's run is the config without `branch`.
+BranchRunConfig = run_config("branch", lottery=LotteryConfig, branch=BranchConfig)
+
+
+def branch_hash(branch: BranchConfig) -> str:
+    return content_hash(branch, 8)
+
+
+def trunk_config(config: RunConfig) -> RunConfig:
+    """The lottery run a branch config's branches live in."""
+    return convert(config, LotteryRunConfig)
 
 
 @dataclass
@@ -45,7 +72,7 @@ def branch_dir(lottery: Lottery, branch: BranchConfig, level: int) -> Path:
 
 def check_levels(lottery: Lottery, levels: Sequence[int]) -> None:
     """Every requested level must be a finished trunk level (checked before any work)."""
-    missing = [k for k in levels if not (lottery.level_dir(k) / "summary.json").exists()]
+    missing = [k for k in levels if not (lottery.level_dir(k) / SUMMARY).exists()]
     if missing:
         raise ConfigError(f"trunk levels {missing} of {lottery.path} are not finished; run `ticketlab lottery` with the "
                           f"same flags and --levels {max(missing)} first")
@@ -54,18 +81,24 @@ def check_levels(lottery: Lottery, levels: Sequence[int]) -> None:
 def run_branch(lottery: Lottery, branch: BranchConfig, level: int, plan: Optional[Plan] = None) -> Dict[str, Any]:
     """Train ``branch`` at ``level`` (its plan is made first, so bad settings fail before anything is written)."""
     out = branch_dir(lottery, branch, level)
-    if (out / "summary.json").exists():
-        return read_json(out / "summary.json")
+    if (out / SUMMARY).exists():
+        extra = branch_extra(lottery, branch, level, Mask.load(out / "mask.pt"))
+        return with_summary_extra(out, read_json(out / SUMMARY), extra)
     plan = plan or BRANCHES.get(branch.name)(lottery, branch, level)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "branch.json", to_jsonable(branch))
-    if not (out / "mask.pt").exists():
-        plan.mask.save(out / "mask.pt")
-        save_torch(masked(plan.start, plan.mask), out / "start.pt")
-    mask = Mask.load(out / "mask.pt")
-    extra = {"level": level, "branch": branch.name, "mode": lottery.config.lottery.retrain,
-             "target_density": lottery.density(level), "ticket_density": mask.density()}
-    return lottery.fit(out, load_torch(out / "start.pt"), mask, plan.cfg, plan.start_step, extra, plan.callbacks)
+    ensure(out / "branch.json", lambda: to_jsonable(branch), save=save_json, load=read_json)
+
+    def make_mask() -> Mask:  # the start weights first: the mask's file marks both as written
+        ensure(out / "start.pt", lambda: masked(plan.start, plan.mask))
+        return plan.mask
+
+    mask = ensure(out / "mask.pt", make_mask, save=save_mask, load=Mask.load)
+    return lottery.fit(out, lambda: load_torch(out / "start.pt"), mask, plan.cfg, plan.start_step,
+                       branch_extra(lottery, branch, level, mask), plan.callbacks)
+
+
+def branch_extra(lottery: Lottery, branch: BranchConfig, level: int, mask: Mask) -> Dict[str, Any]:
+    options = {k: v for k, v in to_jsonable(branch).items() if k not in ("name", "seed")}
+    return lottery.phase_extra(level, mask, branch=branch.name, branch_options=options)
 
 
 def _seed(lottery: Lottery, branch: BranchConfig, level: int) -> int:
@@ -156,18 +189,31 @@ def parse_levels(text: str) -> List[int]:
     return sorted(set(levels))
 
 
-def run_branches(config, branch: BranchConfig, levels: Sequence[int], ctx) -> Path:
-    """Run ``branch`` on the finished trunk levels ``levels`` of the lottery run of ``config``."""
-    from ticketlab.methods.lottery import open_lottery
-    from ticketlab.runs import CONFIG
-
-    trunk = Path(ctx.runs_dir) / config.run_name
-    if not (trunk / CONFIG).exists():
-        raise ConfigError(f"no lottery trunk at {trunk}; run `ticketlab lottery` with the same flags first")
-    lottery = open_lottery(config, ctx)
+def run_branches(config: RunConfig, branch: Optional[BranchConfig], levels: Sequence[int], ctx) -> Path:
+    """Run ``branch`` (default: ``config.branch``) on the finished trunk levels ``levels`` of the lottery run
+    of ``config``."""
+    branch = branch if branch is not None else config.branch
+    trunk = trunk_config(config)
+    if not (Path(ctx.runs_dir) / trunk.run_name / CONFIG).exists():
+        raise ConfigError(f"no lottery trunk at {Path(ctx.runs_dir) / trunk.run_name}; run `ticketlab lottery` with "
+                          "the same flags first")
+    lottery = open_lottery(trunk, ctx)
     check_levels(lottery, levels)
-    plans = {level: None if (branch_dir(lottery, branch, level) / "summary.json").exists()
+    plans = {level: None if (branch_dir(lottery, branch, level) / SUMMARY).exists()
              else BRANCHES.get(branch.name)(lottery, branch, level) for level in levels}
     for level in levels:
         run_branch(lottery, branch, level, plans[level])
     return lottery.path
+
+
+def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
+    return run_branches(config, None, parse_levels(options["levels"]), ctx)
+
+
+register_method(Method(
+    name="branch", config=BranchRunConfig, run=_cli_run, variants=("lottery",), owns_runs=False,
+    help="ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot",
+    run_dir=lambda config, runs_dir: runs_dir / trunk_config(config).run_name,
+    flags=(Flag("--levels", "finished trunk levels to branch from, e.g. 1,3-5", required=True, metavar="LEVELS"),
+           Flag("--branch", "retrain, reinit, random-prune or oneshot (same as --branch.name)", field="branch.name",
+                metavar="NAME"), *TRUNK_FLAGS)))

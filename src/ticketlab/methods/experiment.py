@@ -1,22 +1,33 @@
-"""What every multi-phase method shares: a config, data, a model factory and a run directory, the
-initial weights saved once in ``init.pt``, and one way to train a phase under an optional mask."""
+"""What every method shares: its data, a model factory and a run directory, the initial weights kept in
+``init.pt``, one way to train a phase under a mask, and the report row a result phase carries.
+
+A method subclasses `Experiment`, opens it with `Experiment.open` (data loaded, settings checked by
+`validate` before anything is written, then the run directory created or reopened) and trains its phases
+with `train_phase`; every file it makes once goes through `ticketlab.runs.ensure`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ticketlab.config import RunConfig, TrainConfig
-from ticketlab.data import DataBundle
-from ticketlab.io import load_torch, read_json, save_torch
-from ticketlab.sparsity import Mask, MaskEnforcer
-from ticketlab.train import SUMMARY, Callback, Trainer
+from ticketlab.config import PruneConfig, RunConfig, TrainConfig
+from ticketlab.data import DataBundle, epoch_permutation, load_data
+from ticketlab.errors import CheckpointError
+from ticketlab.io import read_json, write_json
+from ticketlab.methods.context import RunContext
+from ticketlab.models import build_model
+from ticketlab.runs import SUMMARY, TRUNK, RunDir, ensure, report_row
+from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, prunable_parameters
+from ticketlab.train import Callback, Trainer
 
 ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
 Weights = Dict[str, torch.Tensor]
+DATA_STATE = "data.pt"
+SCORING_STEP = 10**9  # augmentation stream of gradient-scoring batches, apart from training steps
 
 
 @dataclass
@@ -27,33 +38,127 @@ class Experiment:
     path: Path
     device: torch.device
     progress: Optional[bool] = None
+    dataset_name: str = ""  # names in report rows for a user's own data or module ("": from the config)
+    model_name: str = ""
 
+    @classmethod
+    def open(cls, config: RunConfig, ctx: RunContext, **fields: Any) -> "Experiment":
+        """Load the data, check the settings (`validate`, skipped for a finished run), then create or
+        reopen the run directory; bad input fails before anything is written."""
+        data = prepare_data(config, ctx)
+        exp = cls(config, data, config_model_factory(config, data), Path(ctx.runs_dir) / config.run_name,
+                  ctx.torch_device, ctx.progress, **fields)
+        if not (exp.path / SUMMARY).exists():
+            exp.validate()
+        open_run(config, ctx, data)
+        return exp
+
+    def validate(self) -> None:
+        """Refuse bad settings before the run directory exists (subclasses add their checks)."""
+        self.make_model(self.config.init_seed)
+
+    # -- weights ----------------------------------------------------------------------------------
     def fresh_initial_weights(self) -> Weights:
         return self.make_model(self.config.init_seed).state_dict()
 
     def initial_weights(self) -> Weights:
         """The initialisation, drawn once and kept in ``init.pt`` so every phase starts from the same."""
-        path = self.path / "init.pt"
-        if not path.exists():
-            save_torch(self.fresh_initial_weights(), path)
-        return load_torch(path)
+        return ensure(self.path / "init.pt", self.fresh_initial_weights)
 
     def model_with(self, weights: Weights) -> torch.nn.Module:
         model = self.make_model(self.config.init_seed)
         model.load_state_dict(weights)
         return model.to(self.device)
 
-    def train_phase(self, out: Path, weights: Weights, mask: Optional[Mask], cfg: TrainConfig, *, order_seed: int,
+    # -- phases -----------------------------------------------------------------------------------
+    def train_phase(self, out: Path, weights: Union[Weights, Callable[[], Weights]], mask: Optional[Mask],
+                    cfg: TrainConfig, *, order_seed: int,
                     extra: Dict[str, Any], callbacks: Sequence[Callback] = (), start_step: int = 0,
-                    stop_at: Optional[int] = None) -> Dict[str, Any]:
-        """Train ``weights`` into ``out`` under ``mask`` (None or all-kept: dense); a finished ``out``
-        returns its summary without building anything, a checkpointed one resumes."""
-        if (out / SUMMARY).exists():
-            return read_json(out / SUMMARY)
-        model = self.model_with(weights)
-        sparse = mask is not None and mask.num_kept() < mask.num_total()
-        enforcer = MaskEnforcer(model, mask.to(self.device)) if sparse else None
-        return Trainer(model, self.data, cfg, order_seed=order_seed, out_dir=out, enforcer=enforcer,
-                       callbacks=callbacks, start_step=start_step, progress=self.progress,
-                       label=f"{self.path.name}/{out.relative_to(self.path)}", summary_extra=extra,
-                       stop_at=stop_at).fit()
+                    stop_at: Optional[int] = None, lr_at: Optional[Callable[[int], float]] = None) -> Dict[str, Any]:
+        """Train ``weights`` (or what a callable returns, called only if the phase trains) into ``out``
+        under ``mask`` (None: dense); a finished ``out`` returns its summary without building anything, a
+        checkpointed one resumes. ``extra`` goes into the summary (a finished summary that lacks some of
+        it, from an older version, gains it in place)."""
+        def fit() -> None:
+            model = self.model_with(weights() if callable(weights) else weights)
+            enforcer = MaskEnforcer(model, (mask if mask is not None else Mask.ones(model)).to(self.device))
+            Trainer(model, self.data, cfg, order_seed=order_seed, out_dir=out, enforcer=enforcer,
+                    callbacks=callbacks, start_step=start_step, progress=self.progress,
+                    label=f"{self.path.name}/{out.relative_to(self.path)}" if out != self.path else self.path.name,
+                    summary_extra=extra, stop_at=stop_at, lr_at=lr_at).fit()
+
+        return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
+
+    def row(self, *, variant: str, level: int, density: float, branch: str = TRUNK,
+            branch_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The report row of one of this experiment's result phases (see `ticketlab.runs.report_row`)."""
+        return report_row(self.config, variant=variant, level=level, density=density, branch=branch,
+                          branch_options=branch_options, dataset=self.dataset_name or None,
+                          model=self.model_name or None)
+
+
+def with_summary_extra(out: Path, summary: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    """``summary`` with ``extra`` merged in; rewritten when that changes it (a summary written before a
+    key existed, such as the report row)."""
+    merged = {**summary, **extra}
+    if merged != summary:
+        write_json(out / SUMMARY, merged)
+    return merged
+
+
+# -- shared by the methods ------------------------------------------------------------------------------
+
+
+def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
+    """Load the data; raises on bad input before anything is written."""
+    return load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device,
+                     augment_seed=config.augment_seed)
+
+
+def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optional[Path] = None) -> RunDir:
+    """Create or reopen the run directory; its saved splits and labels must match the data loaded now."""
+    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path)
+    state = data.state()
+    saved = ensure(run.path / DATA_STATE, lambda: state)
+    if saved.keys() != state.keys() or any(not torch.equal(saved[k], state[k].cpu()) for k in state):
+        raise CheckpointError(f"the data of {run.path} changed since the run started (splits or labels differ "
+                              f"from {run.path / DATA_STATE}); restore the original files or start a new --runs-dir")
+    return run
+
+
+def config_model_factory(config: RunConfig, data: DataBundle) -> ModelFactory:
+    return lambda seed: build_model(config.model, data.input_shape, data.num_classes, seed=seed)
+
+
+def masked(weights: Weights, mask: Mask) -> Weights:
+    """A copy of ``weights`` with the pruned entries set to exactly 0."""
+    out = {k: v.clone() for k, v in weights.items()}
+    for name, keep in mask.items():
+        out[name] = out[name] * keep.to(out[name].device, out[name].dtype)
+    return out
+
+
+def scoring_batch(data: DataBundle, seed: int, batch_size: int, augment_step: int = SCORING_STEP
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The one training batch a gradient score is computed on: the first ``batch_size`` examples of the
+    permutation of ``seed``, augmented as a training batch (step ``augment_step``) when the data is."""
+    index = epoch_permutation(len(data.train), seed, 0, data.train.x.device)[:batch_size]
+    x = data.train.x[index]
+    return (data.augment(x, augment_step) if data.augment is not None else x), data.train.y[index]
+
+
+def prune_options(p: PruneConfig, model: torch.nn.Module) -> Dict[str, Any]:
+    """Keyword arguments of `ticketlab.sparsity.prune` that come straight from the prune config."""
+    options: Dict[str, Any] = {"criterion": p.criterion, "scope": p.scope, "output_rate": p.output_rate,
+                               "erk_power": p.erk_power, "include_first": p.include_first}
+    if p.layer_density:
+        options["layer_density"] = densities_from_globs(prunable_parameters(model), p.layer_density)
+    return options
+
+
+def save_mask(mask: Mask, path: Path) -> None:
+    mask.save(path)
+
+
+__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "config_model_factory", "masked",
+           "scoring_batch", "prune_options", "save_mask", "with_summary_extra"]

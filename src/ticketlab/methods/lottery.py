@@ -17,22 +17,39 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
-from ticketlab.config import RunConfig, TrainConfig
-from ticketlab.data import DataBundle
-from ticketlab.io import load_torch, read_json, save_torch
-from ticketlab.methods.experiment import Experiment, ModelFactory
-from ticketlab.models import build_model
-from ticketlab.sparsity import Mask, output_layer_name, prune
+from ticketlab.config import PruneConfig, RunConfig, Section, TrainConfig, check_range, convert, option, run_config
+from ticketlab.data import DataBundle, iters_per_epoch
+from ticketlab.errors import ConfigError
+from ticketlab.io import load_torch
+from ticketlab.method import Flag, Method, register_method
+from ticketlab.methods.experiment import (DATA_STATE, SCORING_STEP, Experiment, ModelFactory, masked, prune_options,
+                                          save_mask, scoring_batch)
+from ticketlab.runs import RunDir, ensure
+from ticketlab.sparsity import Mask, prune
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
 
-SCORING_STEP = 10**9  # augmentation stream of the gradient-scoring batches, apart from training steps
+
+@dataclass(frozen=True)
+class LotteryConfig(Section):
+    retrain: Literal["rewind", "lr-rewind", "finetune", "scratch"] = option(
+        "rewind", "how each level k >= 1 retrains after pruning")
+    rewind: Steps = option(Steps(), "rewind point: weights (rewind) or schedule (lr-rewind) restart at this step")
+    finetune_lr: float = option(0.0, "finetune: constant learning rate of levels k >= 1 (0: train.lr)")
+    finetune_steps: Steps = option(Steps(), "finetune: training length of levels k >= 1 (0: train.steps)")
+
+    def validate(self) -> None:
+        check_range("lottery.finetune_lr", self.finetune_lr, 0.0, math.inf)
+
+
+LotteryRunConfig = run_config("lottery", lottery=LotteryConfig)
 
 
 @dataclass
@@ -48,8 +65,6 @@ class Lottery(Experiment):
 
     @property
     def ipe(self) -> int:
-        from ticketlab.data import iters_per_epoch
-
         return iters_per_epoch(len(self.data.train), self.config.train.batch_size)
 
     def level_dir(self, level: int) -> Path:
@@ -86,31 +101,20 @@ class Lottery(Experiment):
         return load_torch(pre / "final.pt")
 
     def level_mask(self, level: int) -> Mask:
-        path = self.level_dir(level) / "mask.pt"
-        if not path.exists():
+        def make() -> Mask:
             if level == 0:
-                mask = Mask.ones(self.make_model(0), include_output=True)
-            else:
-                mask = self.prune_to(level, self.final_weights(level - 1), self.level_mask(level - 1))
-            mask.save(path)
-        return Mask.load(path)
+                return Mask.ones(self.make_model(0), include_output=True)
+            return self.prune_to(level, self.final_weights(level - 1), self.level_mask(level - 1))
+
+        return ensure(self.level_dir(level) / "mask.pt", make, save=save_mask, load=Mask.load)
 
     def prune_to(self, level: int, weights: Dict[str, torch.Tensor], mask: Optional[Mask]) -> Mask:
         """Prune ``weights`` to the density of ``level`` (nested in ``mask`` when given)."""
         p = self.config.prune
         model = self.model_with(weights)
         generator = torch.Generator().manual_seed(self.prune_seed(f"prune{level}"))
-        batch = None
-        if p.criterion == "gradient":
-            from ticketlab.data import epoch_permutation
-
-            order = epoch_permutation(len(self.data.train), self.prune_seed(f"score{level}"), 0, self.device)
-            index = order[: self.config.train.batch_size]
-            x = self.data.train.x[index]
-            augment = getattr(self.data, "augment", None)
-            batch = (augment(x, SCORING_STEP + level) if augment is not None else x, self.data.train.y[index])
-        from ticketlab.methods.train import prune_options
-
+        batch = scoring_batch(self.data, self.prune_seed(f"score{level}"), self.config.train.batch_size,
+                              SCORING_STEP + level) if p.criterion == "gradient" else None
         density = self.density(level)
         options = prune_options(p, model) | {"output_rate": self.output_rate(level, density)}
         return prune(model, density, mask=mask, batch=batch, generator=generator, **options)
@@ -147,17 +151,22 @@ class Lottery(Experiment):
 
     def train_level(self, level: int) -> Dict[str, Any]:
         out = self.level_dir(level)
-        if (out / "summary.json").exists():
-            return read_json(out / "summary.json")
         mask = self.level_mask(level)
-        start = out / "start.pt"
-        if not start.exists():
-            weights = self.start_weights(level)
-            save_torch(masked(weights, mask), start)
+        start = lambda: ensure(out / "start.pt", lambda: masked(self.start_weights(level), mask))  # noqa: E731
         cfg, start_step = self.level_schedule(level)
-        extra = {"level": level, "mode": self.config.lottery.retrain, "target_density": self.density(level),
-                 "ticket_density": mask.density()}
-        return self.fit(out, load_torch(start), mask, cfg, start_step, extra)
+        extra = self.phase_extra(level, mask)
+        return self.fit(out, start, mask, cfg, start_step, extra)
+
+    def phase_extra(self, level: int, mask: Mask, branch: Optional[str] = None,
+                    branch_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """What a level's (or a branch's) summary carries besides the trainer's figures, its report row included."""
+        mode, density = self.config.lottery.retrain, mask.density()
+        extra = {"level": level, "mode": mode, "target_density": self.density(level), "ticket_density": density}
+        if branch is not None:
+            extra["branch"] = branch
+        extra["row"] = self.row(variant=mode, level=level, density=density, branch=branch or "trunk",
+                                branch_options=branch_options)
+        return extra
 
     def fit(self, out: Path, weights, mask: Optional[Mask], cfg: TrainConfig, start_step: int,
             extra: Dict[str, Any], callbacks: List[Callback] = (), stop_at: Optional[int] = None) -> Dict[str, Any]:
@@ -165,32 +174,34 @@ class Lottery(Experiment):
         return self.train_phase(out, weights, mask, cfg, order_seed=self.config.order_seed, extra=extra,
                                 callbacks=callbacks, start_step=start_step, stop_at=stop_at)
 
+    def validate(self) -> None:
+        config = self.config
+        if config.prune.layer_density:
+            raise ConfigError("prune.layer_density fixes one density per layer and cannot drive iterative levels; "
+                              "drop it and use --prune.scope / --prune.fraction")
+        if config.lottery.rewind.to_iters(self.ipe) > config.train.steps.to_iters(self.ipe):
+            raise ConfigError(f"lottery.rewind ({config.lottery.rewind}) lies after the end of training "
+                              f"({config.train.steps}); choose a rewind step within --train.steps")
+        super().validate()
+
+
+def lottery_config(config: RunConfig) -> RunConfig:
+    """``config`` as a lottery run's: a core config (a preset such as ``mnist_lenet_300_100``) gains the
+    default ``lottery`` section and ``method="lottery"``."""
+    if type(config) is LotteryRunConfig:
+        return config
+    return replace(convert(config, LotteryRunConfig), method="lottery")
+
 
 def open_lottery(config: RunConfig, ctx) -> Lottery:
-    """Load the data, open (or create) the run directory and return the experiment."""
-    from ticketlab.data import iters_per_epoch
-    from ticketlab.errors import ConfigError
-    from ticketlab.methods.train import open_run, prepare_data
-
-    if config.prune.layer_density:
-        raise ConfigError("prune.layer_density fixes one density per layer and cannot drive iterative levels; "
-                          "drop it and use --prune.scope / --prune.fraction")
-    data = prepare_data(config, ctx)
-    ipe = iters_per_epoch(len(data.train), config.train.batch_size)
-    if config.lottery.rewind.to_iters(ipe) > config.train.steps.to_iters(ipe):
-        raise ConfigError(f"lottery.rewind ({config.lottery.rewind}) lies after the end of training "
-                          f"({config.train.steps}); choose a rewind step within --train.steps")
-    factory = config_model_factory(config, data)
-    initial = factory(config.init_seed).state_dict()  # a bad model config fails before anything is written
-    run = open_run(config, ctx, data)
-    return Lottery(config, data, factory, run.path, ctx.torch_device, ctx.progress, init_state=initial)
+    """Load the data, check the settings, open (or create) the run directory and return the experiment."""
+    return Lottery.open(lottery_config(config), ctx)
 
 
 def run_lottery(config: RunConfig, levels: int, ctx) -> tuple:
-    """Train levels 0..``levels``; returns (run path, level summaries)."""
+    """Train levels 0..``levels`` of ``config`` (a lottery config, or a core one: see `lottery_config`);
+    returns (run path, level summaries)."""
     if levels < 0:
-        from ticketlab.errors import ConfigError
-
         raise ConfigError(f"--levels must be 0 or more, got {levels}")
     lottery = open_lottery(config, ctx)
     return lottery.path, lottery.run(levels)
@@ -200,18 +211,6 @@ def finetune_config(train: TrainConfig, lottery) -> TrainConfig:
     return replace(train, lr=lottery.finetune_lr or train.lr,
                    steps=train.steps if lottery.finetune_steps.is_zero else lottery.finetune_steps,
                    schedule="constant", milestones=(), warmup=Steps())
-
-
-def masked(weights: Dict[str, torch.Tensor], mask: Mask) -> Dict[str, torch.Tensor]:
-    """A copy of ``weights`` with the pruned entries set to exactly 0."""
-    out = {k: v.clone() for k, v in weights.items()}
-    for name, keep in mask.items():
-        out[name] = out[name] * keep.to(out[name].device, out[name].dtype)
-    return out
-
-
-def config_model_factory(config: RunConfig, data: DataBundle) -> ModelFactory:
-    return lambda seed: build_model(config.model, data.input_shape, data.num_classes, seed=seed)
 
 
 def module_factory(model: torch.nn.Module) -> ModelFactory:
@@ -238,29 +237,41 @@ def module_signature(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:8]
 
 
-__all__ = ["Lottery", "open_lottery", "run_lottery", "finetune_config", "masked", "config_model_factory", "module_factory", "output_layer_name"]
-
-
 def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, prune=None, lottery=None, seed: int = 0,
             runs_dir="runs", device=None, progress: Optional[bool] = False) -> tuple:
     """Run the lottery workflow on a user's own module and `DataBundle`; returns (run path, level summaries).
 
     The run directory is named by the config hash plus signatures of the module and the data, so the
-    same call twice resumes or returns at once. ``model``'s current weights are the initialisation;
-    scratch levels and ``reinit`` branches reset its layers (``reset_parameters``) under a seeded RNG.
+    same call twice resumes or returns at once; it holds a config and a manifest, so `ticketlab runs`
+    lists and removes it. ``model``'s current weights are the initialisation; scratch levels and
+    ``reinit`` branches reset its layers (``reset_parameters``) under a seeded RNG.
     """
-    from ticketlab.config import LotteryConfig, PruneConfig
-    from ticketlab.io import write_json
-
-    config = RunConfig(method="lottery", seed=seed, train=train, prune=prune or PruneConfig(),
-                       lottery=lottery or LotteryConfig())
+    config = LotteryRunConfig(method="lottery", seed=seed, train=train, prune=prune or PruneConfig(),
+                              lottery=lottery or LotteryConfig())
     device = torch.device(device) if device is not None else data.train.x.device
     data_sig = hashlib.md5(repr((len(data.train), tuple(data.input_shape), int(data.train.y.sum()),
                                  float(data.train.x.double().sum()))).encode()).hexdigest()[:6]
-    path = Path(runs_dir) / f"lottery_{config.hash()}_{module_signature(model)}{data_sig}"
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "config.json").exists():
-        write_json(path / "config.json", config.to_dict())
+    path = Path(runs_dir) / f"{config.run_name}_{module_signature(model)}{data_sig}"
+    RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path)
+    ensure(path / DATA_STATE, data.state)
     run = Lottery(config, data, module_factory(model), path, device, progress,
+                  dataset_name="user data", model_name=type(model).__name__,
                   init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     return path, run.run(levels)
+
+
+def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
+    return run_lottery(config, options["levels"], ctx)[0]
+
+
+# short forms of the trunk's settings, shared with `ticketlab branch` (which names the same trunk)
+TRUNK_FLAGS = (Flag("--retrain", "rewind, lr-rewind, finetune or scratch (same as --lottery.retrain)",
+                    field="lottery.retrain", metavar="MODE"),
+               Flag("--rewind", "rewind step, e.g. 1000it or 2ep (same as --lottery.rewind)", field="lottery.rewind",
+                    metavar="STEPS"))
+
+register_method(Method(
+    name="lottery", config=LotteryRunConfig, run=_cli_run,
+    help="iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
+    flags=(Flag("--levels", "train levels 0..N (N prunings); raising it later trains only the new levels",
+                default=1, type=int, metavar="N"), *TRUNK_FLAGS)))

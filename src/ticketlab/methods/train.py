@@ -2,85 +2,81 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ticketlab.config import PruneConfig, RunConfig
-from ticketlab.data import DataBundle, epoch_permutation, load_data
-from ticketlab.errors import CheckpointError
-from ticketlab.io import load_torch, save_torch
+from ticketlab.config import RunConfig
+from ticketlab.io import read_json
+from ticketlab.method import Method, register_method
 from ticketlab.methods.context import RunContext
-from ticketlab.models import build_model
-from ticketlab.runs import RunDir
-from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, prunable_parameters, prune
-from ticketlab.train import Trainer
+from ticketlab.methods.experiment import Experiment, prune_options, save_mask, scoring_batch
+from ticketlab.runs import SUMMARY, RunDir, ensure
+from ticketlab.sparsity import Mask, prune
 
-DATA_STATE, MASK = "data.pt", "mask.pt"
-
-
-def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
-    """Load the data; raises on bad input before anything is written."""
-    return load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device,
-                     augment_seed=config.augment_seed)
+MASK = "mask.pt"
 
 
-def prepare(config: RunConfig, ctx: RunContext) -> Tuple[DataBundle, torch.nn.Module]:
-    """Load the data and build the initial model; raises on bad input before anything is written."""
-    data = prepare_data(config, ctx)
-    model = build_model(config.model, data.input_shape, data.num_classes, seed=config.init_seed)
-    return data, model.to(ctx.torch_device)
+@dataclass
+class TrainRun(Experiment):
+    """One training run; with ``prune.density < 1`` (or explicit layer densities) under a mask chosen at
+    initialisation by ``prune.criterion`` and ``prune.scope``."""
 
+    def validate(self) -> None:
+        self.initial_mask()  # builds the model too: bad model or prune settings fail here
 
-def scoring_batch(config: RunConfig, data: DataBundle) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The one training batch a gradient score is computed on, drawn with the pruning seed."""
-    perm = epoch_permutation(len(data.train), config.prune_seed, 0, data.train.x.device)[: config.train.batch_size]
-    return data.train.x[perm], data.train.y[perm]
+    @property
+    def sparse(self) -> bool:
+        p = self.config.prune
+        return p.density < 1.0 or bool(p.layer_density)
 
+    def initial_mask(self) -> Optional[Mask]:
+        """The mask of a sparse run, computed from the initialisation (None for a dense run)."""
+        if not self.sparse:
+            return None
+        config, p = self.config, self.config.prune
+        model = self.make_model(config.init_seed)
+        batch = scoring_batch(self.data, config.prune_seed, config.train.batch_size) \
+            if p.criterion == "gradient" else None
+        generator = torch.Generator().manual_seed(config.prune_seed)
+        return prune(model, p.density, batch=batch, generator=generator, **prune_options(p, model))
 
-def prune_options(p: PruneConfig, model: torch.nn.Module) -> Dict[str, Any]:
-    """Keyword arguments of `ticketlab.sparsity.prune` that come straight from the prune config."""
-    options: Dict[str, Any] = {"criterion": p.criterion, "scope": p.scope, "output_rate": p.output_rate,
-                               "erk_power": p.erk_power, "include_first": p.include_first}
-    if p.layer_density:
-        options["layer_density"] = densities_from_globs(prunable_parameters(model), p.layer_density)
-    return options
-
-
-def initial_mask(config: RunConfig, model: torch.nn.Module, data: DataBundle) -> Optional[Mask]:
-    """The mask a sparse `train` run uses (``prune.density < 1`` or explicit layer densities)."""
-    p = config.prune
-    if p.density >= 1.0 and not p.layer_density:
-        return None
-    generator = torch.Generator().manual_seed(config.prune_seed)
-    batch = scoring_batch(config, data) if p.criterion == "gradient" else None
-    return prune(model, p.density, batch=batch, generator=generator, **prune_options(p, model))
-
-
-def open_run(config: RunConfig, ctx: RunContext, data: DataBundle) -> RunDir:
-    """Create or reopen the run directory; its saved splits and labels must match the data loaded now."""
-    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv)
-    path, state = run.path / DATA_STATE, data.state()
-    if not path.exists():
-        save_torch(state, path)
-    else:
-        saved = load_torch(path)
-        if saved.keys() != state.keys() or any(not torch.equal(saved[k], state[k].cpu()) for k in state):
-            raise CheckpointError(f"the data of {run.path} changed since the run started (splits or labels differ "
-                                  f"from {path}); restore the original files or start a new --runs-dir")
-    return run
+    def run(self) -> Dict[str, Any]:
+        mask = ensure(self.path / MASK, self.initial_mask, save=save_mask, load=Mask.load) if self.sparse else None
+        density = mask.density() if mask is not None else 1.0
+        extra = {"row": self.row(variant="train", level=0, density=density)}
+        return self.train_phase(self.path, self.fresh_initial_weights, mask, self.config.train,
+                                order_seed=self.config.order_seed, extra=extra)
 
 
 def run_train(config: RunConfig, ctx: Optional[RunContext] = None) -> Tuple[RunDir, Dict[str, Any]]:
-    ctx = ctx or RunContext()
-    data, model = prepare(config, ctx)
-    mask = initial_mask(config, model, data)  # before the run directory: bad prune settings write nothing
-    run = open_run(config, ctx, data)
-    enforcer = None
-    if mask is not None:
-        if not (run.path / MASK).exists():
-            mask.save(run.path / MASK)
-        enforcer = MaskEnforcer(model, Mask.load(run.path / MASK).to(ctx.torch_device))
-    trainer = Trainer(model, data, config.train, order_seed=config.order_seed, out_dir=run.path,
-                      enforcer=enforcer, progress=ctx.progress, label=config.run_name)
-    return run, trainer.fit()
+    """Train ``config`` (or return the finished run); returns (run directory, summary)."""
+    run = TrainRun.open(config, ctx or RunContext())
+    summary = run.run()
+    return RunDir(run.path, config), summary
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The table `ticketlab train` prints: validation and test accuracy and loss, test at best validation."""
+    from ticketlab.analysis.table import render_table
+
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    final = summary.get("final", {})
+    rows = [[split, pct(final.get(split, {}).get("accuracy")), f"{final[split]['loss']:.4f}" if split in final else "-"]
+            for split in ("val", "test") if split in final]
+    rows.append(["test @ best val", pct(summary.get("test_accuracy_at_best_val")), "-"])
+    table = render_table(["split", "accuracy %", "loss"], rows)
+    return f"{table}\ndensity {100 * summary['density']:.2f}%, {summary['steps']} steps, {summary['train_seconds']:.1f} s"
+
+
+def _cli_run(config: RunConfig, options: Dict[str, Any], ctx: RunContext) -> Path:
+    return run_train(config, ctx)[0].path
+
+
+register_method(Method(
+    name="train", help="train one model (dense, or sparse with --prune.density < 1)", config=RunConfig,
+    run=_cli_run, show=lambda path: format_summary(read_json(path / SUMMARY))))

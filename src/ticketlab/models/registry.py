@@ -1,4 +1,4 @@
-"""The model registry, `build_model` and `output_layer_name`.
+"""The model registry and `build_model` (and `output_layer_name`, defined in `ticketlab.sparsity.mask`).
 
 A model entry is a function ``fn(input_shape, num_classes, **kwargs) -> nn.Module`` registered with
 ``@register_model``. Every ticketlab model sets ``self.output_layer`` to the module name of its
@@ -17,6 +17,7 @@ from ticketlab.config import ModelConfig
 from ticketlab.errors import ConfigError
 from ticketlab.models.init import init_weights
 from ticketlab.registry import Registry
+from ticketlab.sparsity.mask import output_layer_name  # noqa: F401  (one definition, re-exported)
 
 MODELS: Registry = Registry("model")
 ARCHITECTURE_FIELDS = ("hidden", "depth", "width", "shortcut", "stem")  # ModelConfig fields passed as keywords
@@ -44,20 +45,6 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int, 
         model = fn(tuple(input_shape), num_classes, **kwargs)
     init_weights(model, cfg.init, seed, bn_init=cfg.bn_init)
     return model
-
-
-def output_layer_name(model: nn.Module) -> str:
-    """Module name of the classifier: ``model.output_layer`` if set, else the last Linear/Conv module."""
-    declared = getattr(model, "output_layer", None)
-    if isinstance(declared, str):
-        return declared
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-            last = name
-    if last is None:
-        raise ValueError(f"{type(model).__name__} has no Linear or Conv layer; set model.output_layer")
-    return last
 
 
 def _accepts(fn, keyword: str) -> bool:

@@ -10,12 +10,10 @@ from ticketlab.sparsity.distributions import DISTRIBUTIONS, densities_from_globs
 from ticketlab.sparsity.enforce import MaskedOptimizer, MaskEnforcer
 from ticketlab.sparsity.mask import Mask, output_layer_name, prunable_parameters
 from ticketlab.sparsity.prune import PRUNE_SCOPES, prune
-from ticketlab.sparsity.ratios import choose_pruned, cumulative_ratio, pruned_count, pruned_fractions
 from ticketlab.sparsity.scores import SCORERS, register_scorer
 
 __all__ = [
     "Mask", "prunable_parameters", "output_layer_name", "SCORERS", "register_scorer",
     "keep_counts", "round_half_up", "select_topk", "prune", "PRUNE_SCOPES", "MaskEnforcer", "MaskedOptimizer",
     "DISTRIBUTIONS", "layer_densities", "densities_from_globs",
-    "pruned_fractions", "pruned_count", "cumulative_ratio", "choose_pruned",
 ]

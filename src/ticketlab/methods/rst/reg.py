@@ -13,17 +13,18 @@ DLTH's ``_update_reg`` / ``_apply_reg``:
   ``sum(lam * w^2) / 2``); SGD's weight decay comes on top. ``block_loss_grad``: ``grad = lam * w``.
 
 Float32 matters: at granularity 1e-4 the counter first exceeds 1.0 at the 10,000th update (1.0000535),
-not the 10,001st; ``c^2`` and ``c^3`` cross at the same update. `phase_plan` replays the same float32
-arithmetic to fix the phase length in advance (the trainer runs a fixed number of steps); the callback
-checks that the real coefficients switch at the planned step.
+not the 10,001st; ``c^2`` and ``c^3`` cross at the same update. The phase length is therefore not planned
+in advance: the callback ends the phase itself (``state.request_stop()``) once the stabilisation steps
+after the switch are done, and records t_s in the phase's summary (``switch_step``).
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from ticketlab.errors import ConfigError
@@ -40,42 +41,41 @@ def coefficient(counter: torch.Tensor, power: int) -> torch.Tensor:
     return counter if power == 1 else counter ** power
 
 
-@functools.lru_cache(maxsize=None)
-def updates_to_finish(granularity: float, ceiling: float, schedule: str = "x") -> int:
-    """How many updates until the float32 coefficient first exceeds ``ceiling``."""
-    power = POWERS[schedule]
-    counter, one = torch.zeros(1), torch.ones(1)
-    for n in range(1, MAX_UPDATES + 1):
-        counter.add_(one, alpha=granularity)
-        if float(coefficient(counter, power)) > ceiling:
-            return n
-    raise ConfigError(f"the coefficient does not pass rst.reg_upper_limit={ceiling} within {MAX_UPDATES} updates of "
-                      f"rst.reg_granularity={granularity} (float32); raise the granularity")
+def expected_updates(granularity: float, ceiling: float, schedule: str = "x") -> int:
+    """About how many updates the coefficient needs to exceed ``ceiling`` (``ceiling^(1/p) / granularity``,
+    within a few of the float32 count); refuses settings under which it never would."""
+    root = ceiling ** (1.0 / POWERS[schedule])
+    if np.float32(root) + np.float32(granularity) == np.float32(root):
+        raise ConfigError(f"rst.reg_granularity={granularity} is below float32 resolution at the coefficient "
+                          f"{root:g}, so the coefficient would never pass rst.reg_upper_limit={ceiling}; raise it")
+    updates = math.ceil(root / granularity)
+    if updates > MAX_UPDATES:
+        raise ConfigError(f"the coefficient does not pass rst.reg_upper_limit={ceiling} within {MAX_UPDATES} updates "
+                          f"of rst.reg_granularity={granularity}; raise the granularity")
+    return updates
 
 
-def phase_plan(granularity: float, ceiling: float, schedule: str, interval: int, stabilize: int,
-               any_pruned: bool = True) -> Tuple[int, int]:
-    """(t_s, total steps): the iteration at which every layer is finished, and the phase length."""
-    updates = updates_to_finish(granularity, ceiling, schedule) if any_pruned else 1
-    switch = (updates - 1) * interval
-    return switch, switch + stabilize + 1
+def phase_bound(granularity: float, ceiling: float, schedule: str, interval: int, stabilize: int) -> int:
+    """An upper bound on the phase length, for the trainer's schedule: the callback ends it sooner."""
+    updates = expected_updates(granularity, ceiling, schedule)
+    return (2 * updates + 10) * interval + stabilize + 1
 
 
 class GrowingPenalty(Callback):
     """The regularisation phase's coefficients and penalty gradient for the pruned set of ``mask``.
 
-    ``mask``: True = kept (the future mask); the penalty grows on the False entries. ``planned_switch``:
-    the t_s of `phase_plan`, checked; ``milestone``: where the weights are saved at t_s (DLTH's
-    ``just_finished_update_reg``). ``state_dict`` holds the counters, finished layers and t_s, so a killed
-    phase resumes bit-identically.
+    ``mask``: True = kept (the future mask); the penalty grows on the False entries. ``stabilize``: the
+    steps after t_s before the callback ends the phase (None: it never does); ``milestone``: where the
+    weights are saved at t_s (DLTH's ``just_finished_update_reg``). ``state_dict`` holds the counters,
+    finished layers and t_s, so a killed phase resumes bit-identically.
     """
 
     def __init__(self, mask: Mask, *, granularity: float, ceiling: float, interval: int, schedule: str = "x",
-                 block_loss_grad: bool = False, planned_switch: Optional[int] = None,
+                 block_loss_grad: bool = False, stabilize: Optional[int] = None,
                  milestone: Optional[Path] = None):
         self.mask, self.granularity, self.ceiling, self.interval = mask, granularity, ceiling, interval
         self.power, self.block_loss_grad = POWERS[schedule], block_loss_grad
-        self.planned_switch, self.milestone = planned_switch, milestone
+        self.stabilize, self.milestone = stabilize, milestone
         self.names: List[str] = list(mask)
         self.finished: set = set()
         self.switch_step: Optional[int] = None
@@ -109,6 +109,19 @@ class GrowingPenalty(Callback):
 
     def on_train_start(self, state) -> None:
         self.build(state.model)
+        if self.stabilize is not None and self.switch_step is not None:
+            state.trainer.progress.set_total(self.switch_step + self.stabilize + 1)
+
+    def after_step(self, state) -> None:
+        """End the phase once the stabilisation steps after t_s are done (t_s + stabilize + 1 steps in all)."""
+        if self.stabilize is not None and self.switch_step is not None \
+                and state.step >= self.switch_step + self.stabilize + 1:
+            state.request_stop()
+
+    def on_train_end(self, state) -> None:
+        if self.stabilize is not None and self.switch_step is None:
+            raise RuntimeError(f"the regularisation phase reached its bound of {state.step} steps without every "
+                               "layer's coefficient passing the ceiling")
 
     def state_dict(self) -> Dict[str, Any]:
         return {"counters": {k: v.detach().cpu().clone() for k, v in self.counters.items()},
@@ -124,6 +137,10 @@ class GrowingPenalty(Callback):
     def after_backward(self, state) -> None:
         if self.switch_step is None and state.step % self.interval == 0:
             self.update(state)
+            if self.switch_step is not None:
+                state.add_summary(switch_step=self.switch_step)
+                if self.stabilize is not None:
+                    state.trainer.progress.set_total(self.switch_step + self.stabilize + 1)
         self.penalise()
 
     def update(self, state) -> None:
@@ -142,8 +159,6 @@ class GrowingPenalty(Callback):
             self.finished.update(n for n, top in zip(grow, maxima) if top > self.ceiling)
         if len(self.finished) == len(self.names):
             self.switch_step = state.step
-            if self.planned_switch is not None and state.step != self.planned_switch:
-                raise RuntimeError(f"regularisation switched at step {state.step}, planned {self.planned_switch}")
             if self.milestone is not None:
                 save_torch(state.model.state_dict(), self.milestone)
 

@@ -37,19 +37,18 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ticketlab.config import RST_VARIANTS, RunConfig, TrainConfig
+from ticketlab.config import RunConfig, TrainConfig
 from ticketlab.data import iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import load_torch, read_json, save_torch, write_json
-from ticketlab.methods.experiment import Experiment, Weights
-from ticketlab.methods.lottery import config_model_factory, masked
-from ticketlab.methods.rst_reg import GrowingPenalty, phase_plan, updates_to_finish
+from ticketlab.io import load_torch, read_json, write_json
+from ticketlab.methods.experiment import Experiment, Weights, masked, save_mask
+from ticketlab.methods.rst.config import ITERATIVE, VARIANTS
+from ticketlab.methods.rst.ratios import choose_pruned, cumulative_ratio, pruned_count, pruned_fractions
+from ticketlab.methods.rst.reg import GrowingPenalty, expected_updates, phase_bound
+from ticketlab.runs import SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, prunable_parameters
-from ticketlab.sparsity.ratios import choose_pruned, cumulative_ratio, pruned_count, pruned_fractions
 from ticketlab.steps import Steps
-from ticketlab.train import FINAL, SUMMARY, evaluate, read_metrics
-
-ITERATIVE = ("rst-iter", "l1-iter", "l1-lth")
+from ticketlab.train import FINAL, evaluate, read_metrics
 
 
 @dataclass
@@ -64,6 +63,17 @@ class RSTRun(Experiment):
         self.targets = pruned_fractions(template, stage_ratios=self.rst.stage_ratios,
                                         layer_ratios=self.rst.layer_ratios, ratio_globs=self.rst.ratio_globs)
 
+    def validate(self) -> None:
+        variant, rst = self.variant, self.rst
+        if variant != "l1" and not any(self.targets.values()):
+            raise ConfigError(f"--variant {variant} needs fractions to prune: --rst.stage_ratios, "
+                              "--rst.layer_ratios or --rst.ratio_globs")
+        if variant in ("rst", "rst-iter"):  # refuses a granularity too small to pass the ceiling
+            expected_updates(rst.reg_granularity, rst.reg_upper_limit, rst.reg_schedule)
+        if rst.base not in ("init", "trained"):
+            load_base(rst.base, self.make_model(0).state_dict())
+        super().validate()
+
     def cycle_dir(self, c: int) -> Path:
         return self.path / f"cycle_{c}"
 
@@ -72,18 +82,23 @@ class RSTRun(Experiment):
 
     # -- the run ----------------------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
-        if (self.path / SUMMARY).exists():
-            return read_json(self.path / SUMMARY)
+        """Train the sparse network (its summary carries the report row), then the run's own summary."""
         mask = self.mask(self.cycles)
-        extra = {"level": self.cycles, "mode": self.variant, "ticket_density": mask.density()}
-        level = self.fit(self.level_dir(), self.pruned(self.cycles), mask, self.config.train,
+        density = mask.density()
+        extra = {"level": self.cycles, "mode": self.variant, "ticket_density": density,
+                 "row": self.row(variant=self.variant, level=self.cycles, density=density)}
+        level = self.fit(self.level_dir(), lambda: self.pruned(self.cycles), mask, self.config.train,
                          self.config.order_seed, extra)
-        summary = {**level, "variant": self.variant, "cycles": [self.cycle_info(c) for c in range(1, self.cycles + 1)],
-                   **last_n_statistics(self.level_dir(), self.rst.last_n)}
-        write_json(self.path / SUMMARY, summary)
-        return summary
+
+        def summarise() -> Dict[str, Any]:
+            return {**{k: v for k, v in level.items() if k != "row"}, "variant": self.variant,
+                    "cycles": [self.cycle_info(c) for c in range(1, self.cycles + 1)],
+                    **last_n_statistics(self.level_dir(), self.rst.last_n)}
+
+        return ensure(self.path / SUMMARY, summarise, save=save_json, load=read_json)
 
     def cycle_info(self, c: int) -> Dict[str, Any]:
+        self.pruned(c)  # writes prune.json (an intermediate cycle of rst-iter may hand on unpruned weights)
         folder = self.cycle_dir(c)
         return {"cycle": c, **read_json(folder / "prune.json"), "layers": read_json(folder / "ratios.json")}
 
@@ -123,8 +138,8 @@ class RSTRun(Experiment):
 
     # -- phases -----------------------------------------------------------------------------------------
     def mask(self, c: int) -> Mask:
-        path = self.cycle_dir(c) / "mask.pt"
-        if not path.exists():
+        """Cycle c's mask (its ``ratios.json`` beside it), drawn before the cycle's training."""
+        def make() -> Mask:
             previous = self.mask(c - 1) if c > 1 else None
             ratios = {k: cumulative_ratio(r, c, self.cycles) for k, r in self.targets.items()}
             seed = self.config.derived_seed(f"pick{c}:{self.config.prune_seed}")
@@ -135,31 +150,27 @@ class RSTRun(Experiment):
                           "total": mask[k].numel(), "density": int(mask[k].sum()) / mask[k].numel()}
                       for k in self.names}
             write_json(self.cycle_dir(c) / "ratios.json", layers)
-            mask.save(path)
-        return Mask.load(path)
+            return mask
+
+        return ensure(self.cycle_dir(c) / "mask.pt", make, save=save_mask, load=Mask.load)
 
     def regularised(self, c: int) -> Weights:
         """Cycle c's regularisation phase (rst, rst-iter); returns the weights at its end."""
         out, rst, mask = self.cycle_dir(c) / "reg", self.rst, self.mask(c)
-        switch, total = self.reg_plan(mask)
+        stabilize = rst.stabilize_reg_interval.to_iters(iters_per_epoch(len(self.data.train), rst.batch_size_prune))
+        bound = phase_bound(rst.reg_granularity, rst.reg_upper_limit, rst.reg_schedule, rst.update_reg_interval,
+                            stabilize)  # the penalty ends the phase t_s + stabilize + 1 steps in
         cfg = replace(self.config.train, optimizer="sgd", lr=rst.lr_prune, batch_size=rst.batch_size_prune,
-                      steps=Steps(0, total), schedule="constant", milestones=(), warmup=Steps(), nesterov=False,
+                      steps=Steps(0, bound), schedule="constant", milestones=(), warmup=Steps(), nesterov=False,
                       eval_every=rst.test_interval, checkpoint_every=rst.save_interval)
         penalty = GrowingPenalty(mask, granularity=rst.reg_granularity, ceiling=rst.reg_upper_limit,
                                  interval=rst.update_reg_interval, schedule=rst.reg_schedule,
-                                 block_loss_grad=rst.block_loss_grad, planned_switch=switch,
+                                 block_loss_grad=rst.block_loss_grad, stabilize=stabilize,
                                  milestone=out / "update_done.pt")
         keep_zero = self.mask(c - 1) if rst.weight_delete and c > 1 else None
-        extra = {"phase": "regularisation", "cycle": c, "switch_step": switch}
-        return self.fit(out, self.start(c), keep_zero, cfg, self.config.derived_seed(f"reg{c}"), extra, [penalty],
-                        weights=True)
-
-    def reg_plan(self, mask: Mask) -> tuple:
-        rst = self.rst
-        stabilize = rst.stabilize_reg_interval.to_iters(iters_per_epoch(len(self.data.train), rst.batch_size_prune))
-        any_pruned = mask.num_kept() < mask.num_total()
-        return phase_plan(rst.reg_granularity, rst.reg_upper_limit, rst.reg_schedule, rst.update_reg_interval,
-                          stabilize, any_pruned)
+        extra = {"phase": "regularisation", "cycle": c}
+        return self.fit(out, lambda: self.start(c), keep_zero, cfg, self.config.derived_seed(f"reg{c}"), extra,
+                        [penalty], weights=True)
 
     def cycle_training(self, c: int) -> Weights:
         """Training inside cycle c: before pruning for l1-lth (under the last mask), after it otherwise."""
@@ -174,18 +185,19 @@ class RSTRun(Experiment):
 
     def pruned(self, c: int) -> Weights:
         """The weights just pruned in cycle c; writes prune.json (losses before / after, largest pruned |w|)."""
-        path = self.cycle_dir(c) / "pruned.pt"
-        if not path.exists():
+        def make() -> Weights:
             mask, source = self.mask(c), self.source(c)
             after = masked(source, mask)
             dropped = [source[k][~mask[k]].abs() for k in self.names if not bool(mask[k].all())]
             info = {"density": mask.density(), "pruned_max_abs": float(max((d.max() for d in dropped), default=0.0)),
                     "before": self.losses(source), "after": self.losses(after)}
             if self.variant in ("rst", "rst-iter"):
-                info["switch_step"], info["reg_steps"] = self.reg_plan(mask)
+                reg = read_json(self.cycle_dir(c) / "reg" / SUMMARY)
+                info["switch_step"], info["reg_steps"] = reg["switch_step"], reg["steps"]
             write_json(self.cycle_dir(c) / "prune.json", info)
-            save_torch(after, path)
-        return load_torch(path)
+            return after
+
+        return ensure(self.cycle_dir(c) / "pruned.pt", make)
 
     def losses(self, weights: Weights) -> Dict[str, Dict[str, float]]:
         model = self.model_with(weights)
@@ -234,8 +246,8 @@ def last_n_statistics(level: Path, n: int) -> Dict[str, Any]:
 def check_rst(config: RunConfig) -> None:
     """Refuse a bad `ticketlab rst` config before any work (ratios are checked when the run is built)."""
     rst, variant = config.rst, config.method
-    if variant not in RST_VARIANTS:
-        raise ConfigError(f"unknown rst variant {variant!r}; choose one of: {', '.join(RST_VARIANTS)}")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown rst variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     if variant in ITERATIVE and rst.num_cycles < 1:
         raise ConfigError(f"--variant {variant} needs --rst.num_cycles >= 1 (DLTH's README uses 5)")
     if variant not in ITERATIVE and rst.num_cycles:
@@ -249,21 +261,8 @@ def check_rst(config: RunConfig) -> None:
 
 def open_rst(config: RunConfig, ctx) -> RSTRun:
     """Load the data, check the config, open (or create) the run directory."""
-    from ticketlab.methods.train import open_run, prepare_data
-
     check_rst(config)
-    data = prepare_data(config, ctx)
-    run_path = Path(ctx.runs_dir) / config.run_name
-    probe = RSTRun(config, data, config_model_factory(config, data), run_path, ctx.torch_device, ctx.progress)
-    if config.method != "l1" and not any(probe.targets.values()):
-        raise ConfigError(f"--variant {config.method} needs fractions to prune: --rst.stage_ratios, "
-                          "--rst.layer_ratios or --rst.ratio_globs")
-    if config.method in ("rst", "rst-iter"):  # refuses a granularity too small to pass the ceiling
-        updates_to_finish(config.rst.reg_granularity, config.rst.reg_upper_limit, config.rst.reg_schedule)
-    if config.rst.base not in ("init", "trained"):
-        load_base(config.rst.base, probe.make_model(0).state_dict())
-    open_run(config, ctx, data)
-    return probe
+    return RSTRun.open(config, ctx)
 
 
 def run_rst(config: RunConfig, ctx) -> tuple:
@@ -272,4 +271,4 @@ def run_rst(config: RunConfig, ctx) -> tuple:
     return run.path, run.run()
 
 
-__all__ = ["RSTRun", "open_rst", "run_rst", "check_rst", "mini_config", "last_n_statistics", "ITERATIVE"]
+__all__ = ["RSTRun", "open_rst", "run_rst", "check_rst", "mini_config", "last_n_statistics"]

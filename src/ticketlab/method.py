@@ -1,0 +1,133 @@
+"""Methods as plug-ins: a method module declares itself once with a `Method`, and registers it.
+
+The declaration is everything the rest of ticketlab needs to know about a method: its command name and
+help line, its run-config class (the core sections plus its own, from `ticketlab.config.run_config`), its
+variants (the values of ``config.method`` it runs, picked with ``--variant``), its extra flags, its presets
+and its run function. The CLI builds its subcommands, flags and ``--help`` from the registry; stored
+configs are rebuilt through it (`config_from_dict`); the report reads the rows that phases write into
+their summaries. So adding a method edits no central file::
+
+    ToyRunConfig = run_config("toy", toy=ToyConfig)
+    register_method(Method(name="toy", help="...", config=ToyRunConfig, run=run_toy))
+
+``run(config, options, ctx) -> Path`` trains (or resumes, or returns at once when finished) and returns
+the run directory; ``options`` holds the values of the method's run-option flags (``--levels``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ticketlab.config import RunConfig
+from ticketlab.errors import CheckpointError, ConfigError
+from ticketlab.presets import PRESETS
+from ticketlab.registry import Registry
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag of one method beyond its config fields: an alias of a config field
+    (``field="lottery.retrain"``) or a run option passed to the run function (``field=""``)."""
+
+    name: str  # e.g. "--levels"
+    help: str
+    field: str = ""
+    default: Any = None  # run options only
+    type: Callable[[str], Any] = str
+    required: bool = False  # run options only; checked after --help, so `--help` alone works
+    metavar: str = ""
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # the command: `ticketlab <name>`
+    help: str  # one line, shown by `ticketlab --help` and atop the command's own help
+    config: type  # its run-config class: `RunConfig` or one made by `run_config`
+    run: Callable[..., Path]  # run(config, options, ctx) -> run directory
+    variants: Tuple[str, ...] = ()  # values of ``config.method`` it runs; default (name,)
+    flags: Tuple[Flag, ...] = ()
+    presets: Mapping[str, RunConfig] = field(default_factory=dict)
+    show: Optional[Callable[[Path], str]] = None  # text printed after a run (default: its report table)
+    run_dir: Optional[Callable[[RunConfig, Path], Path]] = None  # where a config's run lives (default below)
+    owns_runs: bool = True  # False: it writes into another command's run directories (`branch`)
+
+    @property
+    def choices(self) -> Tuple[str, ...]:
+        return self.variants or (self.name,)
+
+    def directory(self, config: RunConfig, runs_dir: Path) -> Path:
+        """The run directory ``config`` trains into: ``runs_dir/<method>_<hash>`` unless the method says."""
+        return self.run_dir(config, Path(runs_dir)) if self.run_dir else Path(runs_dir) / config.run_name
+
+    def variant_of(self, config: RunConfig, chosen: Optional[str] = None) -> str:
+        """The variant a command runs: ``--variant``, else the config's own (a preset's), else the first."""
+        if chosen is not None:
+            if chosen not in self.choices:
+                raise ConfigError(f"unknown {self.name} variant {chosen!r}; choose one of: {', '.join(self.choices)}")
+            return chosen
+        return config.method if config.method in self.choices else self.choices[0]
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` (and its presets); the CLI shows it from the next parser built on."""
+    if getattr(method.config, "command", None) != method.name:
+        raise ValueError(f"method {method.name!r}: its config class is {method.config.__name__} of command "
+                         f"{getattr(method.config, 'command', None)!r}; build it with run_config({method.name!r}, ...)")
+    if method.owns_runs:
+        for other in METHODS:
+            taken = set(method.choices) & set(METHODS.get(other).choices)
+            if METHODS.get(other).owns_runs and taken:
+                raise ValueError(f"method {method.name!r}: variant(s) {sorted(taken)} already belong to {other!r}")
+    for name, preset in method.presets.items():
+        if type(preset) is not method.config or preset.method not in method.choices:
+            raise ValueError(f"preset {name!r} of {method.name!r} must be a {method.config.__name__} with one of "
+                             f"its variants as method")
+    METHODS.register(method, name=method.name)
+    for name, preset in method.presets.items():
+        PRESETS.register(preset, name=name)
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method and its presets (tests, notebooks that re-declare a method)."""
+    method = METHODS.remove(name)
+    for preset in method.presets:
+        PRESETS.remove(preset)
+
+
+def method_of_run(method_value: str) -> Method:
+    """The method whose runs store ``config.method == method_value`` (e.g. ``"rst-iter"`` -> rst)."""
+    for name in METHODS:
+        method = METHODS.get(name)
+        if method.owns_runs and method_value in method.choices:
+            return method
+    known = sorted(v for n in METHODS for v in METHODS.get(n).choices)
+    raise CheckpointError(f"no registered method runs {method_value!r} (known: {', '.join(known)}); import the "
+                          "module that registers it before reading this run")
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """A stored config (``config.json``) as its method's run-config class."""
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"a stored config must be a JSON object, got {type(raw).__name__}")
+    method = raw.get("method", "train")
+    cls = RunConfig if method == "train" and "train" not in METHODS else method_of_run(str(method)).config
+    return cls.from_dict(raw)
+
+
+def options_of(method: Method, values: Mapping[str, Any]) -> Dict[str, Any]:
+    """The run options of ``method`` from parsed flag values (defaults filled in)."""
+    return {flag.dest: values.get(flag.dest, flag.default) for flag in method.flags if not flag.field}
+
+
+__all__ = ["Flag", "Method", "METHODS", "register_method", "unregister_method", "method_of_run",
+           "config_from_dict", "options_of"]
