@@ -1,5 +1,6 @@
 """The Python API shown in the README: prune any module, enforce in one's own loop, register additions."""
 
+import pytest
 import torch
 
 import ticketlab
@@ -107,7 +108,9 @@ def test_lottery_on_a_user_module_and_data(tmp_path, capsys):
 
     assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 0
     assert path.name in capsys.readouterr().out
-    rows = ticketlab.analysis.collect([path])
+    from ticketlab.analysis import collect
+
+    rows = collect([path])
     assert {(r.dataset, r.model, r.level) for r in rows} == {("user data", "Sequential", k) for k in range(3)}
     assert main(["runs", "rm", path.name, "--runs-dir", str(tmp_path)]) == 0 and not path.exists()
 
@@ -121,3 +124,45 @@ def test_lottery_runs_of_differently_initialised_modules_do_not_collide():
     b = torch.nn.Linear(4, 2)
     assert module_signature(a) != module_signature(b)
     assert module_signature(a) == module_signature(a)
+
+
+def test_each_command_has_its_own_run_directories(tmp_path):
+    """A config of one command never lands in another's directory through the Python API."""
+    from ticketlab.config import convert
+    from ticketlab.errors import ConfigError
+
+    core = merge(ticketlab.get_preset("digits_mlp"), {"train": {"steps": "1ep"}, "model": {"hidden": "16"}})
+    ctx = ticketlab.RunContext(runs_dir=tmp_path, progress=False)
+    lottery_path, _ = ticketlab.run_lottery(convert(core, ticketlab.LotteryRunConfig), 0, ctx)
+    train_run, _ = ticketlab.run_train(core, ctx)
+    assert lottery_path.name.startswith("lottery_") and train_run.path.name.startswith("train_")
+    assert ticketlab.LotteryRunConfig().method == "lottery" and ticketlab.RunConfig().method == "train"
+    again, _ = ticketlab.run_train(ticketlab.LotteryRunConfig(**{k: getattr(core, k) for k in
+                                                                 ("data", "model", "train", "prune")}), ctx)
+    assert again.path == train_run.path  # a lottery config at its defaults: its core sections
+    with pytest.raises(ConfigError, match="lottery section does not apply to `ticketlab train`"):
+        ticketlab.run_train(merge(convert(core, ticketlab.LotteryRunConfig), {"lottery": {"retrain": "scratch"}}), ctx)
+    with pytest.raises(ConfigError, match="is not something `ticketlab lottery` runs"):
+        merge(ticketlab.LotteryRunConfig(), {"method": "bogus"})
+
+
+def test_lottery_on_user_data_with_other_labels_is_another_run(tmp_path):
+    from ticketlab.data import DataBundle, Split
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 1, 12, generator=g), torch.arange(200) % 3
+    def bundle(labels):
+        return DataBundle(Split(x[:150], labels[:150], torch.arange(150)), None,
+                          Split(x[150:], labels[150:], torch.arange(50)), 3, (1, 12), labels[:150].clone())
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    train = ticketlab.TrainConfig(steps="1ep", batch_size=50, lr=0.05)
+    a, _ = ticketlab.lottery(model, bundle(y), levels=0, train=train, runs_dir=tmp_path)
+    shuffled = y[torch.randperm(200, generator=g)]
+    assert int(shuffled.sum()) == int(y.sum())  # the same label sum: a sum-based signature would collide
+    b, _ = ticketlab.lottery(model, bundle(shuffled), levels=0, train=train, runs_dir=tmp_path)
+    assert a != b
+    from ticketlab.analysis import collect
+
+    rows = collect([tmp_path])
+    assert len({r.experiment for r in rows}) == 2  # and they are not replicates of one experiment

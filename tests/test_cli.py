@@ -87,7 +87,10 @@ BAD_INPUT = [
     (["--data.dataset", "mnist", "--data.root", "/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--rst.lr_prune", "0.5"], "--rst.lr_prune is a field of `ticketlab rst`, not of `ticketlab train`"),
     (["--lottery.retrain", "scratch"], "`ticketlab lottery` or `ticketlab branch`"),
-    (["--levels", "3"], "unrecognized arguments: --levels 3"),
+    (["--levels", "3"], "--levels is an option of `ticketlab lottery` or `ticketlab branch`, not of `ticketlab train`"),
+    (["--variant", "l1"], "--variant is an option of `ticketlab rst` or `ticketlab dst`"),
+    (["--model.name", "nope"], "unknown model 'nope'"),  # a dense run builds its model before writing
+    (["--model.hidden", "0"], "model.hidden"),
 ]
 
 
@@ -312,3 +315,29 @@ def test_runs_from_before_report_rows_gain_them_when_their_command_runs_again(tm
     capsys.readouterr()
     assert main(["report", str(tmp_path), "--format", "csv", "--no-plots"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3  # header and levels 0, 1
+
+
+def test_an_old_runs_config_file_is_accepted_and_a_bad_flag_after_a_foreign_preset_is_one_line(tmp_path, capsys):
+    old = {"seed": 3, "train": {"lr": 0.02}, "rst": {"lr_prune": 0.001}, "lottery": {"retrain": "rewind"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))  # other commands' sections, at their defaults
+    assert main(["train", "--config", str(tmp_path / "old.json"), "--dry-run", "--runs-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert '"lr": 0.02' in printed and '"rst"' not in printed
+    assert main(["train", "--preset", "mnist1d_cnn_rst", "--train.lr", "abc", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr must be a number" in err[0]
+
+
+def test_a_run_from_before_plugins_with_another_commands_field_can_still_be_listed_and_removed(tmp_path, capsys):
+    """`ticketlab train --rst.lr_prune 0.5` was accepted (and hashed) before; such a directory cannot be
+    read as a train run now, but `runs list` shows it and `runs rm` removes it."""
+    run = tmp_path / "train_0123456789ab"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "train", "data": {"dataset": "digits"},
+                                                 "model": {"name": "mlp"}, "rst": {"lr_prune": 0.5}}))
+    (run / "manifest.json").write_text(json.dumps({"ticketlab": "0.1.0"}))
+    (run / "summary.json").write_text(json.dumps({"final_test_accuracy": 0.5}))
+    assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "train_0123456789ab" in out and "digits" in out and "config not readable here" in out
+    assert main(["runs", "rm", run.name, "--runs-dir", str(tmp_path)]) == 0 and not run.exists()

@@ -350,3 +350,37 @@ def test_prune_layer_density():
         prune(model, 0.5, layer_density={"conv2.weight": 0.1}, output_rate=0.5)
     first = prune(model, 0.5, layer_density={"conv1.weight": 0.1}, include_first=False)
     assert first.density() == 1.0
+
+
+# JaxPruner's published cases (sparsity_distributions_test.py: testGetSparsityERKSucceed and
+# testERKSparsityMapGenerator), given there as sparsities (fractions removed) in TF layout, checked to
+# their tolerance (assertAlmostEqual, places=2). ERK's score is symmetric in the dims; ER ("include_kernel=
+# False") takes (n_in, n_out) from TF's last two dims, which are PyTorch's (out, in) first two.
+_JAXPRUNER = [
+    ("erk", {"a": (2, 4)}, 0.5, 1.0, {"a": 0.5}),
+    ("erk", {"a": (2, 4), "b": (3, 6), "c": (2, 4, 6)}, 0.5, 1.0, {"a": 0.0, "b": 0.31, "c": 0.655}),
+    ("er", {"a": (4, 2), "b": (6, 3), "c": (6, 4, 2)}, 0.5, 1.0, {"a": 0.21, "b": 0.47, "c": 0.56}),
+    ("erk", {"a": (2, 4), "b": (3, 6), "c": (2, 4, 6)}, 0.8, 1.0, {"a": 0.556, "b": 0.70, "c": 0.85}),
+    ("erk", {"a": (2, 4), "b": (3, 6), "c": (2, 4, 6)}, 0.5, 2.0, {"a": 0.0, "b": 0.033, "c": 0.758}),
+    ("erk", {"a": (2, 4), "c": (3, 6, 7), "d": (7, 4)}, 0.5, 1.0, {"a": 0.0, "c": 0.64, "d": 0.0}),
+    ("erk", {"a": (2, 4), "c": (3, 6, 7)}, 0.5, 1.0, {"a": 0.0, "c": 0.53}),
+]
+
+
+@pytest.mark.parametrize("method, shapes, sparsity, power, expected", _JAXPRUNER)
+def test_erk_with_the_rigl_budget_matches_jaxpruners_published_values(method, shapes, sparsity, power, expected):
+    densities = layer_densities(shapes, 1.0 - sparsity, method, power=power, budget="rigl")
+    for name, value in expected.items():
+        assert round(abs((1.0 - densities[name]) - value), 2) == 0, (name, 1.0 - densities[name], value)
+
+
+def test_the_two_erk_budgets_differ_only_by_per_layer_rounding():
+    shapes = {"conv": (16, 3, 3, 3), "fc1": (120, 400), "fc2": (10, 120)}
+    ours = layer_densities(shapes, 0.1, "erk")
+    rigl = layer_densities(shapes, 0.1, "erk", budget="rigl")
+    sizes = {k: math.prod(s) for k, s in shapes.items()}
+    assert abs(sum(ours[k] * n for k, n in sizes.items()) - 0.1 * sum(sizes.values())) < 1e-6
+    kept_rigl = sum(rigl[k] * n for k, n in sizes.items())
+    assert 0 < abs(kept_rigl - 0.1 * sum(sizes.values())) <= len(shapes)
+    with pytest.raises(ConfigError, match="unknown ERK budget rule"):
+        layer_densities(shapes, 0.1, "erk", budget="floor")

@@ -11,6 +11,7 @@ from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.train import Callback, read_metrics
 from ticketlab.errors import ConfigError
+from experiments import load_for, make_experiment
 from killing import killing
 
 BASE = merge(convert(get_preset("digits_mlp"), LotteryRunConfig), {"method": "lottery", "model": {"hidden": "48"},
@@ -19,11 +20,11 @@ BASE = merge(convert(get_preset("digits_mlp"), LotteryRunConfig), {"method": "lo
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_data(BASE.data, noise_seed=BASE.noise_seed)
+    return load_for(BASE)
 
 
 def make(config, data, path, cls=Lottery):
-    return cls(config, data, config_model_factory(config, data), path, torch.device("cpu"), progress=False)
+    return make_experiment(cls, config, data, path)
 
 
 def prunable_count(lottery):
@@ -275,7 +276,8 @@ def test_train_and_lottery_score_gradients_on_the_same_kind_of_augmented_batch(t
     run = TrainRun(train, data, config_model_factory(train, data), tmp_path, torch.device("cpu"), progress=False)
     model = run.make_model(train.init_seed)
     batch = scoring_batch(data, train.prune_seed, train.train.batch_size)
-    expected = prune(model, 0.5, criterion="gradient", batch=batch, generator=torch.Generator().manual_seed(train.prune_seed))
+    generator = torch.Generator().manual_seed(train.prune_seed)
+    expected = prune(model, 0.5, criterion="gradient", batch=batch, generator=generator)
     assert run.initial_mask() == expected
     lottery = make(config, data, tmp_path / "lottery")
     level_batch = scoring_batch(data, lottery.prune_seed("score1"), config.train.batch_size, SCORING_STEP + 1)

@@ -118,5 +118,22 @@ def test_its_run_resumes_bit_identical_after_a_kill(toy, tmp_path):
     summary = resumed.run()
     a, b = (torch.load(r.path / "phase" / "final.pt", weights_only=True) for r in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert read_metrics(straight.path / "phase" / "metrics.jsonl") == read_metrics(resumed.path / "phase" / "metrics.jsonl")
+    metrics = [read_metrics(r.path / "phase" / "metrics.jsonl") for r in (straight, resumed)]
+    assert metrics[0] == metrics[1]
     assert summary["shrunk_steps"] == 2 * summary["iters_per_epoch"]  # the callback's count survived the kill
+
+
+def test_a_method_can_be_declared_again_and_bad_declarations_are_refused(toy):
+    from ticketlab.config import SECTION_OWNERS
+    from ticketlab.method import Flag
+
+    unregister_method("toy")
+    assert "toy" not in SECTION_OWNERS
+    register_method(Method(name="toy", help="again", config=ToyRunConfig, run=run_toy))
+    assert SECTION_OWNERS["toy"] == ["toy"]
+    for bad, message in ((dict(name="runs"), "cannot be named 'runs'"),
+                         (dict(flags=(Flag("--seed", "clash"),)), "clash with the CLI's own"),
+                         (dict(name="toy2"), "config class is ToyRunConfig of command 'toy'")):
+        fields = {"name": "toy", "help": "x", "config": ToyRunConfig, "run": run_toy, **bad}
+        with pytest.raises(ValueError, match=message):
+            register_method(Method(**fields))

@@ -7,9 +7,8 @@ import torch
 from ticketlab.cli import main
 from ticketlab.errors import ConfigError
 from ticketlab.config import convert, merge
-from ticketlab.data import load_data
 from ticketlab.io import load_torch, read_json
-from ticketlab.methods.experiment import config_model_factory, masked
+from ticketlab.methods.experiment import masked
 from ticketlab.methods.rst import RSTRun, RSTRunConfig
 from ticketlab.methods.rst.ratios import choose_pruned, cumulative_ratio, pruned_count
 from ticketlab.methods.rst.reg import GrowingPenalty, expected_updates, phase_bound
@@ -17,6 +16,7 @@ from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.steps import Steps
 from ticketlab.train import Trainer, read_metrics
+from experiments import load_for, make_experiment
 from killing import killing
 
 TINY_REG = {"reg_granularity": 0.05, "update_reg_interval": 1, "stabilize_reg_interval": "10it", "lr_prune": 0.05,
@@ -28,11 +28,11 @@ BASE = merge(convert(get_preset("digits_mlp"), RSTRunConfig), {"method": "rst", 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_data(BASE.data, noise_seed=BASE.noise_seed)
+    return load_for(BASE)
 
 
 def make(config, data, path, cls=RSTRun):
-    return cls(config, data, config_model_factory(config, data), path, torch.device("cpu"), progress=False)
+    return make_experiment(cls, config, data, path)
 
 
 def cfg(method="rst", **rst):

@@ -226,3 +226,46 @@ def test_a_phase_can_continue_another_phases_optimizer_state(digits):
     second.callbacks.append(Momentum())
     second.fit()
     assert torch.equal(seen["buffer"], first.optimizer.state[first.model.fc1.weight]["momentum_buffer"])
+
+
+def test_continuing_an_optimizer_keeps_this_phases_hyperparameters_and_refuses_another_kind(digits):
+    first = _trainer(digits, None, cfg=_cfg(steps=Steps(0, 3)))
+    first.fit()
+    second = _trainer(digits, None, cfg=_cfg(steps=Steps(0, 1), momentum=0.5, weight_decay=0.0, nesterov=True),
+                      optimizer_state=first.optimizer.state_dict())
+    second.fit()
+    group = second.optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.5, 0.0, True)
+    adam = _trainer(digits, None, cfg=_cfg(steps=Steps(0, 1), optimizer="adam", momentum=0.0),
+                    optimizer_state=first.optimizer.state_dict())
+    with pytest.raises(CheckpointError, match=r"does not fit this phase's optimizer \(Adam\)"):
+        adam.fit()
+
+
+def test_a_stop_requested_at_the_start_of_a_resumed_run_ends_it_there(digits, tmp_path):
+    class StopAtStart(Callback):
+        def on_train_start(self, state):
+            state.request_stop()
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(digits, tmp_path, [KillAt(12)]).fit()
+    summary = _trainer(digits, tmp_path, [StopAtStart()]).fit()
+    assert (summary["steps"], summary["stopped_at"]) == (10, 10) and summary["final_test_accuracy"] is not None
+    assert _trainer(digits, None, [StopAt(3 * 20)]).fit()["stopped_at"] is None  # the stop falls on the last step
+
+
+def test_checkpoints_of_the_earlier_format_resume(digits, tmp_path):
+    """Before states were keyed by name a checkpoint held one state per callback, stateless ones too, and a
+    dense run no mask: such a checkpoint still resumes."""
+    class Stateless(Callback):
+        pass
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(digits, tmp_path, [Counter("ones"), Stateless(), KillAt(12)]).fit()
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ckpt["callbacks"], ckpt["mask"] = [ckpt["callbacks"]["ones"], {}], {}
+    del ckpt["summary_extra"]
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    ones = Counter("ones")
+    _trainer(digits, tmp_path, [ones, Stateless()]).fit()
+    assert ones.count == 3 * 20

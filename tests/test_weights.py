@@ -61,6 +61,10 @@ def test_recompute_bn_is_the_cumulative_average_over_one_pass():
     torch.testing.assert_close(bn.running_var, expected_var, rtol=1e-6, atol=1e-6)
     assert int(bn.num_batches_tracked) == 4 and bn.momentum == 0.3 and not net.training
     assert recompute_bn(nn.Linear(2, 2), iter(())) == 0
+    kept = bn.running_mean.clone()
+    with pytest.raises(ValueError, match="no batches"):
+        recompute_bn(net, iter(()))
+    assert torch.equal(bn.running_mean, kept)
 
 
 def test_training_batches_cover_one_epoch_in_the_seeded_order_and_predict_matches_argmax():
@@ -85,8 +89,12 @@ def test_subset_keeps_the_chosen_training_examples_and_their_source_indices():
     assert torch.equal(part.train.x, x[[7, 2, 5]]) and torch.equal(part.train.y, y[[7, 2, 5]])
     assert part.train.index.tolist() == [107, 102, 105] and part.clean_train_y.tolist() == [2, 0, 0]
     assert part.test is data.test and len(data.train) == 10
-    with pytest.raises(ValueError, match="positions in the training split"):
-        data.subset(torch.tensor([10]))
+    chosen = torch.zeros(10, dtype=torch.bool)
+    chosen[[2, 5, 7]] = True
+    assert data.subset(chosen).train.index.tolist() == [102, 105, 107]  # a boolean mask, in index order
+    for bad in (torch.tensor([10]), torch.tensor([1.5]), torch.ones(3, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="positions in the training split"):
+            data.subset(bad)
 
 
 def test_seeds_are_stable_and_separate_purposes_steps_and_streams():
@@ -94,6 +102,7 @@ def test_seeds_are_stable_and_separate_purposes_steps_and_streams():
     assert seeds.derive_seed(0, "init") == 27910499
     assert seeds.stream_generator(3, 1).initial_seed() == 3 * 1_000_003 + 1
     assert seeds.step_generator(7, 100).initial_seed() == seeds.step_generator(7, 100).initial_seed()
-    draws = {(p, s): torch.rand(3, generator=seeds.generator(5, p, s)).tolist() for p in ("grow", "drop") for s in (0, 1)}
+    draws = {(p, s): torch.rand(3, generator=seeds.generator(5, p, s)).tolist()
+             for p in ("grow", "drop") for s in (0, 1)}
     assert len({tuple(v) for v in draws.values()}) == 4
     assert draws["grow", 1] == torch.rand(3, generator=seeds.generator(5, "grow", 1)).tolist()

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ticketlab.config import (SECTION_OWNERS, RunConfig, convert, dropped_sections, get_path, iter_fields,
-                              load_config_file, merge, method_sections)
+from ticketlab.config import (SECTION_OWNERS, RunConfig, convert, drop_idle_sections, dropped_sections, get_path,
+                              iter_fields, load_config_file, merge, method_sections)
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.method import METHODS, Method, options_of
 
@@ -44,13 +44,19 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _owner_message(flag: str, prog: str) -> Optional[str]:
-    """For ``--rst.lr_prune`` given to another command: which command owns the ``rst`` section."""
-    section = flag[2:].split(".")[0].replace("-", "_") if "." in flag else ""
-    owners = [o for o in SECTION_OWNERS.get(section, []) if f"ticketlab {o}" != prog]
+    """For ``--rst.lr_prune`` or ``--levels`` given to another command: the commands it belongs to."""
+    if "." in flag:
+        section = flag[2:].split(".")[0].replace("-", "_")
+        owners, what = SECTION_OWNERS.get(section, []), "a field"
+    else:
+        owners = [n for n in METHODS.ordered() if flag in {f.name for f in METHODS.get(n).flags}
+                  or (flag == "--variant" and len(METHODS.get(n).choices) > 1)]
+        what = "an option"
+    owners = [o for o in owners if f"ticketlab {o}" != prog]
     if not owners:
         return None
     commands = " or ".join(f"`ticketlab {o}`" for o in owners)
-    return f"{flag} is a field of {commands}, not of `{prog}`; run {commands} to use it"
+    return f"{flag} is {what} of {commands}, not of `{prog}`; run {commands} to use it"
 
 
 def _type_name(tp: Any) -> str:
@@ -102,17 +108,13 @@ def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     """Preset (its core sections, plus its own when it is this command's), then file, then flags."""
     from ticketlab.presets import get_preset
 
-    config = method.config()
+    config, lost = method.config(), []
     if args.preset:
         preset = get_preset(args.preset)
         lost = dropped_sections(preset, method.config)
-        if lost:
-            print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(preset).command}` preset; "
-                  f"`ticketlab {method.name}` uses its core sections, not its {', '.join(lost)} section",
-                  file=sys.stderr)
         config = convert(preset, method.config)
-    if args.config:
-        config = merge(config, load_config_file(args.config))
+    if args.config:  # another command's sections at their defaults change nothing (an old run's config.json)
+        config = merge(config, drop_idle_sections(method.config, load_config_file(args.config)))
     overrides: Dict[str, Any] = {}
     for key, value in vars(args).items():
         if key.startswith("cfg:"):
@@ -122,7 +124,11 @@ def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
                 node = node.setdefault(part, {})
             node[leaf] = value
     config = merge(config, overrides)
-    return merge(config, {"method": method.variant_of(config, getattr(args, "variant", None))})
+    config = merge(config, {"method": method.variant_of(config, getattr(args, "variant", None))})
+    if lost:  # once the config is good: a bad one gets its one-line error alone
+        print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(preset).command}` preset; "
+              f"`ticketlab {method.name}` uses its core sections, not its {', '.join(lost)} section", file=sys.stderr)
+    return config
 
 
 def print_config_help(parser: argparse.ArgumentParser, method: Method, config: RunConfig) -> None:
@@ -195,13 +201,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
         rows = []
         for path in find_runs(runs_dir):
             try:
-                config = load_config(path)
                 acc = latest_test_accuracy(path)
-            except TicketlabError:
-                rows.append([path.name, "-", "-", "unreadable config.json or summary", "-"])
-                continue
-            rows.append([path.name, config.data.dataset, config.model.name, run_status(path),
-                         "-" if acc is None else f"{100 * acc:.2f}"])
+                config = load_config(path)
+                data, model, status = config.data.dataset, config.model.name, run_status(path)
+            except TicketlabError as exc:
+                raw = _raw_config(path)
+                if raw is None:
+                    rows.append([path.name, "-", "-", "unreadable config.json or summary", "-"])
+                    continue
+                data, model = raw.get("data", {}).get("dataset", "-"), raw.get("model", {}).get("name", "-")
+                status, acc = f"{run_status(path)} (config not readable here: {str(exc)[:40]}...)", None
+            rows.append([path.name, data, model, status, "-" if acc is None else f"{100 * acc:.2f}"])
         print(render_table(["run", "data", "model", "status", "test %"], rows) if rows else f"no runs in {runs_dir}")
         return 0
     if not args.run:
@@ -216,6 +226,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
         remove_run(path)
         print(f"removed {path}")
     return 0
+
+
+def _raw_config(path: Path) -> Optional[Dict[str, Any]]:
+    from ticketlab.io import read_json
+
+    try:
+        raw = read_json(path / "config.json")
+    except TicketlabError:
+        return None
+    return raw if isinstance(raw, dict) and isinstance(raw.get("data", {}), dict) else None
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -130,6 +130,9 @@ class PruneConfig(Section):
     output_rate: float = option(
         1.0, "pruning rate of the output layer relative to the others (0 keeps it dense, 0.5 half the rate)")
     erk_power: float = option(1.0, "erk / er: power applied to the layer scores (RigL's erk_power_scale)")
+    erk_budget: Literal["density", "rigl"] = option(
+        "density", "erk / er: the shared budget as D * n (Sup-tickets) or n - floor((1 - D) n) per layer (RigL, "
+                   "JaxPruner)")
     include_first: bool = option(True, "count the first prunable layer in the budget (false: keep it dense)")
     layer_density: str = option("", "explicit per-layer densities by name glob, e.g. 'conv1.*:1.0,fc*:0.1' "
                                 "(last match wins; unmatched layers dense; overrides scope)")
@@ -149,7 +152,8 @@ class RunConfig(Section):
     with sections of its own gets a subclass from `run_config` that adds them, so each run's config holds
     exactly the sections its command uses, and its hash covers exactly those."""
 
-    command = "train"  # the command whose runs this class describes (a class attribute, not a field)
+    command = "train"  # the command whose runs this class describes (class attributes, not fields)
+    variants = ("train",)  # the values `method` may take; the first is the default
     field_prefix = ""  # error messages name top-level fields without a section prefix
 
     method: str = option("train", "what the run does (set by the command; a variant for commands with several)")
@@ -158,6 +162,16 @@ class RunConfig(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def __post_init__(self):
+        if self.method == "train" and "train" not in self.variants:  # the field's default, in the hash too
+            object.__setattr__(self, "method", self.variants[0])
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.method not in self.variants:
+            raise ConfigError(f"method={self.method!r} is not something `ticketlab {self.command}` runs; choose one "
+                              f"of: {', '.join(self.variants)}")
 
     # -- seeds ---------------------------------------------------------------------------------
     def derived_seed(self, purpose: str, explicit: Optional[int] = None) -> int:
@@ -193,7 +207,7 @@ class RunConfig(Section):
         """Rebuild a stored config. Sections of other commands left at their defaults are dropped: run
         directories written before each command held only its own sections carry them."""
         if isinstance(data, Mapping):
-            data = {k: v for k, v in data.items() if not _idle_foreign_section(cls, k, v)}
+            data = drop_idle_sections(cls, data)
         return from_mapping(cls, data, prefix="")
 
     def to_json(self) -> str:
@@ -225,12 +239,14 @@ SECTION_OWNERS: Dict[str, List[str]] = {}  # section name -> commands whose conf
 SECTION_TYPES: Dict[str, type] = {}
 
 
-def run_config(command: str, **sections: type) -> type:
+def run_config(command: str, *, variants: Tuple[str, ...] = (), **sections: type) -> type:
     """The run-config class of ``command``: `RunConfig` plus the given sections (name -> Section class).
 
     ``LotteryRunConfig = run_config("lottery", lottery=LotteryConfig)`` gives a frozen dataclass whose
     fields are the core ones and ``lottery``; a field or file section of another command is an error that
-    names the command owning it (see `RunConfig.unknown_field_message`).
+    names the command owning it (see `RunConfig.unknown_field_message`). ``variants``: the values of
+    ``method`` (``--variant``; default: the command's name alone); a new config's method is the first.
+    The method field's default stays ``"train"`` for hashing, so a run's hash names its variant.
     """
     for name, section in sections.items():
         if not is_section(section):
@@ -242,13 +258,27 @@ def run_config(command: str, **sections: type) -> type:
                              f"{', '.join(SECTION_OWNERS[name])}")
     fields = [(name, section, field(default_factory=section)) for name, section in sections.items()]
     title = "".join(part.capitalize() for part in command.replace("-", "_").split("_"))
-    cls = dataclasses.make_dataclass(f"{title}RunConfig", fields, bases=(RunConfig,), frozen=True,
-                                     namespace={"command": command, "__module__": __name__})
+    namespace = {"command": command, "variants": tuple(variants) or (command,), "__module__": __name__}
+    cls = dataclasses.make_dataclass(f"{title}RunConfig", fields, bases=(RunConfig,), frozen=True, namespace=namespace)
+    claim_sections(command, sections)
+    return cls
+
+
+def claim_sections(command: str, sections: Mapping[str, type]) -> None:
+    """Record that ``command``'s configs hold ``sections`` (for the errors that name a section's owner)."""
     for name, section in sections.items():
         SECTION_TYPES[name] = section
         if command not in SECTION_OWNERS.setdefault(name, []):
             SECTION_OWNERS[name].append(command)
-    return cls
+
+
+def forget_sections(command: str) -> None:
+    """Undo `run_config`'s record of ``command``'s sections (a method unregistered to be declared again)."""
+    for name in [n for n, owners in SECTION_OWNERS.items() if command in owners]:
+        SECTION_OWNERS[name].remove(command)
+        if not SECTION_OWNERS[name]:
+            del SECTION_OWNERS[name]
+            SECTION_TYPES.pop(name, None)
 
 
 def method_sections(config_or_cls) -> Dict[str, type]:
@@ -260,17 +290,37 @@ def method_sections(config_or_cls) -> Dict[str, type]:
 
 
 def convert(config: RunConfig, cls: type) -> RunConfig:
-    """``config`` as a ``cls`` config: the fields both have are kept, the other sections dropped."""
+    """``config`` as a ``cls`` config: the fields both have are kept (the method if ``cls`` runs it, else
+    ``cls``'s first variant), the other sections dropped."""
     if type(config) is cls:
         return config
     names = {f.name for f in dataclasses.fields(config)}
-    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name in names})
+    kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name in names}
+    if kwargs.get("method") not in cls.variants:
+        kwargs.pop("method", None)
+    return cls(**kwargs)
+
+
+def adopt(config: RunConfig, cls: type) -> RunConfig:
+    """``config`` for a run function of ``cls``'s command: a core config (a preset) gains ``cls``'s default
+    sections; a config holding another command's non-default section is refused, never silently cut."""
+    lost = dropped_sections(config, cls)
+    if lost:
+        raise ConfigError(f"this is a `ticketlab {type(config).command}` config: its {', '.join(lost)} section does "
+                          f"not apply to `ticketlab {cls.command}`; pass a {cls.__name__} (or drop the section)")
+    return convert(config, cls)
 
 
 def dropped_sections(config: RunConfig, cls: type) -> List[str]:
     """Sections of ``config`` that `convert` to ``cls`` would drop although they are not at their defaults."""
     keep = {f.name for f in dataclasses.fields(cls)}
     return [name for name in method_sections(config) if name not in keep and hashed_fields(getattr(config, name))]
+
+
+def drop_idle_sections(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """``data`` without the sections of other commands whose fields are all at their defaults (they change
+    nothing; a stored ``config.json`` from before each command held only its own sections has them)."""
+    return {k: v for k, v in data.items() if not _idle_foreign_section(cls, k, v)}
 
 
 def _idle_foreign_section(cls: type, key: str, value: Any) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ticketlab.config import RunConfig
+from ticketlab.config import RunConfig, claim_sections, forget_sections, method_sections
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.presets import PRESETS
 from ticketlab.registry import Registry
@@ -50,7 +50,6 @@ class Method:
     help: str  # one line, shown by `ticketlab --help` and atop the command's own help
     config: type  # its run-config class: `RunConfig` or one made by `run_config`
     run: Callable[..., Path]  # run(config, options, ctx) -> run directory
-    variants: Tuple[str, ...] = ()  # values of ``config.method`` it runs; default (name,)
     flags: Tuple[Flag, ...] = ()
     presets: Mapping[str, RunConfig] = field(default_factory=dict)
     show: Optional[Callable[[Path], str]] = None  # text printed after a run (default: its report table)
@@ -59,7 +58,8 @@ class Method:
 
     @property
     def choices(self) -> Tuple[str, ...]:
-        return self.variants or (self.name,)
+        """The values of ``config.method`` it runs (its config class's variants; ``--variant``)."""
+        return self.config.variants
 
     def directory(self, config: RunConfig, runs_dir: Path) -> Path:
         """The run directory ``config`` trains into: ``runs_dir/<method>_<hash>`` unless the method says."""
@@ -77,8 +77,20 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
+RESERVED_COMMANDS = ("runs", "report", "list")  # the CLI's own commands
+RESERVED_FLAGS = ("--preset", "--config", "--seed", "--variant", "--runs-dir", "--device", "--threads", "--dry-run",
+                  "--progress", "--help", "-h")
+
+
 def register_method(method: Method) -> Method:
     """Add ``method`` (and its presets); the CLI shows it from the next parser built on."""
+    if method.name in RESERVED_COMMANDS or method.name.startswith("-") or not method.name:
+        raise ValueError(f"a method cannot be named {method.name!r}: the CLI has commands {RESERVED_COMMANDS}")
+    taken = [f.name for f in method.flags if f.name in RESERVED_FLAGS or not f.name.startswith("--")
+             or "." in f.name]
+    if taken:
+        raise ValueError(f"method {method.name!r}: flag(s) {taken} clash with the CLI's own or with config fields; "
+                         "name method flags --like-this")
     if getattr(method.config, "command", None) != method.name:
         raise ValueError(f"method {method.name!r}: its config class is {method.config.__name__} of command "
                          f"{getattr(method.config, 'command', None)!r}; build it with run_config({method.name!r}, ...)")
@@ -92,16 +104,18 @@ def register_method(method: Method) -> Method:
             raise ValueError(f"preset {name!r} of {method.name!r} must be a {method.config.__name__} with one of "
                              f"its variants as method")
     METHODS.register(method, name=method.name)
+    claim_sections(method.name, method_sections(method.config))
     for name, preset in method.presets.items():
         PRESETS.register(preset, name=name)
     return method
 
 
 def unregister_method(name: str) -> None:
-    """Remove a method and its presets (tests, notebooks that re-declare a method)."""
+    """Remove a method, its presets and its sections' ownership (tests, notebooks that re-declare one)."""
     method = METHODS.remove(name)
     for preset in method.presets:
         PRESETS.remove(preset)
+    forget_sections(method.name)
 
 
 def method_of_run(method_value: str) -> Method:

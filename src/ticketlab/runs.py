@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -141,16 +143,21 @@ def experiment_key(config: RunConfig) -> str:
     return content_hash(dataclasses.replace(config, seed=0), 12)
 
 
-def report_row(config: RunConfig, *, variant: str, level: int, density: float, branch: str = TRUNK,
+def report_row(config: RunConfig, *, variant: str, level: int, density: Optional[float], branch: str = TRUNK,
                branch_options: Optional[Dict[str, Any]] = None, dataset: Optional[str] = None,
-               model: Optional[str] = None) -> Dict[str, Any]:
+               model: Optional[str] = None, signature: str = "") -> Dict[str, Any]:
     """The ``row`` of a result phase's summary: what `ticketlab report` shows besides the accuracies
     (which it reads from the summary itself). ``level``: the lottery level, or the cycle count of an
     iterative method (0 for a single training); ``density``: the ticket's (a re-dense branch ends dense
-    but is reported at its ticket's density)."""
+    but is reported at its ticket's density); None: the summary's final density (a mask that changes).
+    ``signature``: what tells experiments apart beyond the config (a user's module and data)."""
+    group = experiment_key(config)
+    if signature:
+        group = hashlib.md5(f"{group}:{signature}".encode()).hexdigest()[:12]
     return {"method": type(config).command, "variant": variant, "level": int(level), "branch": branch,
-            "branch_options": dict(branch_options or {}), "density": float(density), "seed": config.seed,
-            "group": experiment_key(config), "dataset": dataset or config.data.dataset,
+            "branch_options": dict(branch_options or {}), "seed": config.seed,
+            "density": None if density is None else float(density),
+            "group": group, "dataset": dataset or config.data.dataset,
             "model": model or config.model.name, "noise": config.data.noise, "noise_rate": config.data.noise_rate,
             "fields": experiment_fields(config)}
 
@@ -232,14 +239,22 @@ def latest_test_accuracy(path: Path) -> Optional[float]:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A directory ticketlab made: a manifest written by ticketlab and a config whose hash names the folder."""
+    """A directory ticketlab made: a manifest written by ticketlab and a config whose hash names the folder
+    (or, for a config this version cannot read, such as one from an older version with another command's
+    section, a folder named like a run: ``<method>_<12 hex digits>``)."""
     path = Path(path)
     try:
-        manifest = read_json(path / MANIFEST)
-        config = load_config(path)
-    except Exception:
+        manifest, raw = read_json(path / MANIFEST), read_json(path / CONFIG)
+    except TicketlabError:
         return False
-    return isinstance(manifest, dict) and "ticketlab" in manifest and path.name.startswith(config.run_name)
+    if not (isinstance(manifest, dict) and "ticketlab" in manifest and isinstance(raw, dict)):
+        return False
+    try:
+        return path.name.startswith(config_from_dict(raw).run_name)
+    except Exception:
+        method = raw.get("method")
+        named_like_a_run = re.escape(str(method)) + r"_[0-9a-f]{12}(_\w+)?"
+        return isinstance(method, str) and re.fullmatch(named_like_a_run, path.name) is not None
 
 
 def remove_run(path: Path) -> None:

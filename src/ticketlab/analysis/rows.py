@@ -99,7 +99,8 @@ def _record(folder: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
     row = summary["row"]
     options = _flatten(row.get("branch_options") or {})
     return {"experiment": str(row["group"]), "seed": int(row["seed"]), "level": int(row["level"]),
-            "density": float(row["density"]), "mode": str(row["variant"]), "branch": str(row["branch"]),
+            "density": float(summary["density"] if row["density"] is None else row["density"]),
+            "mode": str(row["variant"]), "branch": str(row["branch"]),
             "branch_options": options, "branch_id": str(row["branch"]) + json.dumps(options, sort_keys=True),
             "noise": str(row.get("noise", "none")), "noise_rate": float(row.get("noise_rate", 0.0)),
             "final_test": summary.get("final_test_accuracy"), "best_val_test": summary.get("test_accuracy_at_best_val"),

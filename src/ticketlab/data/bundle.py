@@ -56,9 +56,14 @@ class DataBundle:
         """The same bundle with the training split cut to ``indices`` (positions in the training split, in
         the order given); validation, test and augmentation unchanged. Example indices (``Split.index``)
         keep pointing into the source, so per-example records stay comparable across subsets."""
-        indices = torch.as_tensor(indices, dtype=torch.long, device=self.train.x.device)
-        if indices.dim() != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= len(self.train))):
-            raise ValueError(f"subset indices must be positions in the training split [0, {len(self.train)})")
+        indices = torch.as_tensor(indices, device=self.train.x.device)
+        if indices.dtype == torch.bool and indices.shape == (len(self.train),):
+            indices = indices.nonzero().squeeze(1)  # a boolean mask over the training split
+        if indices.is_floating_point() or indices.dtype == torch.bool or indices.dim() != 1 or (
+                len(indices) and (indices.min() < 0 or indices.max() >= len(self.train))):
+            raise ValueError(f"subset indices must be integer positions in the training split [0, {len(self.train)}) "
+                             f"or a boolean mask of its {len(self.train)} examples")
+        indices = indices.long()
         train = Split(self.train.x[indices], self.train.y[indices], self.train.index[indices])
         return replace(self, train=train, clean_train_y=self.clean_train_y[indices])
 

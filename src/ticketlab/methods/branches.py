@@ -45,7 +45,7 @@ class BranchConfig(Section):
 
 
 # The branch command holds the trunk's sections and its own; the trunk's run is the config without `branch`.
-BranchRunConfig = run_config("branch", lottery=LotteryConfig, branch=BranchConfig)
+BranchRunConfig = run_config("branch", variants=("lottery",), lottery=LotteryConfig, branch=BranchConfig)
 
 
 def branch_hash(branch: BranchConfig) -> str:
@@ -211,7 +211,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 
 register_method(Method(
-    name="branch", config=BranchRunConfig, run=_cli_run, variants=("lottery",), owns_runs=False,
+    name="branch", config=BranchRunConfig, run=_cli_run, owns_runs=False,
     help="ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot",
     run_dir=lambda config, runs_dir: runs_dir / trunk_config(config).run_name,
     flags=(Flag("--levels", "finished trunk levels to branch from, e.g. 1,3-5", required=True, metavar="LEVELS"),

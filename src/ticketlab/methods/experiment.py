@@ -40,6 +40,7 @@ class Experiment:
     progress: Optional[bool] = None
     dataset_name: str = ""  # names in report rows for a user's own data or module ("": from the config)
     model_name: str = ""
+    signature: str = ""  # what the config does not say about a user's module and data (in the rows' key)
 
     @classmethod
     def open(cls, config: RunConfig, ctx: RunContext, **fields: Any) -> "Experiment":
@@ -94,7 +95,7 @@ class Experiment:
         """The report row of one of this experiment's result phases (see `ticketlab.runs.report_row`)."""
         return report_row(self.config, variant=variant, level=level, density=density, branch=branch,
                           branch_options=branch_options, dataset=self.dataset_name or None,
-                          model=self.model_name or None)
+                          model=self.model_name or None, signature=self.signature)
 
 
 def with_summary_extra(out: Path, summary: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -118,12 +119,17 @@ def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
 def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optional[Path] = None) -> RunDir:
     """Create or reopen the run directory; its saved splits and labels must match the data loaded now."""
     run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path)
-    state = data.state()
-    saved = ensure(run.path / DATA_STATE, lambda: state)
-    if saved.keys() != state.keys() or any(not torch.equal(saved[k], state[k].cpu()) for k in state):
-        raise CheckpointError(f"the data of {run.path} changed since the run started (splits or labels differ "
-                              f"from {run.path / DATA_STATE}); restore the original files or start a new --runs-dir")
+    check_data_state(run.path, data)
     return run
+
+
+def check_data_state(path: Path, data: DataBundle) -> None:
+    """Save the data's splits and labels with the run the first time; refuse data that differs later."""
+    state = data.state()
+    saved = ensure(path / DATA_STATE, lambda: state)
+    if saved.keys() != state.keys() or any(not torch.equal(saved[k], state[k].cpu()) for k in state):
+        raise CheckpointError(f"the data of {path} changed since the run started (splits or labels differ "
+                              f"from {path / DATA_STATE}); restore the original files or start a new --runs-dir")
 
 
 def config_model_factory(config: RunConfig, data: DataBundle) -> ModelFactory:
@@ -150,7 +156,7 @@ def scoring_batch(data: DataBundle, seed: int, batch_size: int, augment_step: in
 def prune_options(p: PruneConfig, model: torch.nn.Module) -> Dict[str, Any]:
     """Keyword arguments of `ticketlab.sparsity.prune` that come straight from the prune config."""
     options: Dict[str, Any] = {"criterion": p.criterion, "scope": p.scope, "output_rate": p.output_rate,
-                               "erk_power": p.erk_power, "include_first": p.include_first}
+                               "erk_power": p.erk_power, "include_first": p.include_first, "erk_budget": p.erk_budget}
     if p.layer_density:
         options["layer_density"] = densities_from_globs(prunable_parameters(model), p.layer_density)
     return options
@@ -160,5 +166,6 @@ def save_mask(mask: Mask, path: Path) -> None:
     mask.save(path)
 
 
-__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "config_model_factory", "masked",
+__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "check_data_state",
+           "config_model_factory", "masked",
            "scoring_batch", "prune_options", "save_mask", "with_summary_extra"]

@@ -24,13 +24,13 @@ from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
-from ticketlab.config import PruneConfig, RunConfig, Section, TrainConfig, check_range, convert, option, run_config
+from ticketlab.config import PruneConfig, RunConfig, Section, TrainConfig, adopt, check_range, option, run_config
 from ticketlab.data import DataBundle, iters_per_epoch
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
-from ticketlab.methods.experiment import (DATA_STATE, SCORING_STEP, Experiment, ModelFactory, masked, prune_options,
-                                          save_mask, scoring_batch)
+from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, check_data_state, masked,
+                                          prune_options, save_mask, scoring_batch)
 from ticketlab.runs import RunDir, ensure
 from ticketlab.sparsity import Mask, prune
 from ticketlab.steps import Steps
@@ -187,10 +187,8 @@ class Lottery(Experiment):
 
 def lottery_config(config: RunConfig) -> RunConfig:
     """``config`` as a lottery run's: a core config (a preset such as ``mnist_lenet_300_100``) gains the
-    default ``lottery`` section and ``method="lottery"``."""
-    if type(config) is LotteryRunConfig:
-        return config
-    return replace(convert(config, LotteryRunConfig), method="lottery")
+    default ``lottery`` section and ``method="lottery"``; another command's own sections are refused."""
+    return adopt(config, LotteryRunConfig)
 
 
 def open_lottery(config: RunConfig, ctx) -> Lottery:
@@ -249,13 +247,15 @@ def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, pru
     config = LotteryRunConfig(method="lottery", seed=seed, train=train, prune=prune or PruneConfig(),
                               lottery=lottery or LotteryConfig())
     device = torch.device(device) if device is not None else data.train.x.device
-    data_sig = hashlib.md5(repr((len(data.train), tuple(data.input_shape), int(data.train.y.sum()),
+    labels = hashlib.md5(data.train.y.cpu().numpy().tobytes()).hexdigest()
+    data_sig = hashlib.md5(repr((len(data.train), tuple(data.input_shape), labels,
                                  float(data.train.x.double().sum()))).encode()).hexdigest()[:6]
-    path = Path(runs_dir) / f"{config.run_name}_{module_signature(model)}{data_sig}"
+    signature = f"{module_signature(model)}{data_sig}"
+    path = Path(runs_dir) / f"{config.run_name}_{signature}"
     RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path)
-    ensure(path / DATA_STATE, data.state)
-    run = Lottery(config, data, module_factory(model), path, device, progress,
-                  dataset_name="user data", model_name=type(model).__name__,
+    check_data_state(path, data)
+    run = Lottery(config, data, module_factory(model), path, device, progress, dataset_name="user data",
+                  model_name=type(model).__name__, signature=signature,
                   init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
     return path, run.run(levels)
 

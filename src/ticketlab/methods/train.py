@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ticketlab.config import RunConfig
+from ticketlab.config import RunConfig, adopt
 from ticketlab.io import read_json
 from ticketlab.method import Method, register_method
 from ticketlab.methods.context import RunContext
@@ -25,7 +25,8 @@ class TrainRun(Experiment):
     initialisation by ``prune.criterion`` and ``prune.scope``."""
 
     def validate(self) -> None:
-        self.initial_mask()  # builds the model too: bad model or prune settings fail here
+        super().validate()  # the model: bad model settings fail here
+        self.initial_mask()  # bad prune settings here
 
     @property
     def sparse(self) -> bool:
@@ -52,7 +53,9 @@ class TrainRun(Experiment):
 
 
 def run_train(config: RunConfig, ctx: Optional[RunContext] = None) -> Tuple[RunDir, Dict[str, Any]]:
-    """Train ``config`` (or return the finished run); returns (run directory, summary)."""
+    """Train ``config`` (or return the finished run); returns (run directory, summary). Another command's
+    config is taken by its core sections if its own are at their defaults, else refused (`adopt`)."""
+    config = adopt(config, RunConfig)
     run = TrainRun.open(config, ctx or RunContext())
     summary = run.run()
     return RunDir(run.path, config), summary
@@ -70,7 +73,8 @@ def format_summary(summary: Dict[str, Any]) -> str:
             for split in ("val", "test") if split in final]
     rows.append(["test @ best val", pct(summary.get("test_accuracy_at_best_val")), "-"])
     table = render_table(["split", "accuracy %", "loss"], rows)
-    return f"{table}\ndensity {100 * summary['density']:.2f}%, {summary['steps']} steps, {summary['train_seconds']:.1f} s"
+    return (f"{table}\ndensity {100 * summary['density']:.2f}%, {summary['steps']} steps, "
+            f"{summary['train_seconds']:.1f} s")
 
 
 def _cli_run(config: RunConfig, options: Dict[str, Any], ctx: RunContext) -> Path:

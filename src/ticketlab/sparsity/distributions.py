@@ -13,6 +13,13 @@ ERK and ER (RigL; Sup-tickets' ``Masking.init``), computed in float64 as the ref
   budget), and layer l gets ``d_l = eps * r_l``.
 * While ``eps * max r_l > 1``, every free layer whose ``r_l`` equals that maximum becomes dense
   (``d_l = 1``) and eps is solved again.
+
+``budget="rigl"`` counts the budget as RigL's ``sparse_utils`` and JaxPruner's
+``get_sparsities_erdos_renyi`` do: each layer contributes ``n_l - floor(s n_l)`` kept weights (``s = 1 - D``)
+if free, and takes ``floor(s n_l)`` from the others if dense, so
+``eps = (sum_{free} (n_l - floor(s n_l)) - sum_{dense} floor(s n_l)) / sum_{free} r_l n_l``. The two rules
+differ by the rounding of each layer's share (at most one weight a layer before the final counts are
+rounded again); the default, ``"density"``, is Sup-tickets', the repository ticketlab's DST comes from.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Dict, Iterable, Mapping, Sequence, Set, Tuple, Union
 from ticketlab.errors import ConfigError
 
 DISTRIBUTIONS = ("erk", "er", "uniform", "layer")
+BUDGETS = ("density", "rigl")
 _SPEC_EXAMPLE = "'conv1.*:1.0,layer*.weight:0.1,fc.weight:0.5'"
 
 
@@ -36,8 +44,8 @@ def check_density(d, what: str = "density") -> float:
 
 
 def layer_densities(shapes: Mapping[str, Sequence[int]], density: float, method: str, *,
-                    power: float = 1.0, exclude: Iterable[str] = (), dense: Iterable[str] = ()
-                    ) -> Dict[str, float]:
+                    power: float = 1.0, exclude: Iterable[str] = (), dense: Iterable[str] = (),
+                    budget: str = "density") -> Dict[str, float]:
     """Density of every layer in ``shapes`` (in its order) for target ``density``.
 
     ``method``: "erk", "er" (see the module docstring), "layer" (every layer at ``density``) or
@@ -46,20 +54,25 @@ def layer_densities(shapes: Mapping[str, Sequence[int]], density: float, method:
     ``dense``: layers kept dense inside the budget (for ERK/ER the other layers get sparser to pay
     for them; "layer"/"uniform" have no shared budget, so there it only sets them to 1).
     ``power`` scales the ERK/ER raw scores (``erk_power_scale``; 0 gives every free layer one density).
+    ``budget``: how ERK/ER count the weights the free layers share ("density" or "rigl"; module docstring).
     """
     density = check_density(density)
     if method not in DISTRIBUTIONS:
         raise ConfigError(f"unknown layer-density method {method!r}; choose one of: {', '.join(DISTRIBUTIONS)}")
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown ERK budget rule {budget!r}; choose one of: {', '.join(BUDGETS)}")
     if isinstance(power, bool) or not isinstance(power, numbers.Real) or not 0.0 <= power < math.inf:
         raise ConfigError(f"ERK power must be a finite number >= 0, got {power!r}")
     exclude, dense = _known(exclude, shapes, "exclude"), _known(dense, shapes, "dense")
     out = {name: 1.0 for name in shapes}
-    budget = {k: tuple(int(x) for x in s) for k, s in shapes.items() if k not in exclude}
+    budget_shapes = {k: tuple(int(x) for x in s) for k, s in shapes.items() if k not in exclude}
     if method in ("layer", "uniform"):
         first = next(iter(shapes), None)
-        out.update({k: density for k in budget if k not in dense and not (method == "uniform" and k == first)})
-    elif density < 1.0 and budget:
-        out.update(_erdos_renyi(budget, density, float(power), dense & set(budget), kernel=method == "erk"))
+        out.update({k: density for k in budget_shapes
+                    if k not in dense and not (method == "uniform" and k == first)})
+    elif density < 1.0 and budget_shapes:
+        out.update(_erdos_renyi(budget_shapes, density, float(power), dense & set(budget_shapes),
+                                kernel=method == "erk", rule=budget))
     return out
 
 
@@ -80,16 +93,22 @@ def raw_score(shape: Tuple[int, ...], kernel: bool = True) -> float:
 
 
 def _erdos_renyi(shapes: Dict[str, Tuple[int, ...]], density: float, power: float, dense: Set[str],
-                 kernel: bool) -> Dict[str, float]:
+                 kernel: bool, rule: str = "density") -> Dict[str, float]:
     sizes = {k: math.prod(s) for k, s in shapes.items()}
     raw = {k: raw_score(s, kernel) ** power for k, s in shapes.items()}
+    if rule == "rigl":  # kept and removed counts per layer, as RigL / JaxPruner round them
+        removed = {k: math.floor(round((1.0 - density) * n, 9)) for k, n in sizes.items()}
+        kept = {k: n - removed[k] for k, n in sizes.items()}
+    else:
+        kept = {k: density * n for k, n in sizes.items()}
+        removed = {k: (1.0 - density) * n for k, n in sizes.items()}
     forced, dense = sorted(dense), set(dense)
     eps = 0.0
     while True:
         free = [k for k in shapes if k not in dense]
         if not free:
             break
-        rhs = sum(density * sizes[k] for k in free) - sum((1.0 - density) * sizes[k] for k in dense)
+        rhs = sum(kept[k] for k in free) - sum(removed[k] for k in dense)
         if rhs <= 0:
             raise ConfigError(f"the layers forced dense ({', '.join(forced)}) hold more weights than density "
                               f"{density} allows; raise the density or force fewer layers dense")

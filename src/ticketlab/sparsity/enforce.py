@@ -56,7 +56,8 @@ class MaskEnforcer:
         self._bool: List[torch.Tensor] = [self._mask[k] for k in params]
         # all-ones (a dense start): nothing to zero, so no float masks and no work per step
         self._dense = all(bool(m.all()) for m in self._bool)
-        self._float: List[torch.Tensor] = [] if self._dense else [m.to(p.dtype) for m, p in zip(self._bool, self._params)]
+        self._float: List[torch.Tensor] = [] if self._dense else [
+            m.to(p.dtype) for m, p in zip(self._bool, self._params)]
         self._cache = None  # (optimizer, state signature, held values, state tensors, their masks)
         self._settled = None  # the optimizer after whose step one full `apply` has run with this mask
 

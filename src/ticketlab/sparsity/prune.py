@@ -26,11 +26,12 @@ def prune(model: nn.Module, density: float, *, criterion: str = "magnitude", sco
           output_rate: float = 1.0, mask: Optional[Mask] = None, batch=None,
           loss_fn: Optional[Callable] = None, generator: Optional[torch.Generator] = None,
           include_output: bool = True, erk_power: float = 1.0, include_first: bool = True,
-          layer_density: Optional[Mapping[str, float]] = None) -> Mask:
+          layer_density: Optional[Mapping[str, float]] = None, erk_budget: str = "density") -> Mask:
     """A new mask keeping ``density`` of the prunable weights of ``model`` (the model is not modified).
 
     ``scope``: "global" (one threshold), "layer", "uniform" (first layer dense), "erk" or "er"
-    (per-layer densities from `distributions.layer_densities`, raw scores raised to ``erk_power``).
+    (per-layer densities from `distributions.layer_densities`, raw scores raised to ``erk_power``, the
+    budget counted by ``erk_budget``: "density" or RigL's "rigl").
     Within each layer the ``criterion`` picks the weights, with exact counts: ``scope="erk"`` with
     ``criterion="random"`` is RigL / Sup-tickets' random ERK init, except that each layer keeps exactly
     ``round(d_l * n_l)`` weights where the reference draws Bernoulli(d_l) per weight.
@@ -60,7 +61,7 @@ def prune(model: nn.Module, density: float, *, criterion: str = "magnitude", sco
     shapes = {k: p.shape for k, p in params.items()}
     aside = set() if include_first else {next(iter(shapes))}  # dense, outside every budget
     counts = _plan(shapes, density, scope, _output_weight(model, params), output_rate, aside, erk_power,
-                   layer_density)
+                   layer_density, erk_budget)
     if mask is not None:
         _check_previous(mask, params, counts)
     scores = SCORERS.get(criterion)(params, model=model, batch=batch, loss_fn=loss_fn, generator=generator)
@@ -74,7 +75,7 @@ def prune(model: nn.Module, density: float, *, criterion: str = "magnitude", sco
     return Mask({k: kept[k] for k in params})
 
 
-def _plan(shapes, density, scope, out_name, output_rate, aside, power, layer_density):
+def _plan(shapes, density, scope, out_name, output_rate, aside, power, layer_density, erk_budget="density"):
     """Groups ``(names, counts)``: per-layer counts (a dict), or a global pool sharing one count."""
     sizes = {k: s.numel() for k, s in shapes.items()}
     if layer_density is not None:
@@ -89,7 +90,7 @@ def _plan(shapes, density, scope, out_name, output_rate, aside, power, layer_den
         pool = [k for k in shapes if k not in own]
         groups = [(pool, keep_counts({k: sizes[k] for k in pool}, density, "global"))] if pool else []
     else:
-        fixed = layer_densities(shapes, density, scope, power=power, exclude=own)
+        fixed = layer_densities(shapes, density, scope, power=power, exclude=own, budget=erk_budget)
         groups = []
     if split:
         fixed[out_name] = 1.0 - output_rate * (1.0 - density)

@@ -1,7 +1,8 @@
 """The training loop every method reuses.
 
 `Trainer.fit` trains one model on one `DataBundle` for ``cfg.steps`` (or until a callback asks it to stop)
-under a `MaskEnforcer` (all-ones on a dense start), and writes into ``out_dir``: ``metrics.jsonl`` (one line per evaluation), ``checkpoint.pt`` (resumable,
+under a `MaskEnforcer` (all-ones on a dense start), and writes into ``out_dir``: ``metrics.jsonl`` (one
+line per evaluation), ``checkpoint.pt`` (resumable,
 removed at the end), ``final.pt`` and ``best.pt`` (model weights at the end and at the best validation
 accuracy) and ``summary.json``. An ``out_dir`` that already has a summary is finished: ``fit`` returns
 it without training. The loop keeps everything on the device: no ``.item()`` per step; the running
@@ -142,17 +143,18 @@ class Trainer:
         """``enforcer``: the mask to train under (default: all-ones, so callbacks can change it later).
         ``stop_at``: end after this many steps while the schedule keeps ``cfg.steps`` as its length (a
         pre-phase that trains to a rewind point on the full run's schedule). ``lr_at``: the learning rate
-        of each step, replacing ``cfg``'s schedule (a method's own schedule). ``optimizer_state``: loaded
-        into the new optimizer before the first step (a phase that continues another's momentum); a
-        resumed run takes the checkpoint's instead."""
+        of each step, replacing ``cfg``'s schedule (a method's own schedule). ``optimizer_state``: the
+        per-weight state (momentum, Adam moments, step counts) of an optimizer of the same kind, loaded
+        before the first step (a phase that continues another's momentum); the hyperparameters stay
+        ``cfg``'s. A resumed run takes the checkpoint's state instead."""
         self.model, self.data, self.cfg = model, data, cfg
         self.order_seed = order_seed
         self.enforcer = enforcer if enforcer is not None else MaskEnforcer(model, Mask.ones(model))
         self.loss_fn = loss_fn or functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
         self.callbacks: List[Callback] = list(callbacks)
-        names = [cb.name for cb in self.callbacks]
+        names = [cb.name for cb in self.callbacks if cb.stateful]
         if len(set(names)) != len(names):
-            raise ValueError(f"callbacks need distinct names for their checkpointed state; got {names}")
+            raise ValueError(f"stateful callbacks need distinct names for their checkpointed state; got {names}")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,9 +182,9 @@ class Trainer:
         began = time.perf_counter()
         self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
         resumed = self._resume()
-        if not resumed and self.initial_optimizer_state is not None:  # a copy: loading may share tensors
-            self.optimizer.load_state_dict(copy.deepcopy(self.initial_optimizer_state))
-            self.enforcer.apply(self.optimizer)
+        if not resumed and self.initial_optimizer_state is not None:
+            self._continue_optimizer(self.initial_optimizer_state)
+        self.last_results: Optional[Dict[str, Dict[str, float]]] = None
         state = StepState(self.step, self.step // self.ipe, self.ipe, self.model, self.optimizer, self)
         self.model.train()
         for cb in self.callbacks:
@@ -190,10 +192,31 @@ class Trainer:
         if not resumed:
             self._evaluate(state)
         self._loop(state)
+        if self.last_results is None:  # resumed, and stopped before any step: the figures of where it is
+            self._evaluate(state)
         for cb in self.callbacks:
             cb.on_train_end(state)
         self.progress.close()
-        return self._finish(time.perf_counter() - began, stopped=state.stop_requested)
+        return self._finish(time.perf_counter() - began, stopped=state.stop_requested and self.step < self.total)
+
+    def _continue_optimizer(self, saved: Dict[str, Any]) -> None:
+        """Load another phase's optimizer state (a copy: loading may share tensors), keeping this phase's
+        hyperparameters (``load_state_dict`` would restore the other phase's momentum, weight decay...)."""
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        ours = self.optimizer.state_dict()["param_groups"]
+        try:
+            same_kind = [set(g) for g in saved["param_groups"]] == [set(g) for g in ours]
+            if same_kind:
+                self.optimizer.load_state_dict(copy.deepcopy(saved))
+        except (KeyError, ValueError, TypeError):
+            same_kind = False
+        if not same_kind:
+            raise CheckpointError(f"the optimizer state to continue from does not fit this phase's optimizer "
+                                  f"({type(self.optimizer).__name__}); continue from a phase with the same optimizer "
+                                  "and model")
+        for group, values in zip(self.optimizer.param_groups, hyper):
+            group.update(values)
+        self.enforcer.apply(self.optimizer)
 
     # -- the loop ---------------------------------------------------------------------------------
     def _loop(self, state: StepState) -> None:
@@ -331,8 +354,12 @@ class Trainer:
 
     def _restore_callbacks(self, saved, path: Path) -> None:
         stateful = [cb for cb in self.callbacks if cb.stateful]
-        if isinstance(saved, list):  # checkpoints before states were keyed by name: in callback order
-            saved = {cb.name: s for cb, s in zip(stateful, saved)} if len(saved) == len(stateful) else {"?": None}
+        if isinstance(saved, list):  # checkpoints before states were keyed by name: one per callback, in order
+            if len(saved) != len(self.callbacks):
+                raise CheckpointError(f"{path} holds the state of {len(saved)} callbacks but this phase has "
+                                      f"{len(self.callbacks)}; resume with the same method settings, or delete the "
+                                      "checkpoint to start the phase again")
+            saved = {cb.name: s for cb, s in zip(self.callbacks, saved) if cb.stateful}
         if set(saved) != {cb.name for cb in stateful}:
             raise CheckpointError(f"{path} holds the state of callbacks {sorted(saved)} but this phase has "
                                   f"{sorted(cb.name for cb in stateful)}; resume with the same method settings, "

@@ -9,6 +9,7 @@ are taken from the first state dict. Statistics of combined weights are stale an
 
 from __future__ import annotations
 
+import itertools
 from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -64,10 +65,16 @@ def recompute_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Reset every BatchNorm layer's running statistics and recompute them as the cumulative average over
     ``batches`` (``momentum=None``: each batch counts equally), with the model in training mode and no
     gradients. Restores momentum and train/eval mode; returns the number of batches seen (0: the model
-    has no BatchNorm and ``batches`` is not consumed)."""
+    has no BatchNorm and ``batches`` is not consumed). No batches for a model with BatchNorm is an error,
+    raised before any statistics are reset."""
     layers = [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
     if not layers:
         return 0
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:  # before anything is reset
+        raise ValueError("recompute_bn got no batches; pass at least one batch of training inputs")
+    batches = itertools.chain([first], batches)
     momenta = [m.momentum for m in layers]
     modes = [(m, m.training) for m in model.modules()]
     for m in layers:

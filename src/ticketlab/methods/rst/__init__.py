@@ -48,7 +48,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 
 register_method(Method(
-    name="rst", config=RSTRunConfig, run=_cli_run, variants=VARIANTS,
+    name="rst", config=RSTRunConfig, run=_cli_run,
     help="Dual Lottery Ticket: RST / RST_Iter on a random sparse network, L1 / L1_Iter / IMP baselines "
          "(ratios are fractions PRUNED)",
     presets={"cifar100_resnet56_rst": _DLTH_README, "cifar100_resnet56_rst_iter": _DLTH_README_ITER,

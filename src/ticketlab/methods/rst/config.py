@@ -68,4 +68,4 @@ class RSTConfig(Section):
             raise ConfigError("rst.test_interval and rst.save_interval must be positive, e.g. 2000it")
 
 
-RSTRunConfig = run_config("rst", rst=RSTConfig)
+RSTRunConfig = run_config("rst", variants=VARIANTS, rst=RSTConfig)

@@ -37,12 +37,12 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ticketlab.config import RunConfig, TrainConfig
+from ticketlab.config import RunConfig, TrainConfig, adopt
 from ticketlab.data import iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import load_torch, read_json, write_json
 from ticketlab.methods.experiment import Experiment, Weights, masked, save_mask
-from ticketlab.methods.rst.config import ITERATIVE, VARIANTS
+from ticketlab.methods.rst.config import ITERATIVE, VARIANTS, RSTRunConfig
 from ticketlab.methods.rst.ratios import choose_pruned, cumulative_ratio, pruned_count, pruned_fractions
 from ticketlab.methods.rst.reg import GrowingPenalty, expected_updates, phase_bound
 from ticketlab.runs import SUMMARY, ensure, save_json
@@ -261,6 +261,7 @@ def check_rst(config: RunConfig) -> None:
 
 def open_rst(config: RunConfig, ctx) -> RSTRun:
     """Load the data, check the config, open (or create) the run directory."""
+    config = adopt(config, RSTRunConfig)
     check_rst(config)
     return RSTRun.open(config, ctx)
 
