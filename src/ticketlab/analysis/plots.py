@@ -153,20 +153,64 @@ def plot_training_curves(source: Sequence[Row] | Sequence[str | Path], path_stem
     return fig
 
 
-def seed_curves(runs: Sequence[Row], split: str):
-    """(epochs, accuracies in % with one row per run) at the epochs every run evaluated ``split``."""
+def seed_curves(runs: Sequence[Row], split: str, value: str = "accuracy"):
+    """(epochs, ``value`` in % with one row per run) at the epochs every run recorded ``split``."""
     import numpy as np
 
     curves = []
     for r in runs:
         records = read_metrics(r.path / "metrics.jsonl") if (r.path / "metrics.jsonl").is_file() else []
-        curve = {rec["epoch"]: 100 * rec["accuracy"] for rec in records if rec.get("split") == split}
+        curve = {rec["epoch"]: 100 * rec[value] for rec in records
+                 if rec.get("split") == split and rec.get(value) is not None}
         if curve:
             curves.append(curve)
     if not curves:
         return [], np.zeros((0, 0))
     epochs = sorted(set.intersection(*(set(c) for c in curves)))
     return epochs, np.array([[c[e] for e in epochs] for c in curves])
+
+
+def has_mask_records(row: Row) -> bool:
+    """Whether a row's metrics hold ``"mask"`` records (a method whose mask changes logs them)."""
+    path = row.path / "metrics.jsonl"
+    return path.is_file() and any(r.get("split") == "mask" for r in read_metrics(path))
+
+
+def plot_mask_dynamics(rows: Sequence[Row], path_stem: Optional[str | Path] = None):
+    """Density and the fraction of weights ever active (Liu et al.'s in-time over-parameterisation) against
+    epoch, from the ``"mask"`` records of the rows' metrics: one line per (experiment, branch), the mean
+    over its seeds with their range shaded. Returns the Figure; saves it when given a stem."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups: Dict[Tuple[str, str], List[Row]] = {}
+    for r in sorted(rows, key=row_order):
+        if has_mask_records(r):
+            groups.setdefault((r.experiment, r.branch), []).append(r)
+    if not groups:
+        raise TicketlabError("no mask records to plot: none of these runs changes its mask during training")
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for (_, branch), runs in groups.items():
+        label = runs[0].label + ("" if branch == TRUNK else f" / {branch}") + f" (n={len(runs)})"
+        for ax, value in zip(axes, ("density", "explored")):
+            epochs, values = seed_curves(runs, "mask", value)
+            if not epochs:
+                continue
+            line, = ax.plot(epochs, values.mean(0), marker=".", markersize=3, linewidth=1.2, label=label)
+            if len(values) > 1:
+                ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15, linewidth=0)
+    for ax, what in zip(axes, ("density (% of prunable weights kept)", "explored (% of weights ever active)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title("density during training")
+    axes[1].set_title("topology explored")
+    axes[1].legend(fontsize="small")
+    if path_stem is not None:
+        save_figure(fig, path_stem)
+    return fig
 
 
 def _common_prefix(agg: Sequence[AggRow]) -> str:

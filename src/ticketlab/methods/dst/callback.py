@@ -1,0 +1,150 @@
+"""Dynamic sparse training as a trainer callback: `DynamicSparse` and its variants.
+
+At an update step (`UpdateSteps`), after the optimizer step of that step: gradual magnitude pruning to
+the schedule's density (GraNet, GMP), then each layer's drop-and-grow at the current death rate (SET,
+RigL, GraNet), then the new mask goes to the enforcer (`set_mask`: newly pruned weights and their
+optimizer state become 0; a grown weight starts at exactly 0 with zeroed state; a position dropped and
+grown back in the same update keeps its value, as in RigL and the reference). The variants differ only in
+their grow scores and in whether they prune gradually, as JaxPruner's SET and RigL do:
+
+- `RigL`: ``|gradient|`` of the update step's batch, the dense gradient, recorded in ``after_backward``
+  (the window before pruned gradients are zeroed);
+- `SET`: uniform scores drawn from (seed, layer, step), so a resumed run grows the same positions (the
+  paper's random growth; the reference code's ``--growth random`` is ignored and grows by gradient);
+- `GraNet`: RigL's growth plus gradual pruning; `GMP`: gradual pruning only; the base class alone: no change
+  (static sparse training, the baseline).
+
+The start, every update and the end log a ``"mask"`` record to ``metrics.jsonl`` (overall density, fraction
+of positions ever active, death rate, positions moved, per-layer counts, the mask's digest) and, for masks of up to
+`SAVE_LIMIT` weights, writes the mask itself to ``masks/step_<step>.pt`` (`Mask.packed`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ticketlab import seeds
+from ticketlab.io import save_torch
+from ticketlab.methods.dst.schedules import DeathRate, GradualDensity, UpdateSteps
+from ticketlab.methods.dst.topology import prune_to, update_layers
+from ticketlab.sparsity import Mask
+from ticketlab.sparsity.mask import resolve_parameters
+from ticketlab.train import Callback
+
+SAVE_LIMIT = 4_000_000  # masks of more managed weights are logged by counts and digest only
+
+
+class DynamicSparse(Callback):
+    """The mask of ``names`` (the layers the method manages) changes at the ``updates`` steps: gradually
+    pruned when ``gradual`` is given, dropped and regrown when the class has a ``growth``. On its own
+    (no growth, no gradual schedule) it keeps the initial mask and only records it."""
+
+    name = "DynamicSparse"
+    growth: Optional[str] = None  # "gradient" (RigL) or "random" (SET): the grow scores of drop-and-grow
+
+    def __init__(self, names: List[str], *, updates: UpdateSteps, death: DeathRate,
+                 gradual: Optional[GradualDensity] = None, gradual_scope: str = "global",
+                 output_layer: Optional[str] = None, seed: int = 0, masks_dir: Optional[Path] = None):
+        self.names, self.updates, self.death, self.gradual = list(names), updates, death, gradual
+        self.gradual_scope, self.output_layer, self.seed, self.masks_dir = gradual_scope, output_layer, seed, masks_dir
+        self.ever: Dict[str, torch.Tensor] = {}  # positions active at any point so far
+        self.done_updates = 0
+        self.grads: Optional[Dict[str, torch.Tensor]] = None
+
+    # -- the hooks ------------------------------------------------------------------------------------
+    def on_train_start(self, state) -> None:
+        self.params = resolve_parameters(state.model, self.names)
+        if not self.ever:
+            self.ever = {k: state.trainer.enforcer.mask[k].clone() for k in self.names}
+        if state.step == 0:
+            self.record(state, rate=None, moved=0)
+
+    def after_backward(self, state) -> None:
+        if self.growth == "gradient" and self.changes_at(state.step + 1):
+            self.grads = {k: self.params[k].grad.detach().abs() for k in self.names if self.params[k].grad is not None}
+            self.grads = {k: g.clone() for k, g in self.grads.items()}  # the enforcer zeroes .grad in place next
+
+    def after_step(self, state) -> None:
+        if self.changes_at(state.step):
+            self.update(state)
+
+    def changes_at(self, step: int) -> bool:
+        """Whether the mask may change after ``step``: an update step with growth or gradual pruning."""
+        if step not in self.updates:
+            return False
+        return self.growth is not None or (self.gradual is not None and self.gradual.density_at(step) is not None)
+
+    def on_train_end(self, state) -> None:
+        self.record(state, rate=None, moved=0, save=False)  # the mask the run ends with, for the curves
+        state.add_summary(topology_updates=self.done_updates, explored=self.explored())
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"ever": {k: v.cpu() for k, v in self.ever.items()}, "updates": self.done_updates}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.ever = {k: v.clone() for k, v in state["ever"].items()}
+        self.done_updates = state["updates"]
+
+    # -- the update -------------------------------------------------------------------------------------
+    def update(self, state) -> None:
+        step, enforcer = state.step, state.trainer.enforcer
+        masks = {k: enforcer.mask[k] for k in self.names}
+        weights = {k: self.params[k].detach() for k in self.names}
+        before = masks
+        target = self.gradual.density_at(step) if self.gradual is not None else None
+        if target is not None:
+            masks = prune_to(masks, weights, self.gradual.kept, target, self.gradual_scope, self.output_layer)
+        rate = self.death(step) if self.growth else None
+        if self.growth:
+            masks, _ = update_layers(masks, weights, rate, lambda k: self.grow_scores(k, step))
+        self.grads = None
+        moved = sum(int(torch.count_nonzero(masks[k] != before[k])) for k in self.names)
+        enforcer.set_mask(Mask({**enforcer.mask, **masks}), state.optimizer)
+        for k in self.names:
+            self.ever[k] = self.ever[k].to(masks[k].device) | masks[k]
+        self.done_updates += 1
+        self.record(state, rate=rate, moved=moved)
+
+    def grow_scores(self, name: str, step: int) -> torch.Tensor:
+        """``|gradient|`` of the update step's batch (RigL), or uniform scores from (seed, layer, step) (SET)."""
+        p = self.params[name]
+        if self.growth == "random":
+            generator = seeds.generator(self.seed, f"set-grow:{name}", step)
+            return torch.rand(p.shape, generator=generator).to(p.device)
+        grads = self.grads or {}
+        return grads[name] if name in grads else torch.zeros_like(p)  # no gradient (unused layer): index order
+
+    # -- records ----------------------------------------------------------------------------------------
+    def explored(self) -> float:
+        total = sum(v.numel() for v in self.ever.values())
+        return sum(int(torch.count_nonzero(v)) for v in self.ever.values()) / total if total else 1.0
+
+    def record(self, state, rate: Optional[float], moved: int, save: bool = True) -> None:
+        enforcer = state.trainer.enforcer
+        managed = Mask({k: enforcer.mask[k] for k in self.names})
+        state.log("mask", density=enforcer.mask.density(), explored=self.explored(), death_rate=rate, moved=moved,
+                  kept={k: int(torch.count_nonzero(v)) for k, v in managed.items()}, digest=managed.digest())
+        if save and self.masks_dir is not None and managed.num_total() <= SAVE_LIMIT:
+            save_torch(managed.packed(), self.masks_dir / f"step_{state.step:07d}.pt")
+
+
+class RigL(DynamicSparse):
+    growth = "gradient"
+
+
+class SET(DynamicSparse):
+    growth = "random"
+
+
+class GraNet(RigL):
+    """RigL's drop-and-grow at every update, after gradual pruning inside the schedule's window."""
+
+
+class GMP(DynamicSparse):
+    """Gradual pruning only (give it a ``gradual`` schedule from a dense start)."""
+
+
+CALLBACKS = {"rigl": RigL, "set": SET, "granet": GraNet, "gmp": GMP, "static": DynamicSparse}
