@@ -8,6 +8,7 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("TICKETLAB_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+FASHION_DIR = Path(os.environ.get("TICKETLAB_TEST_FASHION_MNIST", REPO.parent / "shared" / "data" / "fashion-mnist"))
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
