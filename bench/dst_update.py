@@ -40,9 +40,9 @@ class TimedRigL(RigL):
         super().__init__(*args, **kwargs)
         self.update_seconds = []
 
-    def update(self, state) -> None:
+    def update(self, state, *args) -> None:
         began = time.process_time()
-        super().update(state)
+        super().update(state, *args)
         self.update_seconds.append(time.process_time() - began)
 
 

@@ -19,23 +19,15 @@ table again. Results are final test accuracy (%), mean ± std over seeds.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import statistics
-import sys
 import time
-from pathlib import Path
 
-import torch
-
+from comparison import DATA, add_common_flags, data_roots, run_all, table
 from ticketlab.config import convert, merge
 from ticketlab.methods import RunContext
 from ticketlab.methods.dst import DSTRunConfig, run_dst
 from ticketlab.methods.lottery import LotteryRunConfig, run_lottery
 from ticketlab.presets import get_preset
 
-REPO = Path(__file__).resolve().parents[1]
-DATASETS = {"mnist": ("mnist_lenet_300_100", REPO.parent / "shared" / "data" / "mnist"),
-            "fashion": ("fashion_lenet_300_100", REPO.parent / "shared" / "data" / "fashion-mnist")}
 DENSITIES = {0.05: 10, 0.02: 12}  # density -> lottery levels
 METHODS = ("static", "set", "rigl", "granet", "gmp", "lottery")
 TRAIN = {"steps": "20ep", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -43,7 +35,7 @@ TRAIN = {"steps": "20ep", "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weig
 
 
 def config_for(dataset: str, density: float, method: str, seed: int, roots):
-    preset, _ = DATASETS[dataset]
+    preset, _ = DATA[dataset]
     common = {"seed": seed, "train": TRAIN, "data": {"root": str(roots[dataset])}}
     if method == "lottery":
         fraction = 1 - density ** (1 / DENSITIES[density])
@@ -61,59 +53,29 @@ def config_for(dataset: str, density: float, method: str, seed: int, roots):
     return merge(convert(get_preset(preset), DSTRunConfig), {**common, "method": method, "prune": prune, "dst": dst})
 
 
-def run_job(job):
-    dataset, density, method, seed, roots, runs_dir = job
-    torch.set_num_threads(1)
+def train_one(dataset, density, method, seed, roots, runs_dir):
     config = config_for(dataset, density, method, seed, roots)
     ctx = RunContext(runs_dir=runs_dir, device="cpu", progress=False)
     began = time.perf_counter()
     if method == "lottery":
-        _, summaries = run_lottery(config, DENSITIES[density], ctx)
-        summary = summaries[-1]
+        summary = run_lottery(config, DENSITIES[density], ctx)[1][-1]
     else:
-        _, summary = run_dst(config, ctx)
-    seconds = time.perf_counter() - began
+        summary = run_dst(config, ctx)[1]
     print(f"{dataset:<8} {100 * density:.0f}% {method:<8} seed {seed}: density {100 * summary['density']:.2f}% "
-          f"test {100 * summary['final_test_accuracy']:.2f}% ({seconds:.0f} s)", flush=True)
-    return job[:4], summary
-
-
-def table(results, seeds: int) -> str:
-    def pm(values):
-        values = [100 * v for v in values]
-        return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
-
-    lines = ["| data | density | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
-    for dataset in DATASETS:
-        for density in DENSITIES:
-            cells = []
-            for method in METHODS:
-                runs = [results[dataset, density, method, s] for s in range(seeds) if (dataset, density, method, s)
-                        in results]
-                cells.append(pm([r["final_test_accuracy"] for r in runs]) if runs else "-")
-            lines.append(f"| {dataset} | {100 * density:.0f}% | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+          f"test {100 * summary['final_test_accuracy']:.2f}% ({time.perf_counter() - began:.0f} s)", flush=True)
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
-    parser.add_argument("--seeds", type=int, default=3)
+    add_common_flags(parser)
     parser.add_argument("--runs-dir", default="runs/dst_comparison")
-    parser.add_argument("--mnist-root", default=str(DATASETS["mnist"][1]))
-    parser.add_argument("--fashion-root", default=str(DATASETS["fashion"][1]))
     args = parser.parse_args()
-    roots = {"mnist": args.mnist_root, "fashion": args.fashion_root}
-    for name, root in roots.items():
-        if not Path(root).is_dir():
-            sys.exit(f"dst_comparison: no {name} data in {root}; pass --{name}-root DIR")
-    jobs = [(d, p, m, s, roots, args.runs_dir) for m in ("lottery",) + METHODS[:-1] for d in DATASETS
-            for p in DENSITIES for s in range(args.seeds)]  # the long lottery runs first
-    began = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        results = dict(pool.imap_unordered(run_job, jobs))
-    print(f"\n{len(jobs)} runs, {args.workers} workers, {time.perf_counter() - began:.0f} s\n")
-    print(table(results, args.seeds))
+    roots = data_roots(args)
+    jobs = [(train_one, (d, p, m, s), d, p, m, s, roots, args.runs_dir) for m in ("lottery",) + METHODS[:-1]
+            for d in DATA for p in DENSITIES for s in range(args.seeds)]  # the long lottery runs first
+    results = run_all(jobs, args.workers)
+    print(table(results, [(d, p) for d in DATA for p in DENSITIES], METHODS, args.seeds))
 
 
 if __name__ == "__main__":

@@ -145,12 +145,13 @@ def experiment_key(config: RunConfig) -> str:
 
 def report_row(config: RunConfig, *, variant: str, level: int, density: Optional[float], branch: str = TRUNK,
                branch_options: Optional[Dict[str, Any]] = None, dataset: Optional[str] = None,
-               model: Optional[str] = None, signature: str = "") -> Dict[str, Any]:
+               model: Optional[str] = None, signature: str = "", metrics: str = "metrics.jsonl") -> Dict[str, Any]:
     """The ``row`` of a result phase's summary: what `ticketlab report` shows besides the accuracies
     (which it reads from the summary itself). ``level``: the lottery level, or the cycle count of an
     iterative method (0 for a single training); ``density``: the ticket's (a re-dense branch ends dense
     but is reported at its ticket's density); None: the summary's final density (a mask that changes).
-    ``signature``: what tells experiments apart beyond the config (a user's module and data)."""
+    ``signature``: what tells experiments apart beyond the config (a user's module and data); ``metrics``:
+    where the model's training metrics are, relative to the summary's folder."""
     group = experiment_key(config)
     if signature:
         group = hashlib.md5(f"{group}:{signature}".encode()).hexdigest()[:12]
@@ -159,7 +160,7 @@ def report_row(config: RunConfig, *, variant: str, level: int, density: Optional
             "density": None if density is None else float(density),
             "group": group, "dataset": dataset or config.data.dataset,
             "model": model or config.model.name, "noise": config.data.noise, "noise_rate": config.data.noise_rate,
-            "fields": experiment_fields(config)}
+            "fields": experiment_fields(config), "metrics": metrics}
 
 
 def phase_rows(run: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:

@@ -159,7 +159,7 @@ def seed_curves(runs: Sequence[Row], split: str, value: str = "accuracy"):
 
     curves = []
     for r in runs:
-        records = read_metrics(r.path / "metrics.jsonl") if (r.path / "metrics.jsonl").is_file() else []
+        records = read_metrics(r.metrics_file) if r.metrics_file.is_file() else []
         curve = {rec["epoch"]: 100 * rec[value] for rec in records
                  if rec.get("split") == split and rec.get(value) is not None}
         if curve:
@@ -172,8 +172,55 @@ def seed_curves(runs: Sequence[Row], split: str, value: str = "accuracy"):
 
 def has_mask_records(row: Row) -> bool:
     """Whether a row's metrics hold ``"mask"`` records (a method whose mask changes logs them)."""
-    path = row.path / "metrics.jsonl"
-    return path.is_file() and any(r.get("split") == "mask" for r in read_metrics(path))
+    return any(r.get("split") == "mask" for r in _records(row))
+
+
+def cycle_records(row: Row) -> List[dict]:
+    """A row's records of models taken per cycle (Sup-tickets' pre-train model, tickets, superposed models):
+    those with a ``cycle`` and a ``test_accuracy``."""
+    return [r for r in _records(row) if "cycle" in r and r.get("test_accuracy") is not None]
+
+
+def _records(row: Row) -> List[dict]:
+    return read_metrics(row.metrics_file) if row.metrics_file.is_file() else []
+
+
+def plot_cycle_accuracy(rows: Sequence[Row], path_stem: Optional[str | Path] = None):
+    """Test accuracy (%) of the models a run takes per cycle against the cycle, one colour per experiment
+    and one marker per kind of model (e.g. pre-train end, cheap ticket, superposed), means over seeds."""
+    import numpy as np
+
+    groups: Dict[Tuple[str, str], List[Row]] = {}
+    for r in sorted(rows, key=row_order):
+        if cycle_records(r):
+            groups.setdefault((r.experiment, r.branch), []).append(r)
+    if not groups:
+        raise TicketlabError("no per-cycle records to plot: none of these runs takes models per cycle")
+    fig, ax = _new_axes()
+    markers = {}
+    for index, ((_, branch), runs) in enumerate(groups.items()):
+        color = f"C{index % 10}"
+        by_kind: Dict[str, Dict[int, List[float]]] = {}
+        for r in runs:
+            for rec in cycle_records(r):
+                by_kind.setdefault(rec["split"], {}).setdefault(rec["cycle"], []).append(100 * rec["test_accuracy"])
+        for kind, points in by_kind.items():
+            marker = markers.setdefault(kind, "os^Dvx"[len(markers) % 6])
+            cycles = sorted(points)
+            ax.plot(cycles, [np.mean(points[c]) for c in cycles], color=color, marker=marker, linewidth=1,
+                    linestyle="-" if kind == "superposed" else ":",
+                    label=f"{runs[0].label}{'' if branch == TRUNK else ' / ' + branch}: {kind} (n={len(runs)})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("models taken per cycle")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if path_stem is not None:
+        save_figure(fig, path_stem)
+    return fig
 
 
 def plot_mask_dynamics(rows: Sequence[Row], path_stem: Optional[str | Path] = None):

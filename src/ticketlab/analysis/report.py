@@ -62,8 +62,8 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
 
     ``plot``/``curves``: a path stem or a .png/.svg path for the accuracy-vs-density figure and the
     training-curve figure. ``out_dir``: write both there (``accuracy_vs_density``, ``training_curves``)
-    unless given explicitly, and ``mask_dynamics`` (density and explored fraction during training) when
-    some run changes its mask. Notes (skipped folders, files written) follow the table for terminal/md
+    unless given explicitly, ``mask_dynamics`` (density and explored fraction during training) when some
+    run changes its mask, and ``cycle_accuracy`` when some run takes models per cycle (Sup-tickets). Notes (skipped folders, files written) follow the table for terminal/md
     and go to stderr for csv/json, which stay parseable.
     """
     if fmt not in FORMATS:
@@ -84,19 +84,22 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
     if rows.skipped:
         notes.append(f"skipped {len(rows.skipped)} unfinished or unreadable level(s)/branch(es)/run(s): "
                      + ", ".join(str(p) for p in rows.skipped[:3]) + (" ..." if len(rows.skipped) > 3 else ""))
-    masks = None
+    masks = cycles = None
     if out_dir is not None:
         plot = plot if plot is not None else Path(out_dir) / "accuracy_vs_density"
         curves = curves if curves is not None else Path(out_dir) / "training_curves"
-        masks = Path(out_dir) / "mask_dynamics"
+        masks, cycles = Path(out_dir) / "mask_dynamics", Path(out_dir) / "cycle_accuracy"
     if plot is not None or curves is not None:
         from ticketlab.analysis import plots
 
         if masks is not None and not any(plots.has_mask_records(r) for r in rows):
             masks = None  # no run changes its mask: no such figure
+        if cycles is not None and not any(plots.cycle_records(r) for r in rows):
+            cycles = None
         for stem, draw in ((plot, lambda s: plots.plot_accuracy_vs_density(agg, s, metric=metric)),
                            (curves, lambda s: plots.plot_training_curves(rows, s)),
-                           (masks, lambda s: plots.plot_mask_dynamics(rows, s))):
+                           (masks, lambda s: plots.plot_mask_dynamics(rows, s)),
+                           (cycles, lambda s: plots.plot_cycle_accuracy(rows, s))):
             if stem is not None:
                 draw(stem)
                 notes.append("wrote " + ", ".join(map(str, plots.output_files(stem))))

@@ -39,7 +39,12 @@ class Row:
     steps: int
     dataset: str = ""
     model: str = ""
-    path: Path = Path(".")  # folder holding this row's summary.json and metrics.jsonl
+    path: Path = Path(".")  # folder holding this row's summary.json
+    metrics: Path = Path("metrics.jsonl")  # the training metrics of this row's model
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.metrics
 
 
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row) if f.name not in ("label", "branch"))
@@ -105,7 +110,8 @@ def _record(folder: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
             "noise": str(row.get("noise", "none")), "noise_rate": float(row.get("noise_rate", 0.0)),
             "final_test": summary.get("final_test_accuracy"), "best_val_test": summary.get("test_accuracy_at_best_val"),
             "steps": int(summary.get("steps", 0)), "dataset": str(row.get("dataset", "?")),
-            "model": str(row.get("model", "?")), "flat": dict(row.get("fields") or {}), "path": folder}
+            "model": str(row.get("model", "?")), "flat": dict(row.get("fields") or {}), "path": folder,
+            "metrics": Path(row.get("metrics", "metrics.jsonl"))}
 
 
 # -- experiment labels ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from ticketlab.methods import lottery as _lottery  # noqa: F401  (registers `lot
 from ticketlab.methods import branches as _branches  # noqa: F401  (registers `branch`)
 from ticketlab.methods import rst as _rst  # noqa: F401  (registers `rst`)
 from ticketlab.methods import dst as _dst  # noqa: F401  (registers `dst`)
+from ticketlab.methods import suptickets as _suptickets  # noqa: F401  (registers `suptickets`)
 from ticketlab.methods.context import RunContext, resolve_device
 from ticketlab.methods.experiment import Experiment
 from ticketlab.methods.lottery import lottery, run_lottery

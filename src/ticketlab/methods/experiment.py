@@ -90,12 +90,12 @@ class Experiment:
 
         return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
 
-    def row(self, *, variant: str, level: int, density: float, branch: str = TRUNK,
-            branch_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def row(self, *, variant: str, level: int, density: Optional[float], branch: str = TRUNK,
+            branch_options: Optional[Dict[str, Any]] = None, metrics: str = "metrics.jsonl") -> Dict[str, Any]:
         """The report row of one of this experiment's result phases (see `ticketlab.runs.report_row`)."""
         return report_row(self.config, variant=variant, level=level, density=density, branch=branch,
                           branch_options=branch_options, dataset=self.dataset_name or None,
-                          model=self.model_name or None, signature=self.signature)
+                          model=self.model_name or None, signature=self.signature, metrics=metrics)
 
 
 def with_summary_extra(out: Path, summary: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:

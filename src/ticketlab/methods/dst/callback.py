@@ -22,7 +22,7 @@ of positions ever active, death rate, positions moved, per-layer counts, the mas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
@@ -47,9 +47,14 @@ class DynamicSparse(Callback):
 
     def __init__(self, names: List[str], *, updates: UpdateSteps, death: DeathRate,
                  gradual: Optional[GradualDensity] = None, gradual_scope: str = "global",
-                 output_layer: Optional[str] = None, seed: int = 0, masks_dir: Optional[Path] = None):
+                 output_layer: Optional[str] = None, seed: int = 0, masks_dir: Optional[Path] = None,
+                 explore: Optional[Mapping[int, float]] = None):
+        """``explore``: extra drop-and-grow steps with their own death rates (Sup-tickets' re-exploration at
+        each cycle start), after the regular update of the same step; they grow as the variant does, by
+        gradient for a variant that does not grow."""
         self.names, self.updates, self.death, self.gradual = list(names), updates, death, gradual
         self.gradual_scope, self.output_layer, self.seed, self.masks_dir = gradual_scope, output_layer, seed, masks_dir
+        self.explore = dict(explore or {})
         self.ever: Dict[str, torch.Tensor] = {}  # positions active at any point so far
         self.done_updates = 0
         self.grads: Optional[Dict[str, torch.Tensor]] = None
@@ -63,16 +68,23 @@ class DynamicSparse(Callback):
             self.record(state, rate=None, moved=0)
 
     def after_backward(self, state) -> None:
-        if self.growth == "gradient" and self.changes_at(state.step + 1):
-            self.grads = {k: self.params[k].grad.detach().abs() for k in self.names if self.params[k].grad is not None}
-            self.grads = {k: g.clone() for k, g in self.grads.items()}  # the enforcer zeroes .grad in place next
+        step = state.step + 1
+        if (self.growth == "gradient" and self.changes_at(step)) or (step in self.explore and self.growth != "random"):
+            grads = {k: self.params[k].grad for k in self.names if self.params[k].grad is not None}
+            self.grads = {k: g.detach().abs().clone() for k, g in grads.items()}  # the enforcer zeroes .grad next
 
     def after_step(self, state) -> None:
-        if self.changes_at(state.step):
-            self.update(state)
+        step = state.step
+        if self.changes_at(step):
+            target = self.gradual.density_at(step) if self.gradual is not None else None
+            self.update(state, target, self.death(step) if self.growth else None, self.growth)
+        if step in self.explore:
+            self.update(state, None, self.explore[step], self.growth or "gradient")
+        self.grads = None
 
     def changes_at(self, step: int) -> bool:
-        """Whether the mask may change after ``step``: an update step with growth or gradual pruning."""
+        """Whether a regular update may change the mask after ``step``: an update step with growth or
+        gradual pruning."""
         if step not in self.updates:
             return False
         return self.growth is not None or (self.gradual is not None and self.gradual.density_at(step) is not None)
@@ -89,18 +101,16 @@ class DynamicSparse(Callback):
         self.done_updates = state["updates"]
 
     # -- the update -------------------------------------------------------------------------------------
-    def update(self, state) -> None:
+    def update(self, state, target: Optional[float], rate: Optional[float], growth: Optional[str]) -> None:
+        """Prune to ``target`` (gradual), then drop and grow at ``rate`` by ``growth``; install the mask."""
         step, enforcer = state.step, state.trainer.enforcer
         masks = {k: enforcer.mask[k] for k in self.names}
         weights = {k: self.params[k].detach() for k in self.names}
         before = masks
-        target = self.gradual.density_at(step) if self.gradual is not None else None
         if target is not None:
             masks = prune_to(masks, weights, self.gradual.kept, target, self.gradual_scope, self.output_layer)
-        rate = self.death(step) if self.growth else None
-        if self.growth:
-            masks, _ = update_layers(masks, weights, rate, lambda k: self.grow_scores(k, step))
-        self.grads = None
+        if growth:
+            masks, _ = update_layers(masks, weights, rate, lambda k: self.grow_scores(k, step, growth))
         moved = sum(int(torch.count_nonzero(masks[k] != before[k])) for k in self.names)
         enforcer.set_mask(Mask({**enforcer.mask, **masks}), state.optimizer)
         for k in self.names:
@@ -108,10 +118,10 @@ class DynamicSparse(Callback):
         self.done_updates += 1
         self.record(state, rate=rate, moved=moved)
 
-    def grow_scores(self, name: str, step: int) -> torch.Tensor:
+    def grow_scores(self, name: str, step: int, growth: str) -> torch.Tensor:
         """``|gradient|`` of the update step's batch (RigL), or uniform scores from (seed, layer, step) (SET)."""
         p = self.params[name]
-        if self.growth == "random":
+        if growth == "random":
             generator = seeds.generator(self.seed, f"set-grow:{name}", step)
             return torch.rand(p.shape, generator=generator).to(p.device)
         grads = self.grads or {}

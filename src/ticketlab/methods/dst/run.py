@@ -37,10 +37,15 @@ INIT_MASK = "mask_init.pt"
 
 @dataclass
 class DSTRun(Experiment):
-    def __post_init__(self):
-        self.dst, self.variant = self.config.dst, self.config.method
-
     # -- settings ---------------------------------------------------------------------------------------
+    @property
+    def dst(self):
+        return self.config.dst
+
+    @property
+    def variant(self) -> str:
+        """The DST variant (rigl, set, granet, gmp, static): the run's method here."""
+        return self.config.method
     @property
     def ipe(self) -> int:
         return iters_per_epoch(len(self.data.train), self.config.train.batch_size)
@@ -116,15 +121,19 @@ class DSTRun(Experiment):
                      for k, keep in exact.items()})
 
     # -- the run ----------------------------------------------------------------------------------------
-    def callback(self, model: Optional[torch.nn.Module] = None) -> DynamicSparse:
+    def callback(self, model: Optional[torch.nn.Module] = None, stop: int = 0,
+                 explore: Optional[Dict[int, float]] = None) -> DynamicSparse:
+        """The variant's callback; ``stop``: a last update step besides ``dst.stop`` (the earlier counts);
+        ``explore``: extra drop-and-grow steps (`DynamicSparse`)."""
         dst, ipe = self.dst, self.ipe
         model = model or self.make_model(0)
-        updates = UpdateSteps(dst.update_every.to_iters(ipe), self.total, dst.stop.to_iters(ipe))
+        stops = [s for s in (dst.stop.to_iters(ipe), stop) if s]
+        updates = UpdateSteps(dst.update_every.to_iters(ipe), self.total, min(stops) if stops else 0)
         death = DeathRate(dst.death_rate, self.total, dst.death_schedule, dst.death_floor)
         output = f"{output_layer_name(model)}.weight"
         return CALLBACKS[self.variant](self.managed(model), updates=updates, death=death, gradual=self.gradual(),
                                        gradual_scope=dst.gradual_scope, output_layer=output,
-                                       seed=self.config.prune_seed, masks_dir=self.path / "masks")
+                                       seed=self.config.prune_seed, masks_dir=self.path / "masks", explore=explore)
 
     def run(self) -> Dict[str, Any]:
         mask = ensure(self.path / INIT_MASK, self.initial_mask, save=save_mask, load=Mask.load)
