@@ -228,6 +228,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ticketlab.analysis.robustness import eval_main
+    from ticketlab.methods import RunContext
+
+    ctx = RunContext(device=args.device, threads=args.threads)
+    print(eval_main(args.runs, args.corruptions, args.severity, args.checkpoint, str(ctx.torch_device), args.seed))
+    return 0
+
+
 def _raw_config(path: Path) -> Optional[Dict[str, Any]]:
     from ticketlab.io import read_json
 
@@ -260,6 +269,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "methods":
         for name in METHODS.ordered():
             print(f"{name:<12} {METHODS.get(name).help}")
+    elif args.what == "corruptions":
+        from ticketlab.data.corruptions import CORRUPTIONS
+
+        print("\n".join(CORRUPTIONS))
     else:
         from ticketlab.data import DATASETS
 
@@ -291,8 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", choices=["final", "best"], default="final",
                         help="plotted accuracy: final test, or test at the best validation evaluation")
     report.add_argument("--no-plots", action="store_true", help="print the table only")
-    lister = sub.add_parser("list", help="list presets, models, data sets or methods")
-    lister.add_argument("what", choices=["presets", "models", "datasets", "methods"])
+    scorer = sub.add_parser("eval", help="score finished runs' models on corrupted test data")
+    scorer.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    scorer.add_argument("--corruptions", default="all", help="names, comma-separated, or all (default)")
+    scorer.add_argument("--severity", default="1-5", help="severities in 1..5: 1-5 (default), 3 or 1,3")
+    scorer.add_argument("--checkpoint", choices=["final", "best"], default="final",
+                        help="each phase's final or best-validation weights")
+    scorer.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions (default 0)")
+    scorer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    scorer.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    lister = sub.add_parser("list", help="list presets, models, data sets, methods or corruptions")
+    lister.add_argument("what", choices=["presets", "models", "datasets", "methods", "corruptions"])
     return parser
 
 
@@ -313,6 +335,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_runs(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "eval":
+            return cmd_eval(args)
         return cmd_list(args)
     except TicketlabError as exc:
         print(f"ticketlab: error: {exc}", file=sys.stderr)

@@ -77,7 +77,7 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-RESERVED_COMMANDS = ("runs", "report", "list")  # the CLI's own commands
+RESERVED_COMMANDS = ("runs", "report", "list", "eval")  # the CLI's own commands
 RESERVED_FLAGS = ("--preset", "--config", "--seed", "--variant", "--runs-dir", "--device", "--threads", "--dry-run",
                   "--progress", "--help", "-h")
 

@@ -30,6 +30,8 @@ class AggRow:
     final_test_std: Optional[float]
     best_val_test: Optional[float]
     best_val_test_std: Optional[float]
+    corrupted: Optional[float] = None  # mean over seeds of the mean corrupted test accuracy (`ticketlab eval`)
+    corrupted_std: Optional[float] = None
 
 
 def aggregate(rows: Sequence[Row]) -> List[AggRow]:
@@ -43,9 +45,10 @@ def aggregate(rows: Sequence[Row]) -> List[AggRow]:
         density, density_std = _mean_std([r.density for r in group])
         final, final_std = _mean_std([r.final_test for r in group])
         best, best_std = _mean_std([r.best_val_test for r in group])
+        corrupted, corrupted_std = _mean_std([r.corrupted for r in group])
         out.append(AggRow(first.experiment, first.label, branch, level, first.mode, first.noise, first.noise_rate,
                           first.dataset, first.model, len(group), tuple(sorted(r.seed for r in group)),
-                          density, density_std, final, final_std, best, best_std))
+                          density, density_std, final, final_std, best, best_std, corrupted, corrupted_std))
     return sorted(out, key=lambda a: (experiment_order(a), branch_order(a.branch), a.level))
 
 

@@ -57,7 +57,7 @@ def density_ticks(densities: Sequence[float], max_ticks: int = 9) -> List[float]
     return ticks
 
 
-def _new_axes(size: Tuple[float, float] = (7.5, 4.8)):
+def new_axes(size: Tuple[float, float] = (7.5, 4.8)):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -81,7 +81,7 @@ def plot_accuracy_vs_density(agg: Sequence[AggRow], path_stem: Optional[str | Pa
             series.setdefault((row.experiment, row.branch), []).append(row)
     if not series:
         raise TicketlabError(f"no {what} to plot: the runs have no test split")
-    fig, ax = _new_axes()
+    fig, ax = new_axes()
     common = _common_prefix(agg)  # in the title, so left out of the legend
     for (_, branch), points in series.items():
         points = sorted(points, key=lambda p: -p.density)
@@ -128,7 +128,7 @@ def plot_training_curves(source: Sequence[Row] | Sequence[str | Path], path_stem
     seeds = sorted({r.seed for runs in by_level.values() for r in runs})
     norm = Normalize(0, max(max(by_level), 1))
     cmap = ListedColormap(colormaps["viridis"](np.linspace(0, 0.85, 256)))  # without the pale yellow end
-    fig, ax = _new_axes()
+    fig, ax = new_axes()
     for level, runs in sorted(by_level.items()):
         epochs, values = seed_curves(runs, split)
         if not epochs:
@@ -196,7 +196,7 @@ def plot_cycle_accuracy(rows: Sequence[Row], path_stem: Optional[str | Path] = N
             groups.setdefault((r.experiment, r.branch), []).append(r)
     if not groups:
         raise TicketlabError("no per-cycle records to plot: none of these runs takes models per cycle")
-    fig, ax = _new_axes()
+    fig, ax = new_axes()
     markers = {}
     for index, ((_, branch), runs) in enumerate(groups.items()):
         color = f"C{index % 10}"

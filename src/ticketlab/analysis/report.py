@@ -37,6 +37,7 @@ def render(agg: Sequence[AggRow], fmt: str = "terminal") -> str:
                     "branch": a.branch, "noise": a.noise, "noise_rate": a.noise_rate,
                     "final_test_pct": _pct(a.final_test), "final_test_pct_std": _pct(a.final_test_std),
                     "best_val_test_pct": _pct(a.best_val_test), "best_val_test_pct_std": _pct(a.best_val_test_std),
+                    "corrupted_test_pct": _pct(a.corrupted), "corrupted_test_pct_std": _pct(a.corrupted_std),
                     "n": a.n, "seeds": list(a.seeds)} for a in agg]
         if fmt == "json":
             return json.dumps(records, indent=2)
@@ -47,6 +48,10 @@ def render(agg: Sequence[AggRow], fmt: str = "terminal") -> str:
     headers = ["experiment", "level", "density %", "mode", "branch", "final test %", "test @ best val %", "n"]
     cells = [[a.label, a.level, f"{100 * a.density:.2f}", a.mode, a.branch, _pm(a.final_test, a.final_test_std),
               _pm(a.best_val_test, a.best_val_test_std), a.n] for a in agg]
+    if any(a.corrupted is not None for a in agg):  # scored by `ticketlab eval --corruptions`
+        headers.insert(-1, "corrupted test %")
+        for a, row in zip(agg, cells):
+            row.insert(-1, _pm(a.corrupted, a.corrupted_std))
     return render_table(headers, cells, fmt)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ticketlab.errors import TicketlabError
+from ticketlab.io import read_json
 from ticketlab.runs import CONFIG, SUMMARY, TRUNK, phase_rows, unfinished_phases
 
 
@@ -41,6 +42,7 @@ class Row:
     model: str = ""
     path: Path = Path(".")  # folder holding this row's summary.json
     metrics: Path = Path("metrics.jsonl")  # the training metrics of this row's model
+    corrupted: Optional[float] = None  # mean test accuracy on corrupted data (`ticketlab eval`), if scored
 
     @property
     def metrics_file(self) -> Path:
@@ -111,7 +113,15 @@ def _record(folder: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
             "final_test": summary.get("final_test_accuracy"), "best_val_test": summary.get("test_accuracy_at_best_val"),
             "steps": int(summary.get("steps", 0)), "dataset": str(row.get("dataset", "?")),
             "model": str(row.get("model", "?")), "flat": dict(row.get("fields") or {}), "path": folder,
-            "metrics": Path(row.get("metrics", "metrics.jsonl"))}
+            "metrics": Path(row.get("metrics", "metrics.jsonl")), "corrupted": _corrupted(folder)}
+
+
+def _corrupted(folder: Path) -> Optional[float]:
+    path = folder / "corruptions.json"
+    if not path.is_file():
+        return None
+    value = read_json(path).get("mean")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 # -- experiment labels ----------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class DataBundle:
     clean_train_y: Tensor  # training labels before noise
     # (x, step) -> augmented x, deterministic in (augment_seed, step); None: no augmentation
     augment: Optional[Callable[[Tensor, int], Tensor]] = None
+    # per-channel (mean, std) that map pixels in [0, 1] to the inputs (corrupted-data evaluation); None: unknown
+    normalisation: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
 
     @property
     def noisy(self) -> Tensor:
@@ -121,6 +123,7 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
         input_shape=tuple(raw.train_x.shape[1:]),
         clean_train_y=clean.to(device),
         augment=make_augment(raw.train_x.shape[1:], raw.mean, raw.std, augment_seed) if cfg.augment else None,
+        normalisation=(tuple(raw.mean), tuple(raw.std)),
     )
 
 

@@ -7,7 +7,9 @@ Each branch is a function ``(lottery, branch, level) -> Plan`` registered in `BR
   all ones and the pruned weights train from exactly 0 with fresh optimizer state until ``branch.steps``;
 - ``reinit``: the level's mask on a new initialisation, main schedule from the trunk's start step;
 - ``random-prune``: the level's per-layer (or global) count at random positions, from the rewind point;
-- ``oneshot``: the level-0 dense model pruned once to the level's density, retrained as the trunk does.
+- ``oneshot``: the level-0 dense model pruned once to the level's density, retrained as the trunk does;
+- ``reorder``: the level trained again, same start weights and mask, on another data order (seeded by
+  ``branch.seed``): the second copy of Frankle et al.'s instability analysis (``ticketlab lmc``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ BRANCHES: Registry = Registry("branch")
 class BranchConfig(Section):
     """An ablation on a finished lottery trunk; names the branch directory, not the trunk."""
 
-    name: Literal["retrain", "reinit", "random-prune", "oneshot"] = option("reinit", "which ablation")
+    name: Literal["retrain", "reinit", "random-prune", "oneshot", "reorder"] = option("reinit", "which ablation")
     regain: Steps = option(Steps(), "retrain: step at which pruned weights become trainable (0: train.steps)")
     steps: Steps = option(Steps(), "retrain: total training length (0: twice train.steps)")
     layerwise: bool = option(True, "random-prune: keep each layer's count (false: only the global count)")
@@ -64,6 +66,7 @@ class Plan:
     cfg: TrainConfig
     start_step: int
     callbacks: List[Callback] = field(default_factory=list)
+    order_seed: Optional[int] = None  # None: the trunk's data order
 
 
 def branch_dir(lottery: Lottery, branch: BranchConfig, level: int) -> Path:
@@ -93,7 +96,7 @@ def run_branch(lottery: Lottery, branch: BranchConfig, level: int, plan: Optiona
 
     mask = ensure(out / "mask.pt", make_mask, save=save_mask, load=Mask.load)
     return lottery.fit(out, lambda: load_torch(out / "start.pt"), mask, plan.cfg, plan.start_step,
-                       branch_extra(lottery, branch, level, mask), plan.callbacks)
+                       branch_extra(lottery, branch, level, mask), plan.callbacks, order_seed=plan.order_seed)
 
 
 def branch_extra(lottery: Lottery, branch: BranchConfig, level: int, mask: Mask) -> Dict[str, Any]:
@@ -157,6 +160,15 @@ def retrain(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
     return Plan(lottery.level_mask(level), start, cfg, start_step, [RegainDense(regain)])
 
 
+@BRANCHES.register(name="reorder")
+def reorder(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
+    """The level trained again from its own start weights and mask on another data order: its final
+    weights and the level's are the pair of Frankle et al.'s instability analysis (`ticketlab lmc`)."""
+    cfg, start_step = lottery.level_schedule(level)
+    start = load_torch(lottery.level_dir(level) / "start.pt")
+    return Plan(lottery.level_mask(level), start, cfg, start_step, order_seed=_seed(lottery, branch, level))
+
+
 @BRANCHES.register(name="oneshot")
 def oneshot(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
     dense_final = lottery.final_weights(0)
@@ -212,7 +224,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="branch", config=BranchRunConfig, run=_cli_run, owns_runs=False,
-    help="ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot",
+    help="ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot, reorder",
     run_dir=lambda config, runs_dir: runs_dir / trunk_config(config).run_name,
     flags=(Flag("--levels", "finished trunk levels to branch from, e.g. 1,3-5", required=True, metavar="LEVELS"),
            Flag("--branch", "retrain, reinit, random-prune or oneshot (same as --branch.name)", field="branch.name",

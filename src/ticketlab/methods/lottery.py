@@ -169,9 +169,11 @@ class Lottery(Experiment):
         return extra
 
     def fit(self, out: Path, weights, mask: Optional[Mask], cfg: TrainConfig, start_step: int,
-            extra: Dict[str, Any], callbacks: List[Callback] = (), stop_at: Optional[int] = None) -> Dict[str, Any]:
-        """A phase on the run's data order (every level replays the same batches)."""
-        return self.train_phase(out, weights, mask, cfg, order_seed=self.config.order_seed, extra=extra,
+            extra: Dict[str, Any], callbacks: List[Callback] = (), stop_at: Optional[int] = None,
+            order_seed: Optional[int] = None) -> Dict[str, Any]:
+        """A phase on the run's data order (every level replays the same batches) unless ``order_seed``."""
+        order = self.config.order_seed if order_seed is None else order_seed
+        return self.train_phase(out, weights, mask, cfg, order_seed=order, extra=extra,
                                 callbacks=callbacks, start_step=start_step, stop_at=stop_at)
 
     def validate(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List
 from ticketlab import seeds
 from ticketlab.config import RunConfig, adopt
 from ticketlab.errors import ConfigError
-from ticketlab.io import read_json
+from ticketlab.io import load_torch, read_json, save_torch
 from ticketlab.methods.dst.run import DSTRun
 from ticketlab.methods.suptickets.config import SupTicketsRunConfig, phase_epochs
 from ticketlab.methods.suptickets.superpose import Superposition
@@ -107,9 +107,11 @@ class SupTicketsRun(DSTRun):
 
     def result(self, trained: Dict[str, Any]) -> Dict[str, Any]:
         """The last superposed model as the run's result (its test accuracy the final one; the superposed
-        model of best validation accuracy gives the test at best validation)."""
+        model of best validation accuracy gives the test at best validation), its weights as the result
+        folder's ``final.pt``."""
         models = [e for e in trained["superposition"] if e["kind"] == "superposed"]
         last = max(models, key=lambda e: e["cycle"])
+        save_torch(load_torch(self.path / f"superposed_{last['cycle']}.pt"), self.path / RESULT / "final.pt")
         best = max(models, key=lambda e: (e["val"] if e["val"] is not None else -1, -e["cycle"]))
         variant = f"{self.config.suptickets.superposition}:{self.variant}"
         return {"row": self.row(variant=variant, level=last["cycle"], density=last["density"],
