@@ -10,6 +10,7 @@ from ticketlab.methods import dst as _dst  # noqa: F401  (registers `dst`)
 from ticketlab.methods import suptickets as _suptickets  # noqa: F401  (registers `suptickets`)
 from ticketlab.methods import pools as _pools  # noqa: F401  (registers `pools`)
 from ticketlab.methods import lmc as _lmc  # noqa: F401  (registers `lmc`)
+from ticketlab.methods import prac as _prac  # noqa: F401  (registers `prac`)
 from ticketlab.methods.context import RunContext, resolve_device
 from ticketlab.methods.experiment import Experiment
 from ticketlab.methods.lottery import lottery, run_lottery

@@ -75,15 +75,18 @@ class Experiment:
     def train_phase(self, out: Path, weights: Union[Weights, Callable[[], Weights]], mask: Optional[Mask],
                     cfg: TrainConfig, *, order_seed: int,
                     extra: Dict[str, Any], callbacks: Sequence[Callback] = (), start_step: int = 0,
-                    stop_at: Optional[int] = None, lr_at: Optional[Callable[[int], float]] = None) -> Dict[str, Any]:
+                    stop_at: Optional[int] = None, lr_at: Optional[Callable[[int], float]] = None,
+                    data: Optional[DataBundle] = None) -> Dict[str, Any]:
         """Train ``weights`` (or what a callable returns, called only if the phase trains) into ``out``
         under ``mask`` (None: dense); a finished ``out`` returns its summary without building anything, a
         checkpointed one resumes. ``extra`` goes into the summary (a finished summary that lacks some of
-        it, from an older version, gains it in place)."""
+        it, from an older version, gains it in place). ``data``: another bundle than the experiment's (a
+        training subset)."""
         def fit() -> None:
             model = self.model_with(weights() if callable(weights) else weights)
             enforcer = MaskEnforcer(model, (mask if mask is not None else Mask.ones(model)).to(self.device))
-            Trainer(model, self.data, cfg, order_seed=order_seed, out_dir=out, enforcer=enforcer,
+            Trainer(model, data if data is not None else self.data, cfg, order_seed=order_seed, out_dir=out,
+                    enforcer=enforcer,
                     callbacks=callbacks, start_step=start_step, progress=self.progress,
                     label=f"{self.path.name}/{out.relative_to(self.path)}" if out != self.path else self.path.name,
                     summary_extra=extra, stop_at=stop_at, lr_at=lr_at).fit()

@@ -157,10 +157,15 @@ class Lottery(Experiment):
         extra = self.phase_extra(level, mask)
         return self.fit(out, start, mask, cfg, start_step, extra)
 
+    @property
+    def mode(self) -> str:
+        """What the report calls this experiment's levels (the retrain mode)."""
+        return self.config.lottery.retrain
+
     def phase_extra(self, level: int, mask: Mask, branch: Optional[str] = None,
                     branch_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """What a level's (or a branch's) summary carries besides the trainer's figures, its report row included."""
-        mode, density = self.config.lottery.retrain, mask.density()
+        mode, density = self.mode, mask.density()
         extra = {"level": level, "mode": mode, "target_density": self.density(level), "ticket_density": density}
         if branch is not None:
             extra["branch"] = branch
