@@ -17,11 +17,19 @@ DATA = {"mnist": ("mnist_lenet_300_100", REPO.parent / "shared" / "data" / "mnis
         "fashion": ("fashion_lenet_300_100", REPO.parent / "shared" / "data" / "fashion-mnist")}
 
 
-def add_common_flags(parser) -> None:
+def arguments(doc: str, runs_dir: str, extra: Callable = lambda parser: None):
+    """The options every comparison takes (workers, seeds, runs folder, data folders): (args, data roots)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--runs-dir", default=runs_dir)
     for name, (_, folder) in DATA.items():
         parser.add_argument(f"--{name}-root", default=str(folder), help=f"the {name} IDX files")
+    extra(parser)
+    args = parser.parse_args()
+    return args, data_roots(args)
 
 
 def data_roots(args) -> Dict[str, str]:

@@ -18,10 +18,9 @@ table again. Results are final test accuracy (%), mean ± std over seeds.
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from comparison import DATA, add_common_flags, data_roots, run_all, table
+from comparison import DATA, arguments, run_all, table
 from ticketlab.config import convert, merge
 from ticketlab.methods import RunContext
 from ticketlab.methods.dst import DSTRunConfig, run_dst
@@ -67,11 +66,7 @@ def train_one(dataset, density, method, seed, roots, runs_dir):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_flags(parser)
-    parser.add_argument("--runs-dir", default="runs/dst_comparison")
-    args = parser.parse_args()
-    roots = data_roots(args)
+    args, roots = arguments(__doc__, "runs/dst_comparison")
     jobs = [(train_one, (d, p, m, s), d, p, m, s, roots, args.runs_dir) for m in ("lottery",) + METHODS[:-1]
             for d in DATA for p in DENSITIES for s in range(args.seeds)]  # the long lottery runs first
     results = run_all(jobs, args.workers)

@@ -18,11 +18,10 @@ barrier between the two copies.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 
-from comparison import DATA, add_common_flags, data_roots, mean_std, run_all
+from comparison import DATA, arguments, mean_std, run_all
 from dst_comparison import config_for as imp_config
 from ticketlab.analysis import collect
 from ticketlab.analysis.robustness import evaluate_run
@@ -83,12 +82,8 @@ def pools_table(paths) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_flags(parser)
-    parser.add_argument("--runs-dir", default="runs/dst_comparison")
-    parser.add_argument("--instability-runs-dir", default="runs/instability")
-    args = parser.parse_args()
-    roots = data_roots(args)
+    args, roots = arguments(__doc__, "runs/dst_comparison", lambda p: p.add_argument("--instability-runs-dir",
+                                                                           default="runs/instability"))
     jobs = [(pools_one, (d, s), d, s, roots, args.runs_dir) for d in DATA for s in range(args.seeds)]
     jobs += [(instability_one, ("instability", r, s), "mnist", s, r, roots, args.instability_runs_dir)
              for r in ("0it", "1ep") for s in range(args.seeds)]

@@ -13,10 +13,9 @@ level 10 is. Iterations are optimizer steps of the search (every level; PrAC's e
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
-from comparison import DATA, add_common_flags, data_roots, mean_std, run_all
+from comparison import DATA, arguments, mean_std, run_all
 from dst_comparison import config_for as imp_config
 from ticketlab.config import convert, merge
 from ticketlab.io import read_json
@@ -44,11 +43,7 @@ def one(dataset, seed, method, roots, runs_dir):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_flags(parser)
-    parser.add_argument("--runs-dir", default="runs/dst_comparison")
-    args = parser.parse_args()
-    roots = data_roots(args)
+    args, roots = arguments(__doc__, "runs/dst_comparison")
     jobs = [(one, (d, s, m), d, s, m, roots, args.runs_dir) for m in ("imp", "prac") for d in DATA
             for s in range(args.seeds)]
     results = run_all(jobs, args.workers)

@@ -19,10 +19,9 @@ model); a rerun reuses finished runs. Measured figures: README ("Sup-tickets").
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from comparison import DATA, add_common_flags, data_roots, mean_std, run_all, table
+from comparison import DATA, arguments, mean_std, run_all, table
 from ticketlab.config import convert, merge
 from ticketlab.methods import RunContext
 from ticketlab.methods.dst import DSTRunConfig, run_dst
@@ -63,11 +62,7 @@ def train_one(dataset, density, method, seed, roots, runs_dir):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_flags(parser)
-    parser.add_argument("--runs-dir", default="runs/suptickets_comparison")
-    args = parser.parse_args()
-    roots = data_roots(args)
+    args, roots = arguments(__doc__, "runs/suptickets_comparison")
     jobs = [(train_one, (d, p, m, s), d, p, m, s, roots, args.runs_dir) for m in METHODS for d in DATA
             for p in DENSITIES for s in range(args.seeds)]
     results = run_all(jobs, args.workers)

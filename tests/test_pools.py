@@ -8,7 +8,6 @@ import torch
 from ticketlab.analysis import collect
 from ticketlab.analysis.robustness import parse_severities
 from ticketlab.cli import main
-from ticketlab.config import convert, merge
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
 from ticketlab.methods.lmc import error_barrier

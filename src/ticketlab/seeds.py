@@ -18,6 +18,10 @@ These formulas name the numbers that every existing run drew; changing one chang
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported inside the functions at run time
+    import torch
 
 _MASK64 = (1 << 64) - 1
 

@@ -185,17 +185,23 @@ def _records(row: Row) -> List[dict]:
     return read_metrics(row.metrics_file) if row.metrics_file.is_file() else []
 
 
+def _groups(rows: Sequence[Row], keep, missing: str) -> Dict[Tuple[str, str], List[Row]]:
+    """The rows ``keep`` accepts, by (experiment, branch) in report order; `TicketlabError` ``missing`` if none."""
+    groups: Dict[Tuple[str, str], List[Row]] = {}
+    for r in sorted(rows, key=row_order):
+        if keep(r):
+            groups.setdefault((r.experiment, r.branch), []).append(r)
+    if not groups:
+        raise TicketlabError(missing)
+    return groups
+
+
 def plot_cycle_accuracy(rows: Sequence[Row], path_stem: Optional[str | Path] = None):
     """Test accuracy (%) of the models a run takes per cycle against the cycle, one colour per experiment
     and one marker per kind of model (e.g. pre-train end, cheap ticket, superposed), means over seeds."""
     import numpy as np
 
-    groups: Dict[Tuple[str, str], List[Row]] = {}
-    for r in sorted(rows, key=row_order):
-        if cycle_records(r):
-            groups.setdefault((r.experiment, r.branch), []).append(r)
-    if not groups:
-        raise TicketlabError("no per-cycle records to plot: none of these runs takes models per cycle")
+    groups = _groups(rows, cycle_records, "no per-cycle records to plot: none of these runs takes models per cycle")
     fig, ax = new_axes()
     markers = {}
     for index, ((_, branch), runs) in enumerate(groups.items()):
@@ -230,12 +236,8 @@ def plot_mask_dynamics(rows: Sequence[Row], path_stem: Optional[str | Path] = No
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    groups: Dict[Tuple[str, str], List[Row]] = {}
-    for r in sorted(rows, key=row_order):
-        if has_mask_records(r):
-            groups.setdefault((r.experiment, r.branch), []).append(r)
-    if not groups:
-        raise TicketlabError("no mask records to plot: none of these runs changes its mask during training")
+    groups = _groups(rows, has_mask_records,
+                     "no mask records to plot: none of these runs changes its mask during training")
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
