@@ -267,3 +267,13 @@ def test_cli_rst_variants_and_report(tmp_path, capsys):
     assert main(["rst", "--preset", "cifar100_resnet56_rst_iter", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert '"method": "rst-iter"' in out and "rst-iter_" in out and '"stage_ratios": [' in out
+
+
+def test_rst_iter_with_default_settings_finishes_with_every_cycles_figures(digits, tmp_path):
+    """Without weight_delete or iter_finetune the intermediate cycles hand on unpruned weights; the run's
+    summary still reads every cycle's prune.json (it was missing, so such runs never finished)."""
+    summary = make(cfg("rst-iter", num_cycles=2, reg_granularity=0.5, stabilize_reg_interval="2it"), digits,
+                   tmp_path).run()
+    assert [c["cycle"] for c in summary["cycles"]] == [1, 2]
+    assert all((tmp_path / f"cycle_{c}" / "prune.json").is_file() for c in (1, 2))
+    assert (tmp_path / "summary.json").is_file()
