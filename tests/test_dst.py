@@ -270,6 +270,7 @@ def test_the_command_report_and_bad_settings(tmp_path, capsys):
                           (["--prune.density", "0.1"], "--dst.init_density"),
                           (["--dst.final_density", "0.1"], "applies to granet and gmp"),
                           (["--dst.death_rate", "1.5"], "dst.death_rate=1.5 is out of range"),
+                          (["--dst.update_every", "2ep"], "would never update its mask"),
                           (["--lottery.rewind", "3it"], "is a field of `ticketlab lottery`")):
         before = sorted(p.name for p in tmp_path.iterdir())
         assert main(["dst", *common, *args]) == 2, args
@@ -291,3 +292,13 @@ def test_rigl_records_dense_gradients_only_for_update_steps(digits, tmp_path):
     run.train_phase(tmp_path, run.fresh_initial_weights, run.initial_mask(), run.config.train, order_seed=1,
                     extra={}, callbacks=[Spy(), cb])  # the spy runs before the update clears them
     assert [i + 1 for i, held in enumerate(seen) if held] == list(range(10, 4 * run.ipe, 10))
+
+
+def test_granet_drops_and_grows_only_from_where_its_pruning_starts(digits, tmp_path):
+    config = cfg("granet", init_density=0.5, final_density=0.1, prune_start="1ep", prune_end="3ep")
+    run = make(config, digits, tmp_path)
+    run.run()
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "mask"]
+    assert [r["step"] for r in records if 0 < r["step"] < run.ipe] == []  # no update before prune_start
+    moving = [r for r in records if r["moved"]]
+    assert moving and min(r["step"] for r in moving) >= run.ipe

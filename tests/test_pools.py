@@ -73,6 +73,15 @@ def test_error_barrier():
     assert error_barrier([0.1, 0.05, 0.2], [0, 0.5, 1]) == 0.0  # the ends themselves: no barrier below 0
 
 
+def test_parse_corruptions_names_the_problem():
+    from ticketlab.analysis.robustness import parse_corruptions
+
+    assert parse_corruptions("all")[0] == "gaussian_noise" and parse_corruptions("fog, jpeg") == ["fog", "jpeg"]
+    for text, message in ((",", "names none"), ("fog,smoke", "unknown corruption(s) smoke")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            parse_corruptions(text)
+
+
 def test_parse_severities():
     assert parse_severities("1-5") == [1, 2, 3, 4, 5] and parse_severities("1,3") == [1, 3]
     with pytest.raises(ConfigError, match="1..5"):

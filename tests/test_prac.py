@@ -156,3 +156,36 @@ def test_the_command_and_its_cost_in_the_report(tmp_path, capsys):
     assert "evaluate" in out and "prac" in out
     assert main(["prac", *common, "--train.steps", "4ep3it"]) == 2
     assert "whole epochs" in capsys.readouterr().err
+
+
+def test_round_0_trains_from_the_initialisation_and_keeps_the_rewind_point(digits, tmp_path):
+    from ticketlab.methods.experiment import masked
+    from ticketlab.methods.lottery import Lottery, LotteryRunConfig
+
+    config = merge(BASE, {"lottery": {"rewind": "7it"}, "prac": {"early_bird": False}})
+    run = make_experiment(PracRun, config, digits, tmp_path / "prac")
+    run.run(1)
+    level_0 = read_json(tmp_path / "prac" / "level_0" / "summary.json")
+    assert level_0["steps"] == 6 * run.ipe  # the full schedule from step 0, not from the rewind step
+    rewind = load_torch(tmp_path / "prac" / "level_0" / "rewind.pt")
+    initial = run.initial_weights()
+    assert not torch.equal(rewind["fc1.weight"], initial["fc1.weight"])
+    # the same weights as a lottery run's pre-phase of 7 steps on the same data order
+    lottery = make_experiment(Lottery, convert(config, LotteryRunConfig), digits, tmp_path / "lottery")
+    expected = lottery.rewind_weights()
+    assert all(torch.equal(rewind[k], expected[k]) for k in expected)
+    start = load_torch(tmp_path / "prac" / "level_1" / "start.pt")
+    wanted = masked(rewind, Mask.load(tmp_path / "prac" / "level_1" / "mask.pt"))
+    assert all(torch.equal(start[k], wanted[k]) for k in wanted)
+
+
+def test_bad_prac_settings_are_refused_before_any_work(tmp_path, capsys):
+    common = ["--preset", "digits_mlp", "--progress", "none", "--runs-dir", str(tmp_path)]
+    for args, message in ((["--prac.queue", "0"], "prac.queue=0 is out of range"),
+                          (["--prac.queue", "5000"], "prac.queue=5000 is out of range"),
+                          (["--prac.warmup", "-1"], "prac.warmup=-1 is out of range"),
+                          (["--prac.threshold", "-2"], "prac.threshold=-2 is out of range")):
+        assert main(["prac", *common, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []

@@ -156,3 +156,18 @@ def test_the_command_report_and_bad_settings(tmp_path, capsys):
         assert message in capsys.readouterr().err
     with pytest.raises(ConfigError, match="suptickets.base"):
         merge(BASE, {"suptickets": {"base": "lottery"}})
+
+
+def test_tickets_are_taken_before_the_next_cycles_re_exploration(digits, tmp_path):
+    run = make(BASE, digits, tmp_path)
+    run.run()
+    pretrain, _, tickets = run.phases
+    taken = {pretrain * run.ipe: "pretrain_end.pt", (pretrain + 1) * run.ipe: "ticket_1.pt"}
+    for step, name in taken.items():
+        weights = load_torch(tmp_path / name)
+        explored = Mask.from_packed(load_torch(tmp_path / "masks" / f"step_{step:07d}_explore.pt"))
+        dropped = sum(int(torch.count_nonzero(weights[k][~explored[k]])) for k in explored)
+        assert dropped > 0, name  # weights the re-exploration at this step removed are still in the ticket
+    last = load_torch(tmp_path / f"ticket_{tickets}.pt")  # the run's end: no re-exploration after it
+    assert not (tmp_path / "masks" / f"step_{(pretrain + tickets) * run.ipe:07d}_explore.pt").exists()
+    assert all(torch.equal(last[k], v) for k, v in load_torch(tmp_path / "final.pt").items())

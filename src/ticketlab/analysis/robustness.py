@@ -28,10 +28,13 @@ from ticketlab.train import evaluate
 
 RESULT = "corruptions.json"
 PUBLISHED = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+PUBLISHED_NAMES = {"jpeg": "jpeg_compression"}  # the published files' names where they differ
 
 
 def parse_corruptions(text: str) -> List[str]:
     names = list(CORRUPTIONS) if text.strip() in ("all", "") else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--corruptions {text!r} names none; give all or names from: {', '.join(CORRUPTIONS)}")
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         raise ConfigError(f"unknown corruption(s) {', '.join(unknown)}; choose from: all, {', '.join(CORRUPTIONS)}")
@@ -69,9 +72,9 @@ class CorruptedTests:
         if norm is None:
             raise ConfigError("corrupted evaluation needs the data's normalisation (a data set loaded by ticketlab)")
         root = resolve_root(self.config.data.dataset, self.config.data.root)
-        published = PUBLISHED.get(self.config.data.dataset)
-        if published and root is not None and (Path(root) / published / f"{name}.npy").is_file():
-            pixels, labels = load_published(Path(root) / published, name, severity)
+        published, file = PUBLISHED.get(self.config.data.dataset), PUBLISHED_NAMES.get(name, name)
+        if published and root is not None and (Path(root) / published / f"{file}.npy").is_file():
+            pixels, labels = load_published(Path(root) / published, file, severity)
             shape = (1, -1, 1, 1)
             mean, std = (torch.tensor(v, dtype=torch.float32).view(shape) for v in norm)
             return ((pixels - mean) / std).to(data.test.x.device), labels.to(data.test.y.device), "published"
@@ -88,8 +91,10 @@ def evaluate_run(run: Path, names: Sequence[str], severities: Sequence[int], che
     out = []
     for folder, summary in phase_rows(run):
         path = folder / ("best.pt" if checkpoint == "best" else "final.pt")
+        if not path.exists() and checkpoint == "best":  # results that are not trained (Pools, Sup-tickets)
+            path = folder / "final.pt"
         if not path.exists():
-            raise CheckpointError(f"{path} is missing: this phase keeps no {checkpoint} weights to score")
+            raise CheckpointError(f"{path} is missing: this phase keeps no weights to score")
         model = build_model(config.model, data.input_shape, data.num_classes, seed=0)
         try:
             model.load_state_dict(load_torch(path))
@@ -97,7 +102,7 @@ def evaluate_run(run: Path, names: Sequence[str], severities: Sequence[int], che
             raise CheckpointError(f"{path} does not fit the model of {run / 'config.json'} (a run made from a "
                                   "user's own module?); score it in Python with ticketlab.data.corruptions") from None
         model = model.to(device)
-        scores = {"checkpoint": checkpoint, "seed": seed, "clean": evaluate(model, data.test.x, data.test.y)["accuracy"],
+        scores = {"checkpoint": path.stem, "seed": seed, "clean": evaluate(model, data.test.x, data.test.y)["accuracy"],
                   "corruptions": {}, "source": {}}
         for name in names:
             for severity in severities:

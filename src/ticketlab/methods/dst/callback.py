@@ -48,19 +48,24 @@ class DynamicSparse(Callback):
     def __init__(self, names: List[str], *, updates: UpdateSteps, death: DeathRate,
                  gradual: Optional[GradualDensity] = None, gradual_scope: str = "global",
                  output_layer: Optional[str] = None, seed: int = 0, masks_dir: Optional[Path] = None,
-                 explore: Optional[Mapping[int, float]] = None):
-        """``explore``: extra drop-and-grow steps with their own death rates (Sup-tickets' re-exploration at
-        each cycle start), after the regular update of the same step; they grow as the variant does, by
-        gradient for a variant that does not grow."""
+                 explore: Optional[Mapping[int, float]] = None, grow_from: int = 0):
+        """``explore``: extra drop-and-grow steps (epoch ends) with their own death rates (Sup-tickets'
+        re-exploration at each cycle start), made in ``on_epoch_end``, after the regular update of that
+        step and after every callback's ``after_step`` (a ticket taken there is the model before the
+        re-exploration); they grow as the variant does, by gradient for a variant that does not grow.
+        ``grow_from``: the first step of regular drop-and-grow (GraNet: where gradual pruning starts)."""
         self.names, self.updates, self.death, self.gradual = list(names), updates, death, gradual
         self.gradual_scope, self.output_layer, self.seed, self.masks_dir = gradual_scope, output_layer, seed, masks_dir
-        self.explore = dict(explore or {})
+        self.explore, self.grow_from = dict(explore or {}), grow_from
         self.ever: Dict[str, torch.Tensor] = {}  # positions active at any point so far
         self.done_updates = 0
         self.grads: Optional[Dict[str, torch.Tensor]] = None
 
     # -- the hooks ------------------------------------------------------------------------------------
     def on_train_start(self, state) -> None:
+        off = sorted(s for s in self.explore if s % state.trainer.ipe)
+        if off:
+            raise ValueError(f"re-exploration steps must end epochs (they run in on_epoch_end); got {off}")
         self.params = resolve_parameters(state.model, self.names)
         if not self.ever:
             self.ever = {k: state.trainer.enforcer.mask[k].clone() for k in self.names}
@@ -77,17 +82,24 @@ class DynamicSparse(Callback):
         step = state.step
         if self.changes_at(step):
             target = self.gradual.density_at(step) if self.gradual is not None else None
-            self.update(state, target, self.death(step) if self.growth else None, self.growth)
+            growth = self.growth if step >= self.grow_from else None
+            self.update(state, target, self.death(step) if growth else None, growth)
+        if step not in self.explore:
+            self.grads = None
+
+    def on_epoch_end(self, state) -> None:
+        step = state.step
         if step in self.explore:
-            self.update(state, None, self.explore[step], self.growth or "gradient")
+            self.update(state, None, self.explore[step], self.growth or "gradient", suffix="_explore")
         self.grads = None
 
     def changes_at(self, step: int) -> bool:
-        """Whether a regular update may change the mask after ``step``: an update step with growth or
-        gradual pruning."""
+        """Whether a regular update may change the mask after ``step``: an update step with growth (from
+        ``grow_from`` on) or gradual pruning."""
         if step not in self.updates:
             return False
-        return self.growth is not None or (self.gradual is not None and self.gradual.density_at(step) is not None)
+        grows = self.growth is not None and step >= self.grow_from
+        return grows or (self.gradual is not None and self.gradual.density_at(step) is not None)
 
     def on_train_end(self, state) -> None:
         self.record(state, rate=None, moved=0, save=False)  # the mask the run ends with, for the curves
@@ -101,8 +113,10 @@ class DynamicSparse(Callback):
         self.done_updates = state["updates"]
 
     # -- the update -------------------------------------------------------------------------------------
-    def update(self, state, target: Optional[float], rate: Optional[float], growth: Optional[str]) -> None:
-        """Prune to ``target`` (gradual), then drop and grow at ``rate`` by ``growth``; install the mask."""
+    def update(self, state, target: Optional[float], rate: Optional[float], growth: Optional[str],
+               suffix: str = "") -> None:
+        """Prune to ``target`` (gradual), then drop and grow at ``rate`` by ``growth``; install the mask
+        (saved as ``masks/step_<step><suffix>.pt``)."""
         step, enforcer = state.step, state.trainer.enforcer
         masks = {k: enforcer.mask[k] for k in self.names}
         weights = {k: self.params[k].detach() for k in self.names}
@@ -116,7 +130,7 @@ class DynamicSparse(Callback):
         for k in self.names:
             self.ever[k] = self.ever[k].to(masks[k].device) | masks[k]
         self.done_updates += 1
-        self.record(state, rate=rate, moved=moved)
+        self.record(state, rate=rate, moved=moved, suffix=suffix)
 
     def grow_scores(self, name: str, step: int, growth: str) -> torch.Tensor:
         """``|gradient|`` of the update step's batch (RigL), or uniform scores from (seed, layer, step) (SET)."""
@@ -132,13 +146,13 @@ class DynamicSparse(Callback):
         total = sum(v.numel() for v in self.ever.values())
         return sum(int(torch.count_nonzero(v)) for v in self.ever.values()) / total if total else 1.0
 
-    def record(self, state, rate: Optional[float], moved: int, save: bool = True) -> None:
+    def record(self, state, rate: Optional[float], moved: int, save: bool = True, suffix: str = "") -> None:
         enforcer = state.trainer.enforcer
         managed = Mask({k: enforcer.mask[k] for k in self.names})
         state.log("mask", density=enforcer.mask.density(), explored=self.explored(), death_rate=rate, moved=moved,
                   kept={k: int(torch.count_nonzero(v)) for k, v in managed.items()}, digest=managed.digest())
         if save and self.masks_dir is not None and managed.num_total() <= SAVE_LIMIT:
-            save_torch(managed.packed(), self.masks_dir / f"step_{state.step:07d}.pt")
+            save_torch(managed.packed(), self.masks_dir / f"step_{state.step:07d}{suffix}.pt")
 
 
 class RigL(DynamicSparse):

@@ -26,7 +26,7 @@ from ticketlab.config import RunConfig, adopt
 from ticketlab.data import iters_per_epoch
 from ticketlab.errors import ConfigError
 from ticketlab.methods.dst.callback import CALLBACKS, DynamicSparse
-from ticketlab.methods.dst.config import GRADUAL, VARIANTS, DSTRunConfig
+from ticketlab.methods.dst.config import GRADUAL, GROWING, VARIANTS, DSTRunConfig
 from ticketlab.methods.dst.schedules import DeathRate, GradualDensity, UpdateSteps
 from ticketlab.methods.experiment import Experiment, prune_options, save_mask
 from ticketlab.runs import ensure
@@ -87,6 +87,13 @@ class DSTRun(Experiment):
         elif dst.final_density not in (0.0, dst.init_density):
             raise ConfigError(f"dst.final_density applies to granet and gmp, not {variant}; drop it or pick "
                               "--variant granet")
+        if variant in GROWING:
+            every = dst.update_every.to_iters(self.ipe)
+            stops = [s for s in (dst.stop.to_iters(self.ipe),) if s]
+            if not UpdateSteps(every, self.total, min(stops) if stops else 0).count():
+                raise ConfigError(f"--variant {variant} would never update its mask: no step of every {every} lies "
+                                  f"inside the {self.total} steps of training (and --dst.stop); lower "
+                                  "--dst.update_every")
         super().validate()
         self.initial_mask()
 
@@ -130,10 +137,12 @@ class DSTRun(Experiment):
         stops = [s for s in (dst.stop.to_iters(ipe), stop) if s]
         updates = UpdateSteps(dst.update_every.to_iters(ipe), self.total, min(stops) if stops else 0)
         death = DeathRate(dst.death_rate, self.total, dst.death_schedule, dst.death_floor)
-        output = f"{output_layer_name(model)}.weight"
-        return CALLBACKS[self.variant](self.managed(model), updates=updates, death=death, gradual=self.gradual(),
+        output, gradual = f"{output_layer_name(model)}.weight", self.gradual()
+        grow_from = gradual.start if gradual is not None else 0  # GraNet drops and grows from prune_start on
+        return CALLBACKS[self.variant](self.managed(model), updates=updates, death=death, gradual=gradual,
                                        gradual_scope=dst.gradual_scope, output_layer=output,
-                                       seed=self.config.prune_seed, masks_dir=self.path / "masks", explore=explore)
+                                       seed=self.config.prune_seed, masks_dir=self.path / "masks", explore=explore,
+                                       grow_from=grow_from)
 
     def run(self) -> Dict[str, Any]:
         mask = ensure(self.path / INIT_MASK, self.initial_mask, save=save_mask, load=Mask.load)

@@ -2,7 +2,8 @@
 
 A lottery run (the ``lottery`` and ``prune`` settings as `ticketlab lottery`) whose rounds differ:
 
-- round 0 trains on the full training split; every round records each example's training-mode
+- round 0 trains on the full training split from the initialisation, with the full schedule, and keeps its
+  weights after ``lottery.rewind`` steps as the rewind point (``rewind.pt``); every round records each example's training-mode
   correctness (`record.ExampleRecord`) and stops early when the would-be mask stabilises
   (`record.EarlyBird`, ``prac.eb_eps``), that epoch's mask being the next level's;
 - round k >= 1 trains only on the critical set left by round k-1: the examples forgotten at least once or
@@ -37,7 +38,7 @@ from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.experiment import masked, save_mask, with_summary_extra
 from ticketlab.methods.lottery import Lottery, LotteryConfig, LotteryRunConfig
-from ticketlab.methods.prac.record import EarlyBird, ExampleRecord, critical_set, forgetting_counts
+from ticketlab.methods.prac.record import EarlyBird, ExampleRecord, SaveWeightsAt, critical_set, forgetting_counts
 from ticketlab.presets import cifar_config, get_preset, register_preset
 from ticketlab.runs import ensure
 from ticketlab.sparsity import Mask
@@ -63,7 +64,9 @@ class PracConfig(Section):
 
     def validate(self) -> None:
         check_range("prac.eb_eps", self.eb_eps, 0.0, 1.0, low_open=True)
-        check_range("prac.queue", self.queue, 1, math.inf)
+        check_range("prac.queue", self.queue, 1, 1000)
+        check_range("prac.warmup", self.warmup, 0, math.inf)
+        check_range("prac.threshold", self.threshold, 0, math.inf)
         check_range("prac.data_rate", self.data_rate, 0.0, 1.0, high_open=True)
 
 
@@ -121,10 +124,20 @@ class PracRun(Lottery):
         return self.data.subset(positions), positions
 
     def level_schedule(self, level: int) -> tuple:
-        if level == 0:
-            return super().level_schedule(0)
+        if level == 0:  # the full schedule from step 0: round 0 is also where the rewind point is taken
+            return self.config.train, 0
         rho = len(self.positions(level)) / len(self.data.train)
         return scaled_schedule(self.config.train, rho), 0
+
+    def start_weights(self, level: int) -> Dict[str, torch.Tensor]:
+        return self.initial_weights() if level == 0 else self.rewind_weights()
+
+    def rewind_weights(self) -> Dict[str, torch.Tensor]:
+        """The initialisation, or the weights round 0 had after ``lottery.rewind`` steps."""
+        if self.rewind_step == 0:
+            return self.initial_weights()
+        self.train_level(0)
+        return load_torch(self.level_dir(0) / "rewind.pt")
 
     def level_mask(self, level: int) -> Mask:
         def make() -> Mask:
@@ -160,6 +173,8 @@ class PracRun(Lottery):
         ipe = iters_per_epoch(len(data.train), cfg.batch_size)
         epochs = -(-cfg.steps.to_iters(ipe) // ipe) - start_step // ipe
         callbacks = [ExampleRecord(positions, len(self.data.train), epochs, out / "record.pt")]
+        if level == 0 and self.rewind_step:
+            callbacks.append(SaveWeightsAt(self.rewind_step, out / "rewind.pt"))
         if self.prac.early_bird:
             candidate = lambda weights: self.prune_to(level + 1, weights, mask)  # noqa: E731
             callbacks.append(EarlyBird(candidate, mask.num_kept(), self.prac.eb_eps, self.prac.queue,

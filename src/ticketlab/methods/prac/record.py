@@ -129,6 +129,30 @@ class EarlyBird(Callback):
         self.fifo = deque(state["fifo"], maxlen=self.queue)
 
 
+class SaveWeightsAt(Callback):
+    """Saves the model's weights after step ``step`` (PrAC's rewind point, taken during round 0); a round
+    that stops before it (the early bird) saves its last weights instead and says so in the summary."""
+
+    name = "SaveWeightsAt"
+
+    def __init__(self, step: int, out: Path):
+        self.step, self.out = step, out
+
+    def after_step(self, state) -> None:
+        if state.step == self.step:
+            self.save(state)
+
+    def on_train_end(self, state) -> None:
+        if state.step < self.step:
+            self.save(state)
+            state.add_summary(rewind_taken_at=state.step)
+
+    def save(self, state) -> None:
+        from ticketlab.io import save_torch
+
+        save_torch({k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}, self.out)
+
+
 def critical_set(counts: torch.Tensor, threshold: int = 0, keep: Optional[int] = None,
                  disagree: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sorted full-split positions of the next round: forgetting count above ``threshold`` (``keep``: the

@@ -2,7 +2,8 @@
 ticket at each cycle end (`Superposition`).
 
 At the end of the pre-train phase the model is saved (``pretrain_end.pt``, the first partner). At the end
-of cycle k (k = 1..M) the training model is the k-th cheap ticket (``ticket_<k>.pt``); it is superposed
+of cycle k (k = 1..M) the training model is the k-th cheap ticket (``ticket_<k>.pt``; taken in
+``after_step``, before the next cycle's re-exploration, which DST makes at the epoch's end); it is superposed
 with the previous partner, ``theta = (1 - f) theta_prev + f theta_ticket`` over the whole state dict
 (CAA: ``f = 1 / (k + 1)``, a running uniform average; CIMA: ``f = cima_factor``), re-pruned by one global
 magnitude threshold over the managed layers to exactly the final density, given fresh BatchNorm
@@ -81,9 +82,10 @@ class Superposition(Callback):
         if self.update_bn:
             recompute_bn(model, training_batches(self.data, self.bn_batch, self.bn_seed, epoch=k,
                                                  augment_step=BN_STEP + k * 10**6))
+        full = Mask({**state.trainer.enforcer.mask, **mask})  # the layers kept dense by design count too
         save_torch(_copy(model.state_dict()), self.out / f"superposed_{k}.pt")
-        mask.save(self.out / f"superposed_{k}_mask.pt")
-        self.record(state, "superposed", k, model, mask.density())
+        full.save(self.out / f"superposed_{k}_mask.pt")
+        self.record(state, "superposed", k, model, full.density())
 
     def record(self, state, kind: str, cycle: int, model: torch.nn.Module, density: float) -> None:
         """Validation and test accuracy of a model of this phase, logged (``split`` = kind) and summarised."""
