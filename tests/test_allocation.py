@@ -169,6 +169,24 @@ def test_large_tensor_adversarial_sample_is_exact():
         assert torch.equal(select_topk({"a": big}, {"a": k})["a"], expected)
 
 
+@pytest.mark.parametrize("values", ["distinct", "ties", "hidden from the sample"])
+def test_a_few_of_many_is_exact(values):
+    """k <= n / 16 selects among candidates above a sampled bound (DST's regrowth): exact in every case."""
+    n = 235_200
+    g = torch.Generator().manual_seed(7)
+    big = {"distinct": lambda: torch.rand(n, generator=g),
+           "ties": lambda: torch.randint(0, 400, (n,), generator=g).float()}.get(values, lambda: torch.rand(n, generator=g))()
+    big[torch.randperm(n, generator=g)[: n // 3]] = -math.inf  # the active positions of a growth step
+    if values == "hidden from the sample":
+        stride = n // 4096
+        off_sample = torch.arange(n) % stride != 0
+        big[off_sample & (big > 0.99)] += 10.0  # every large entry where the strided sample does not look
+    for k in (1, 37, 2716, n // 16):
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[torch.from_numpy(np.lexsort((np.arange(n), -big.numpy()))[:k])] = True
+        assert torch.equal(select_topk({"a": big}, {"a": k})["a"], expected), k
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_property_exact_and_ordered(data):

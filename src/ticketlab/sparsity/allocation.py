@@ -31,6 +31,7 @@ from ticketlab.sparsity.distributions import check_density, layer_densities
 
 SCOPES = ("global", "layer", "uniform")
 _SAMPLE = 1 << 16  # subsample size used to bracket the threshold of large tensors
+_FEW = 16  # k <= numel / _FEW: select with topk, not a k-th value
 
 
 def round_half_up(x: float) -> int:
@@ -56,6 +57,22 @@ def keep_counts(sizes: Mapping[str, int], density: Union[float, Mapping[str, flo
         d = check_density(density[name], f"density of {name}")
         counts[name] = min(n, max(1, round_half_up(d * n)))
     return counts
+
+
+def _top_candidates(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the entries of 1-D ``flat`` at or above a bound that at least ``k`` of them reach, so
+    its ``k`` largest are among them (all of ``flat`` where the bound misses). The bound comes from a
+    strided sample, with a margin of several standard deviations, so there are not many more than ``k``."""
+    n = flat.numel()
+    sample = flat[:: max(1, n // 4096)]
+    m = sample.numel()
+    r = k * m / n
+    rank = int(r + 4 * math.sqrt(r) + 16) + 1  # from the top of the sample
+    if rank < m:
+        index = torch.nonzero(flat >= torch.kthvalue(sample, m - rank + 1).values).squeeze(1)
+        if index.numel() >= k:
+            return index
+    return torch.arange(n, device=flat.device)
 
 
 def _kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -88,7 +105,16 @@ def _topk_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
         return flat > -math.inf
     if k <= 0:
         return torch.zeros_like(flat, dtype=torch.bool)
-    t = _kth_largest(flat, k)
+    if k * _FEW <= n:  # a few of many (DST's regrowth): select among the few candidates only
+        index = _top_candidates(flat, k)
+        values, chosen = flat[index].topk(k, sorted=False)
+        t = values.min()
+        if bool(t > -math.inf) and int(torch.count_nonzero(flat[index] == t)) == int(torch.count_nonzero(values == t)):
+            keep = torch.zeros_like(flat, dtype=torch.bool)
+            keep[index[chosen]] = True
+            return keep  # no entry equal to the k-th left out: nothing for the index rule to decide
+    else:
+        t = _kth_largest(flat, k)
     keep = flat > t
     if bool(t == -math.inf):
         return keep

@@ -68,21 +68,14 @@ class MaskEnforcer:
 
     def set_mask(self, mask: Mask, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Switch to ``mask`` mid-training: newly pruned weights become 0; regrown weights (pruned
-        before, kept now) start at exactly 0 with zeroed optimizer state."""
-        old = self._mask
-        names = list(old) + [k for k in mask if k not in old]
-        params = resolve_parameters(self.model, names)
+        before, kept now) start at exactly 0 with zeroed optimizer state. (Multiplying by the old mask,
+        then by the new one, zeroes exactly the positions outside either, as one ``_foreach_mul_`` each.)"""
+        if not self._dense:  # a dense mask keeps everything: nothing to zero for it
+            _multiply(self._params, self._float)
+            if optimizer is not None:
+                _multiply(*self._state_lists(optimizer))
         self._install(mask)
-        with torch.no_grad():
-            for name, p in params.items():
-                keep = self._mask[name] if name in self._mask else None
-                if name in old:
-                    keep = old[name] if keep is None else keep & old[name]
-                stale = ~keep  # pruned now, or regrown: both restart from zero
-                p.masked_fill_(stale, 0)
-                if optimizer is not None:
-                    for v in _shaped_state(optimizer, p):
-                        v.masked_fill_(stale.to(v.device), 0)
+        self.apply(optimizer)
 
     def mask_grads(self) -> None:
         """Zero the gradients of pruned weights (call after backward, before the optimizer step)."""

@@ -120,12 +120,13 @@ class DynamicSparse(Callback):
         step, enforcer = state.step, state.trainer.enforcer
         masks = {k: enforcer.mask[k] for k in self.names}
         weights = {k: self.params[k].detach() for k in self.names}
-        before = masks
+        before, moved = masks, 0
         if target is not None:
             masks = prune_to(masks, weights, self.gradual.kept, target, self.gradual_scope, self.output_layer)
         if growth:
-            masks, _ = update_layers(masks, weights, rate, lambda k: self.grow_scores(k, step, growth))
-        moved = sum(int(torch.count_nonzero(masks[k] != before[k])) for k in self.names)
+            masks, moved = update_layers(masks, weights, rate, lambda k: self.grow_scores(k, step, growth))
+        if target is not None:  # pruned and perhaps regrown: count against the mask before both
+            moved = sum(int(torch.count_nonzero(masks[k] != before[k])) for k in self.names)
         enforcer.set_mask(Mask({**enforcer.mask, **masks}), state.optimizer)
         for k in self.names:
             self.ever[k] = self.ever[k].to(masks[k].device) | masks[k]

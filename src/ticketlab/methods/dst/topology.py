@@ -25,14 +25,16 @@ def drop_count(rate: float, active: int) -> int:
     return min(active, math.ceil(round(rate * active, 9)))
 
 
-def _keep_largest(keep: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Of the positions ``keep`` marks, those with the ``k`` largest ``scores`` (ties: lower index first).
-    Few positions: select among them alone; most of the tensor: mask the others out (cheaper there)."""
+def _keep_largest(keep: torch.Tensor, scores: torch.Tensor, k: int, magnitude: bool = False) -> torch.Tensor:
+    """Of the positions ``keep`` marks, those with the ``k`` largest ``scores`` (``|scores|`` with
+    ``magnitude``; ties: lower index first). Few positions: select among them alone; most of the tensor:
+    mask the others out (cheaper there)."""
     flat_keep, flat = keep.reshape(-1), scores.reshape(-1)
     if 2 * int(torch.count_nonzero(flat_keep)) > flat_keep.numel():
+        flat = flat.abs() if magnitude else flat
         return select_topk({"s": flat.masked_fill(~flat_keep, -math.inf)}, {"s": k})["s"].view_as(keep)
     index = flat_keep.nonzero().squeeze(1)
-    chosen = select_topk({"s": flat[index]}, {"s": k})["s"]
+    chosen = select_topk({"s": flat[index].abs() if magnitude else flat[index]}, {"s": k})["s"]
     out = torch.zeros_like(flat_keep)
     out[index[chosen]] = True
     return out.view_as(keep)
@@ -45,7 +47,7 @@ def drop_and_grow(keep: torch.Tensor, weight: torch.Tensor, grow_score: torch.Te
     r = drop_count(rate, active)
     if r == 0 or active == keep.numel():
         return keep, 0
-    survivors = _keep_largest(keep, weight.detach().abs(), active - r)
+    survivors = _keep_largest(keep, weight.detach(), active - r, magnitude=True)
     grown = _keep_largest(~survivors, grow_score, r)
     new = survivors | grown
     return new, int(torch.count_nonzero(new != keep))
