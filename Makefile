@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/trainer_overhead.py
 	$(BIN)/python bench/imp_vs_user_loop.py
 	$(BIN)/python bench/pruning_cost.py
+	$(BIN)/python bench/dst_update.py
 	$(BIN)/python bench/gpu.py
 
 clean:

@@ -6,7 +6,7 @@ they are trained here if absent. For every level: Lottery Pools (3 tickets searc
 a fresh magnitude mask at the ticket's count), its SWA and EMA (0.95) baselines over the same tickets,
 each scored on the test set and on the nine corruptions of `ticketlab list corruptions` at severities 1-5
 (`ticketlab eval`). Tickets are the levels' best-validation checkpoints, as Lottery Pools uses, so the
-ticket column is "test at best validation".
+ticket columns are "test at best validation", clean and corrupted.
 
 Instability (Frankle et al. 2020): at level 10 (5%) of the MNIST trunks rewound to step 0 and of trunks
 rewound to the end of the first epoch (430 steps), a `reorder` branch retrains the level from the same
@@ -46,7 +46,7 @@ def pools_one(dataset, seed, roots, runs_dir):
     config = trunk(dataset, seed, roots)
     path, _ = run_lottery(config, LEVELS, ctx)
     run_pools(convert(config, PoolsRunConfig), None, ctx)
-    evaluate_run(path, list(CORRUPTIONS), [1, 2, 3, 4, 5], checkpoint="final")
+    evaluate_run(path, list(CORRUPTIONS), [1, 2, 3, 4, 5], checkpoint="best")  # Pools results: their final.pt
     return str(path)
 
 
@@ -67,7 +67,7 @@ def pools_table(paths) -> str:
         kind = "ticket" if row.branch == "trunk" else row.branch
         clean = row.best_val_test if kind == "ticket" else row.final_test
         cells[row.dataset, row.level, f"{kind}:clean"].append(clean)
-        if row.corrupted is not None and kind != "ticket":
+        if row.corrupted is not None:
             cells[row.dataset, row.level, f"{kind}:corrupted"].append(row.corrupted)
         densities[row.dataset, row.level] = row.density
     lines = ["| data | level | density % | ticket | pools | swa | ema | pools, corrupted | ticket, corrupted |",

@@ -7,8 +7,11 @@ seeds, 10 levels of 20 epochs, SGD 0.05 with momentum and a cosine schedule, glo
 proportionally fewer epochs, rounds stopped by the early bird (eps 0.08); its level-10 ticket retrained on
 the full split with the full schedule from the initialisation (`prac.evaluate last`), which is what IMP's
 level 10 is. Iterations are optimizer steps of the search (every level; PrAC's evaluation reported apart).
+`--rewind 1ep` makes both rewind to the end of the first epoch instead (the PrAC README rewinds its IMP
+to 3 epochs); `--data mnist` keeps to one data set. Those MNIST IMP trunks are `pools_comparison.py`'s.
 
     python examples/prac_comparison.py [--workers 2] [--seeds 3] [--runs-dir runs/dst_comparison]
+                                       [--rewind 1ep] [--data mnist,fashion]
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from ticketlab.methods.prac import PracRunConfig, run_prac
 DENSITY, LEVELS = 0.05, 10
 
 
-def one(dataset, seed, method, roots, runs_dir):
+def one(dataset, seed, method, rewind, roots, runs_dir):
     ctx = RunContext(runs_dir=runs_dir, device="cpu", progress=False)
-    imp = imp_config(dataset, DENSITY, "lottery", seed, roots)
+    imp = merge(imp_config(dataset, DENSITY, "lottery", seed, roots), {"lottery": {"rewind": rewind}})
     if method == "imp":
         path, levels = run_lottery(imp, LEVELS, ctx)
         ticket = levels[-1]
@@ -43,13 +46,19 @@ def one(dataset, seed, method, roots, runs_dir):
 
 
 def main() -> None:
-    args, roots = arguments(__doc__, "runs/dst_comparison")
-    jobs = [(one, (d, s, m), d, s, m, roots, args.runs_dir) for m in ("imp", "prac") for d in DATA
+    def options(parser):
+        parser.add_argument("--rewind", default="0it", help="rewind point of IMP and PrAC, e.g. 1ep")
+        parser.add_argument("--data", default=",".join(DATA), help="data sets, of: " + ", ".join(DATA))
+
+    args, roots = arguments(__doc__, "runs/dst_comparison", options)
+    datasets = [d for d in DATA if d in args.data.split(",")]
+    jobs = [(one, (d, s, m), d, s, m, args.rewind, roots, args.runs_dir) for m in ("imp", "prac") for d in datasets
             for s in range(args.seeds)]
     results = run_all(jobs, args.workers)
+    print(f"rewind {args.rewind}")
     print("| data | method | search iterations | saving | ticket test % (5%) | test @ best val % |")
     print("|---|---|---|---|---|---|")
-    for dataset in DATA:
+    for dataset in datasets:
         imp_steps = statistics.fmean(results[dataset, s, "imp"]["steps"] for s in range(args.seeds))
         for method in ("imp", "prac"):
             runs = [results[dataset, s, method] for s in range(args.seeds)]
@@ -57,7 +66,7 @@ def main() -> None:
             saving = f"{100 * (1 - steps / imp_steps):.1f}%" if method == "prac" else "-"
             print(f"| {dataset} | {method} | {steps:,.0f} | {saving} | {mean_std([r['test'] for r in runs])} | "
                   f"{mean_std([r['best'] for r in runs])} |")
-    for dataset in DATA:
+    for dataset in datasets:
         for s in range(args.seeds):
             r = results[dataset, s, "prac"]
             print(f"{dataset} seed {s}: subset sizes {r['subsets']}, early-bird epochs {r['early']}, "
