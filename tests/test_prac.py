@@ -8,7 +8,8 @@ import torch
 from ticketlab.cli import main
 from ticketlab.config import TrainConfig, convert, merge
 from ticketlab.io import load_torch, read_json
-from ticketlab.methods.prac import PracRun, PracRunConfig, examples_seen, scaled_schedule
+from ticketlab.data import examples_seen
+from ticketlab.methods.prac import PracRun, PracRunConfig, scaled_schedule
 from ticketlab.methods.prac.record import NEVER_LEARNED, EarlyBird, critical_set, forgetting_counts
 from ticketlab.presets import get_preset
 from ticketlab.sparsity import Mask

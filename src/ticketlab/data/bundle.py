@@ -83,6 +83,18 @@ def iters_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def examples_seen(n: int, batch_size: int, start: int, end: int) -> int:
+    """Training examples presented by steps ``start..end`` over a split of ``n`` (an epoch's last batch
+    holds the remainder)."""
+    ipe = iters_per_epoch(n, batch_size)
+
+    def upto(step: int) -> int:  # examples of steps 0..step
+        epochs, rest = divmod(max(step, 0), ipe)
+        return epochs * n + rest * batch_size
+
+    return upto(end) - upto(start) if end > start else 0
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device: Device = "cpu") -> Tensor:
     """The example order of ``epoch``: batch b is ``perm[b*bs:(b+1)*bs]``; recomputable for resume."""
     return torch.randperm(n, generator=stream_generator(seed, epoch)).to(device)

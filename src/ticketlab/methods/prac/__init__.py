@@ -32,7 +32,7 @@ import torch
 
 from ticketlab.config import (ModelConfig, RunConfig, Section, TrainConfig, adopt, check_range, convert, merge, option,
                               run_config)
-from ticketlab.data import DataBundle, iters_per_epoch
+from ticketlab.data import DataBundle, examples_seen, iters_per_epoch
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
@@ -80,13 +80,6 @@ def scaled_schedule(train: TrainConfig, rho: float) -> TrainConfig:
 
     return replace(train, steps=scale(train.steps), milestones=tuple(scale(m) for m in train.milestones),
                    warmup=Steps(int(train.warmup.ep * rho)) if not train.warmup.is_zero else train.warmup)
-
-
-def examples_seen(n: int, batch: int, start: int, end: int) -> int:
-    """Training examples presented by steps ``start..end`` (an epoch's last batch holds the remainder)."""
-    ipe = iters_per_epoch(n, batch)
-    last = n - (ipe - 1) * batch
-    return sum(last if step % ipe == ipe - 1 else batch for step in range(start, end))
 
 
 @dataclass
@@ -233,10 +226,10 @@ PRESETS = {"cifar10_resnet20_prac": convert(_IMP, PracRunConfig), "mnist_lenet_3
                                       "prune": {"output_rate": 0.0}})}
 
 register_method(Method(
-    name="prac", config=PracRunConfig, run=_cli_run, presets=PRESETS,
+    name="prac", config=PracRunConfig, run=_cli_run, presets=PRESETS, distributed=False,
     help="PrAC: lottery tickets found on a pruning-aware critical subset of the data, rounds stopped early",
     flags=(Flag("--levels", "prune N times (levels 0..N), as ticketlab lottery", default=1, type=int, metavar="N"),
            Flag("--rewind", "rewind step, e.g. 3ep (same as --lottery.rewind)", field="lottery.rewind",
                 metavar="STEPS"))))
 
-__all__ = ["PracConfig", "PracRunConfig", "PracRun", "run_prac", "scaled_schedule", "examples_seen"]
+__all__ = ["PracConfig", "PracRunConfig", "PracRun", "run_prac", "scaled_schedule"]
