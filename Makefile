@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/imp_vs_user_loop.py
 	$(BIN)/python bench/pruning_cost.py
 	$(BIN)/python bench/dst_update.py
+	$(BIN)/python bench/sweep_pool.py
 	$(BIN)/python bench/gpu.py
 
 clean:

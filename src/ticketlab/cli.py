@@ -17,10 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ticketlab.config import (SECTION_OWNERS, RunConfig, convert, drop_idle_sections, dropped_sections, get_path,
-                              iter_fields, load_config_file, merge, method_sections)
+from ticketlab import distributed
+from ticketlab.config import (SECTION_OWNERS, RunConfig, drop_idle_sections, get_path, iter_fields, load_config_file,
+                              method_sections)
 from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.method import METHODS, Method, options_of
+from ticketlab.fields import nested_keys
+from ticketlab.method import METHODS, Method, compose_config, options_of
+from ticketlab.presets import get_preset
 
 RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress")
 
@@ -106,28 +109,15 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     """Preset (its core sections, plus its own when it is this command's), then file, then flags."""
-    from ticketlab.presets import get_preset
-
-    config, lost = method.config(), []
-    if args.preset:
-        preset = get_preset(args.preset)
-        lost = dropped_sections(preset, method.config)
-        config = convert(preset, method.config)
+    layers: List[Dict[str, Any]] = []
     if args.config:  # another command's sections at their defaults change nothing (an old run's config.json)
-        config = merge(config, drop_idle_sections(method.config, load_config_file(args.config)))
-    overrides: Dict[str, Any] = {}
-    for key, value in vars(args).items():
-        if key.startswith("cfg:"):
-            node = overrides
-            *parents, leaf = key[4:].split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    config = merge(config, overrides)
-    config = merge(config, {"method": method.variant_of(config, getattr(args, "variant", None))})
+        layers.append(drop_idle_sections(method.config, load_config_file(args.config)))
+    overrides = nested_keys({key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")})
+    config, lost = compose_config(method, args.preset, [*layers, overrides], getattr(args, "variant", None))
     if lost:  # once the config is good: a bad one gets its one-line error alone
-        print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(preset).command}` preset; "
-              f"`ticketlab {method.name}` uses its core sections, not its {', '.join(lost)} section", file=sys.stderr)
+        print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(get_preset(args.preset)).command}` "
+              f"preset; `ticketlab {method.name}` uses its core sections, not its {', '.join(lost)} section",
+              file=sys.stderr)
     return config
 
 
@@ -177,10 +167,16 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
         print(config.to_json())
         print(f"run directory: {run_path}")
         return 0
-    ctx = RunContext(args.runs_dir, args.device, args.threads, progress_mode(args.progress), ["ticketlab", *argv])
+    device = args.device
+    if distributed.launched():
+        if not method.distributed:
+            raise ConfigError(f"`ticketlab {method.name}` does not run under torchrun; run it as one process")
+        device = distributed.setup(args.device)
+    ctx = RunContext(args.runs_dir, device, args.threads, progress_mode(args.progress), ["ticketlab", *argv])
     path = method.run(config, options, ctx)
-    print(method.show(path) if method.show else report_table(path))
-    print(f"run directory: {path}")
+    if distributed.is_writer():
+        print(method.show(path) if method.show else report_table(path))
+        print(f"run directory: {path}")
     return 0
 
 
@@ -249,11 +245,24 @@ def _raw_config(path: Path) -> Optional[Dict[str, Any]]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ticketlab.analysis.report import report_main
+    from ticketlab.sweep.report import is_study, study_table
 
-    out_dir = None if args.no_plots else (args.out or Path(args.runs[0]) / "report")
-    print(report_main(args.runs, fmt=args.format, plot=args.plot, curves=args.curves, out_dir=out_dir,
-                      metric=args.metric))
+    studies = [p for p in args.runs if is_study(Path(p))]
+    runs = [p for p in args.runs if p not in studies]
+    for folder in studies:  # a study folder (`ticketlab sweep`): its own table
+        print(study_table(Path(folder), "terminal" if args.format == "json" else args.format))
+    if runs:
+        out_dir = None if args.no_plots else (args.out or Path(runs[0]) / "report")
+        print(report_main(runs, fmt=args.format, plot=args.plot, curves=args.curves, out_dir=out_dir,
+                          metric=args.metric))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ticketlab.sweep import sweep_main
+
+    return sweep_main(args.study, args.runs_dir, args.executor, args.workers, args.dry_run, args.device,
+                      args.threads, args.partition, args.gpus_per_job, args.time)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -295,8 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("action", choices=["list", "show", "rm"])
     runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show); full name or path (rm)")
     runs.add_argument("--runs-dir", default="runs")
+    sweep = sub.add_parser("sweep", help="run a study file: a grid of runs over fields, seeds and methods")
+    sweep.add_argument("study", help="the study file (TOML; see the README's `ticketlab sweep` section)")
+    sweep.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default: runs)")
+    sweep.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                       help="local: a pool of worker processes (default); slurm: array jobs through submitit; "
+                            "submitit-local: submitit's local executor, the SLURM path on this machine")
+    sweep.add_argument("--workers", type=int, default=2,
+                       help="runs at once: local processes, or the array's parallelism on SLURM (default 2)")
+    sweep.add_argument("--threads", type=int, default=1, help="CPU threads of each run (default 1)")
+    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, then stop")
+    sweep.add_argument("--partition", help="SLURM partition")
+    sweep.add_argument("--gpus-per-job", type=int, default=0, help="GPUs of each SLURM job (default 0)")
+    sweep.add_argument("--time", type=int, default=60, metavar="MINUTES", help="time limit of each job (default 60)")
     report = sub.add_parser("report", help="tables and plots of finished runs (seeds averaged)")
-    report.add_argument("runs", nargs="+", help="run directories, or folders holding them")
+    report.add_argument("runs", nargs="+", help="run directories, folders holding them, or study folders "
+                                                "(runs/studies/NAME)")
     report.add_argument("--format", choices=["terminal", "md", "csv", "json"], default="terminal")
     report.add_argument("--plot", help="path (stem, .png or .svg) of the accuracy-vs-density plot")
     report.add_argument("--curves", help="path (stem, .png or .svg) of the training-curve plot")
@@ -335,6 +359,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_runs(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         if args.command == "eval":
             return cmd_eval(args)
         return cmd_list(args)
@@ -348,6 +374,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

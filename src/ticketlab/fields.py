@@ -215,6 +215,29 @@ def get_path(config: Any, dotted: str) -> Any:
     return config
 
 
+def dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """A nested mapping as one level of dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(dotted_keys(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def nested_keys(flat: Mapping[str, Any]) -> Dict[str, Any]:
+    """The inverse of `dotted_keys`."""
+    out: Dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 def load_config_file(path: str) -> Dict[str, Any]:
     """Read a TOML or JSON config file into a nested mapping (validated later by `merge`)."""
     import pathlib

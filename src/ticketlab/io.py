@@ -21,6 +21,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``path`` atomically; under torchrun only rank 0 writes (`ticketlab.distributed`)."""
+    from ticketlab import distributed
+
+    if not distributed.is_writer():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ticketlab.config import RunConfig, claim_sections, forget_sections, method_sections
+from ticketlab.config import (RunConfig, claim_sections, convert, dropped_sections, forget_sections, merge,
+                              method_sections)
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.presets import PRESETS
 from ticketlab.registry import Registry
@@ -55,6 +56,7 @@ class Method:
     show: Optional[Callable[[Path], str]] = None  # text printed after a run (default: its report table)
     run_dir: Optional[Callable[[RunConfig, Path], Path]] = None  # where a config's run lives (default below)
     owns_runs: bool = True  # False: it writes into another command's run directories (`branch`)
+    distributed: bool = True  # False: refuses to run under torchrun (a method that records per example)
 
     @property
     def choices(self) -> Tuple[str, ...]:
@@ -77,7 +79,7 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-RESERVED_COMMANDS = ("runs", "report", "list", "eval")  # the CLI's own commands
+RESERVED_COMMANDS = ("runs", "report", "list", "eval", "sweep")  # the CLI's own commands
 RESERVED_FLAGS = ("--preset", "--config", "--seed", "--variant", "--runs-dir", "--device", "--threads", "--dry-run",
                   "--progress", "--help", "-h")
 
@@ -138,10 +140,27 @@ def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     return cls.from_dict(raw)
 
 
+def compose_config(method: Method, preset: Optional[str] = None, layers: Sequence[Mapping[str, Any]] = (),
+                   variant: Optional[str] = None) -> Tuple[RunConfig, List[str]]:
+    """The config ``method`` runs: the preset (its core sections, plus ``method``'s own when it is this
+    method's), then each mapping of ``layers`` in turn, then the variant (``--variant``, else the
+    config's own, else the first). Also returns the preset's sections that were dropped."""
+    from ticketlab.presets import get_preset
+
+    config, lost = method.config(), []
+    if preset:
+        chosen = get_preset(preset)
+        lost = dropped_sections(chosen, method.config)
+        config = convert(chosen, method.config)
+    for layer in layers:
+        config = merge(config, layer)
+    return merge(config, {"method": method.variant_of(config, variant)}), lost
+
+
 def options_of(method: Method, values: Mapping[str, Any]) -> Dict[str, Any]:
     """The run options of ``method`` from parsed flag values (defaults filled in)."""
     return {flag.dest: values.get(flag.dest, flag.default) for flag in method.flags if not flag.field}
 
 
 __all__ = ["Flag", "Method", "METHODS", "register_method", "unregister_method", "method_of_run",
-           "config_from_dict", "options_of"]
+           "config_from_dict", "compose_config", "options_of"]

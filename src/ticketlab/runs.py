@@ -8,8 +8,8 @@ maps to the same directory, so a repeated command resumes or returns at once ins
 Two contracts every method keeps, so that nothing else needs to know its folder layout:
 
 - every file a phase produces once (initial weights, a mask, start weights, a summary) is made through
-  `ensure`: compute it if it is absent, write it atomically, read it back. It is the one place where
-  rank-0 writes, barriers and file locks belong;
+  `ensure`: compute it if it is absent, write it atomically, read it back. Under torchrun every rank
+  takes rank 0's branch there, only rank 0 writes, and all read after a barrier;
 - a phase that is a result (a lottery level, a branch, a sparse network's training) carries its report
   row in its ``summary.json`` (`report_row`); `phase_rows` and `run_status` read only those.
 """
@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 
+from ticketlab import distributed
 from ticketlab.config import RunConfig, content_hash, get_path, iter_fields, to_jsonable
 from ticketlab.errors import CheckpointError, TicketlabError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
@@ -58,6 +59,7 @@ def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None) -
         "python": platform.python_version(),
         "device": str(device),
         "threads": threads,
+        "world_size": distributed.world_size(),
         "git_commit": _git_commit(),
         "command": " ".join(argv if argv is not None else sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -111,12 +113,13 @@ def ensure(path: Path, make: Callable[[], T], *, save: Optional[Callable[[T, Pat
     Every phase output of every method goes through here: it is the one place for rank-0 writes,
     barriers and file locks when one run spans several processes."""
     path = Path(path)
-    if not path.exists():
+    if not distributed.gate(path.exists()):  # under torchrun: every rank takes rank 0's branch
         value = make()
         if save is not None:
-            save(value, path)
-        elif not path.exists():
+            save(value, path)  # rank 0 writes
+        elif distributed.is_writer() and not path.exists():
             raise RuntimeError(f"{path} was to be written by its phase, which returned without writing it")
+        distributed.barrier()  # then every rank reads what rank 0 wrote
     return load(path)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ticketlab.errors import TicketlabError
+from ticketlab.fields import dotted_keys
 from ticketlab.io import read_json
 from ticketlab.runs import CONFIG, SUMMARY, TRUNK, phase_rows, unfinished_phases
 
@@ -104,7 +105,7 @@ def collect(paths: Sequence[str | Path]) -> Rows:
 
 def _record(folder: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
     row = summary["row"]
-    options = _flatten(row.get("branch_options") or {})
+    options = dotted_keys(row.get("branch_options") or {})
     return {"experiment": str(row["group"]), "seed": int(row["seed"]), "level": int(row["level"]),
             "density": float(summary["density"] if row["density"] is None else row["density"]),
             "mode": str(row["variant"]), "branch": str(row["branch"]),
@@ -125,16 +126,6 @@ def _corrupted(folder: Path) -> Optional[float]:
 
 
 # -- experiment labels ----------------------------------------------------------------------------------
-
-
-def _flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _experiment_labels(records: List[Dict[str, Any]]) -> Dict[str, str]:

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ticketlab import distributed
+
 
 class MetricsLog:
     def __init__(self, path: Optional[Path]):
@@ -22,7 +24,7 @@ class MetricsLog:
 
     def append(self, **record: Any) -> None:
         self.records.append(record)
-        if self.path is not None:
+        if self.path is not None and distributed.is_writer():
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
 

@@ -23,9 +23,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ticketlab import distributed
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
-from ticketlab.errors import CheckpointError
+from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
@@ -100,10 +101,20 @@ class RunningStats:
             self.loss_sum.add_(self.loss_fn(logits.float(), labels).to(self.loss_sum.dtype), alpha=rows)
         self._rows = self._filled = 0
 
-    def read(self) -> Dict[str, float]:
-        """Mean loss and accuracy since the last `reset`."""
+    def totals(self) -> List[float]:
+        """``[loss sum, correct, count]`` since the last `reset`, summed over ranks under torchrun."""
         self.flush()
-        return {"loss": self.loss_sum.item() / self.count, "accuracy": self.correct.item() / self.count}
+        if not distributed.active():
+            return [self.loss_sum.item(), self.correct.item(), self.count]
+        sums = torch.stack([self.loss_sum.double(), self.correct.double(),
+                            torch.tensor(float(self.count), dtype=torch.float64, device=self.loss_sum.device)])
+        loss_sum, correct, count = distributed.all_sum(sums).tolist()
+        return [loss_sum, int(correct), int(count)]
+
+    def read(self) -> Dict[str, float]:
+        """Mean loss and accuracy since the last `reset` (of all ranks)."""
+        loss_sum, correct, count = self.totals()
+        return {"loss": loss_sum / count, "accuracy": correct / count}
 
     def reset(self) -> None:
         self.flush()
@@ -111,11 +122,11 @@ class RunningStats:
         self.count = 0
 
     def state(self) -> List[float]:
-        self.flush()
-        return [self.loss_sum.item(), self.correct.item(), self.count]
+        return self.totals()
 
     def load(self, state: Sequence[float]) -> None:
-        loss_sum, correct, self.count = state
+        """The totals of `state` (on rank 0 under torchrun: the others start from 0, so sums stay whole)."""
+        loss_sum, correct, self.count = state if distributed.rank() == 0 else (0.0, 0, 0)
         self._rows = self._filled = 0
         self.loss_sum.fill_(loss_sum), self.correct.fill_(correct)
 
@@ -168,12 +179,25 @@ class Trainer:
         self.optimizer = build_optimizer(model.parameters(), cfg, allow_fused=not has_sparse_gradients(model))
         self.initial_optimizer_state = optimizer_state
         self.accel = Accelerator(model, cfg, data.train.x.device)
+        self.train_forward = self._distributed_forward() if distributed.active() else self.accel.forward
         self.lr_at = lr_at or lr_schedule(cfg, self.ipe)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None)
-        self.progress = Progress(self.total, start_step, label, enabled=progress)
+        self.progress = Progress(self.total, start_step, label, enabled=progress if distributed.is_writer() else False)
         self.best: Dict[str, Any] = {}
         self.step = start_step
         self.summary_extra = dict(summary_extra or {})
+
+    def _distributed_forward(self) -> Callable:
+        """Under torchrun: the training forward through PyTorch DDP, which averages the gradients over
+        ranks in the backward pass (evaluation uses the plain module: every rank evaluates the same)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.cfg.batch_size < distributed.world_size():
+            raise ConfigError(f"train.batch_size={self.cfg.batch_size} is the global batch and must be at least the "
+                              f"number of processes ({distributed.world_size()})")
+        device = self.data.train.x.device
+        ddp = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        return torch.compile(ddp) if self.cfg.compile and device.type == "cuda" else ddp
 
     # -- public -----------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
@@ -245,7 +269,9 @@ class Trainer:
         """One optimizer step at a given step index, with everything it needs bound once (the loop runs
         it tens of thousands of times; attribute lookups cost more than they seem at 1 ms a step)."""
         opt, enforcer, callbacks, accel = self.optimizer, self.enforcer, self.callbacks, self.accel
-        forward, augment, loss_fn, lr_at = accel.forward, getattr(self.data, "augment", None), self.loss_fn, self.lr_at
+        forward, augment, loss_fn, lr_at = self.train_forward, getattr(self.data, "augment", None), self.loss_fn, \
+            self.lr_at
+        world = distributed.world_size()
         autocast = accel.autocast if accel.dtype is not None else contextlib.nullcontext
         train_x, train_y, n = self.data.train.x, self.data.train.y, len(self.data.train)
         bs, device, ipe, order_seed, running = self.cfg.batch_size, train_x.device, self.ipe, self.order_seed, \
@@ -260,11 +286,16 @@ class Trainer:
             x, y = train_x[index], train_y[index]
             if augment is not None:
                 x = augment(x, step)
+            if world > 1:  # this rank's shard of the global batch, augmented as the whole batch is
+                start, end = distributed.shard_bounds(len(index))
+                n_global, x, y, index = len(index), x[start:end], y[start:end], index[start:end]
             x = accel.prepare_batch(x)
             set_lr(opt, lr_at(step))
             with autocast():
                 logits = forward(x)
                 loss = loss_fn(logits, y)
+                if world > 1:  # DDP averages over ranks: weight each shard's mean by its size
+                    loss = loss * (len(y) * world / n_global)
             if callbacks:
                 state.step, state.epoch, state.x, state.y, state.index = step, epoch, x, y, index
                 state.logits, state.loss = logits, loss
@@ -291,6 +322,9 @@ class Trainer:
 
     def _evaluate(self, state: StepState) -> Dict[str, Dict[str, float]]:
         results: Dict[str, Dict[str, float]] = {}
+        if distributed.active():  # every rank evaluates the same model: rank 0's, under the same mask
+            distributed.broadcast_buffers(self.model)
+            distributed.check_same(self.enforcer.mask.digest(), "mask")
         if self._running.count:
             results["train"] = self._running.read()
             self._running.reset()
@@ -330,6 +364,7 @@ class Trainer:
             "metrics_lines": self.metrics.lines,
             "running": self._running.state(),
             "scaler": self.accel.scaler.state_dict() if self.accel.scaler is not None else {},
+            "world_size": distributed.world_size(),
         }, self.out_dir / CHECKPOINT)
 
     def _resume(self) -> bool:
@@ -338,6 +373,11 @@ class Trainer:
             return False
         path = self.out_dir / CHECKPOINT
         ckpt = load_torch(path, map_location=next(self.model.parameters()).device)
+        started = int(ckpt.get("world_size", 1))
+        if started != distributed.world_size():  # the batch shards and the gradient sums depend on it
+            how = f"torchrun --nproc-per-node {started}" if started > 1 else "one process (no torchrun)"
+            raise CheckpointError(f"{path} was written by a run on {started} process(es); resume it on {how}, or "
+                                  "delete that file to train the phase again")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["mask"]:  # checkpoints of dense runs before the trainer always had a mask: none stored
@@ -385,5 +425,6 @@ class Trainer:
         if self.out_dir is not None:
             save_torch(self.model.state_dict(), self.out_dir / FINAL)
             write_json(self.out_dir / SUMMARY, summary)
-            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+            if distributed.is_writer():
+                (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
         return summary

@@ -1,0 +1,7 @@
+"""`python -m ticketlab ...` (and `torchrun ... -m ticketlab ...`): the command line."""
+
+import sys
+
+from ticketlab.cli import main
+
+sys.exit(main())

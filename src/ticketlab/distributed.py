@@ -1,0 +1,131 @@
+"""One run on several processes: `torchrun --nproc-per-node N -m ticketlab COMMAND ...`.
+
+torchrun starts the processes and sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; `setup` joins them
+in torch's process group (gloo on the CPU, NCCL on CUDA). Every rank then runs the same command on the
+same data and computes the same things in the same order. They differ only in that:
+
+- each rank trains on its shard of every global batch (`shard_bounds`), and PyTorch DDP averages the
+  gradients;
+- only rank 0 writes files (`is_writer`, checked by `ticketlab.io` and the metrics log), and `gate`
+  makes every rank take the branch rank 0 takes for a file that may or may not exist yet
+  (`ticketlab.runs.ensure`: compute-if-absent, then read what rank 0 wrote);
+- the training loss and accuracy are summed over ranks (`all_sum`), masks are checked equal by digest
+  (`check_same`), and BatchNorm buffers come from rank 0 before an evaluation.
+
+Outside torchrun all of this is a no-op: one process, rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from ticketlab.errors import CheckpointError, ConfigError
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: rank 0, or the only process."""
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Started by torchrun (or by hand with its environment) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: str = "auto") -> Optional[str]:
+    """Join the process group that torchrun's environment describes; returns the device this rank should
+    use (``cuda:<local rank>`` where CUDA is asked for or ``auto`` finds it), or None outside torchrun."""
+    if not launched() or active():
+        return None
+    if not dist.is_available():
+        raise ConfigError("this torch build has no torch.distributed; run without torchrun")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return f"cuda:{local}" if cuda else ("cpu" if device == "auto" else device)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def gate(condition: bool) -> bool:
+    """Rank 0's value of ``condition`` on every rank (a file's existence before deciding to make it)."""
+    if not active():
+        return condition
+    flag = torch.tensor([1 if condition else 0], dtype=torch.int64)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def all_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over ranks (a copy; CPU or the rank's device, as the backend needs)."""
+    if not active():
+        return tensor
+    out = tensor.detach().clone()
+    if dist.get_backend() == "gloo" and out.device.type != "cpu":
+        out = out.cpu()
+    dist.all_reduce(out)
+    return out.to(tensor.device)
+
+
+def check_same(digest: str, what: str) -> None:
+    """Raise unless every rank holds the same ``digest`` (a mask computed on each rank)."""
+    if not active():
+        return
+    digests = [None] * world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        raise CheckpointError(f"the {what} differs between ranks ({', '.join(d[:8] for d in digests)}): the ranks "
+                              "computed different things from the same inputs; check that they run the same "
+                              "command on the same data")
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+    if not active():
+        return
+    for buffer in module.buffers():
+        if dist.get_backend() == "gloo" and buffer.device.type != "cpu":
+            staged = buffer.cpu()
+            dist.broadcast(staged, src=0)
+            buffer.copy_(staged)
+        else:
+            dist.broadcast(buffer, src=0)
+
+
+def shard_bounds(n: int) -> tuple:
+    """``(start, end)`` of this rank's part of a global batch of ``n`` examples: contiguous, the first
+    ranks one larger when ``n`` does not divide (as `torch.tensor_split`)."""
+    size, extra = divmod(n, world_size())
+    r = rank()
+    start = r * size + min(r, extra)
+    return start, start + size + (1 if r < extra else 0)
+
+
+__all__ = ["active", "rank", "world_size", "is_writer", "launched", "setup", "teardown", "barrier", "gate",
+           "all_sum", "check_same", "broadcast_buffers", "shard_bounds"]
