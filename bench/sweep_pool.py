@@ -8,7 +8,7 @@ worker processes, start-up included). Each case starts from an empty runs folder
 on two free cores should be at most 0.6. Real MNIST from ``../shared/data/mnist`` or ``--mnist``; without
 it the digits set (much smaller runs, so start-up weighs more).
 
-    python bench/sweep_pool.py [--runs 4] [--epochs 2] [--repeats 2] [--mnist DIR]
+    python bench/sweep_pool.py [--runs 4] [--epochs 10] [--repeats 2] [--mnist DIR]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def timed(study: Path, workers: int) -> float:
 def main() -> None:
     p = common.parser(__doc__, repeats=2)
     p.add_argument("--runs", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--mnist", type=Path, default=DEFAULT_MNIST)
     args = p.parse_args()
     common.set_threads(args.threads)

@@ -113,6 +113,7 @@ def test_local_pool_runs_the_study_then_a_rerun_does_no_work(tmp_path):
     assert code == 0 and "[6/6]" in out and out.count(": done in") == 6
     record = read_record(study_dir(runs, "tiny"))
     assert len(record) == 6 and all(e["status"] == "done" for e in record.values())
+    assert (study_dir(runs, "tiny") / "accuracy_vs_cost.png").stat().st_size > 0
     before = stamps(runs)
     code, out = sweep(path, runs, workers=2)
     assert code == 0 and "6 finished, 0 to run" in out and ": done in" not in out

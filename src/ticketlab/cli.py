@@ -245,12 +245,15 @@ def _raw_config(path: Path) -> Optional[Dict[str, Any]]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ticketlab.analysis.report import report_main
-    from ticketlab.sweep.report import is_study, study_table
+    from ticketlab.sweep.report import is_study, plot_study, study_table
 
     studies = [p for p in args.runs if is_study(Path(p))]
     runs = [p for p in args.runs if p not in studies]
-    for folder in studies:  # a study folder (`ticketlab sweep`): its own table
+    for folder in studies:  # a study folder (`ticketlab sweep`): its own table and plot
         print(study_table(Path(folder), "terminal" if args.format == "json" else args.format))
+        stem = Path(args.out) / f"{Path(folder).name}_accuracy_vs_cost" if args.out else None
+        if not args.no_plots and plot_study(Path(folder), stem) is not None and args.format == "terminal":
+            print(f"wrote {stem or Path(folder) / 'accuracy_vs_cost'}.png, .svg")
     if runs:
         out_dir = None if args.no_plots else (args.out or Path(runs[0]) / "report")
         print(report_main(runs, fmt=args.format, plot=args.plot, curves=args.curves, out_dir=out_dir,

@@ -63,9 +63,11 @@ def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local",
             print(f"[{count}/{len(jobs)}] {what}: done in {result['seconds']:.0f} s ({entry['run']})", file=out,
                   flush=True)
         write_record(folder, study, runs, entries)
-    from ticketlab.sweep.report import study_table
+    from ticketlab.sweep.report import plot_study, study_table
 
     print(study_table(folder), file=out)
+    if plot_study(folder) is not None:
+        print(f"wrote {folder / 'accuracy_vs_cost'}.png, .svg", file=out)
     if failed:
         print(f"ticketlab: {len(failed)} run(s) failed ({'; '.join(failed)}); the errors are in {folder / RECORD}; "
               "fix them and run the sweep again (finished runs are kept)", file=out)

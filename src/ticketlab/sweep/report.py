@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -74,13 +75,34 @@ def run_results(run: Path, shapes: ModelShapes) -> List[Dict[str, Any]]:
     return out
 
 
-def study_table(folder: Path, fmt: str = "terminal") -> str:
-    """The table of the study whose record is in ``folder`` (runs not finished yet are left out)."""
+@dataclass
+class StudyCell:
+    """The results of one method, grid cell, branch and level over the seeds that finished."""
+
+    label: str
+    cell: Tuple[Any, ...]  # the grid values, in the order of the axes
+    branch: str
+    level: int
+    results: List[Dict[str, Any]]
+
+    def mean(self, key: str) -> float:
+        return statistics.fmean(r[key] for r in self.results)
+
+    def accuracy(self, key: str = "test") -> Tuple[Optional[float], float]:
+        """Mean and std (0 for one seed) of a test accuracy, in %; (None, 0) when no run has it."""
+        values = [100 * r[key] for r in self.results if isinstance(r[key], (int, float))]
+        if not values:
+            return None, 0.0
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def study_cells(folder: Path) -> Tuple[Dict[str, Any], List[StudyCell], int]:
+    """The record of the study in ``folder``, its cells in plan order, and how many runs are not
+    finished (left out)."""
     record = read_json(Path(folder) / RECORD)
-    runs_dir, axes = Path(folder).resolve().parent.parent, list(record.get("axes", []))  # <runs>/studies/<name>
+    runs_dir = Path(folder).resolve().parent.parent  # <runs>/studies/<name>
     shapes = ModelShapes()
-    cells: Dict[tuple, List[Dict[str, Any]]] = defaultdict(list)
-    order: Dict[tuple, int] = {}
+    cells: Dict[tuple, StudyCell] = {}
     missing = 0
     for entry in record.get("runs", []):
         path = runs_dir / str(entry.get("run", ""))
@@ -92,32 +114,81 @@ def study_table(folder: Path, fmt: str = "terminal") -> str:
         except TicketlabError:
             missing += 1
             continue
+        values = tuple(v for _, v in entry["cell"])
         for result in results:
-            key = (entry["label"], tuple(json.dumps(v) for _, v in entry["cell"]), result["branch"], result["level"])
-            order.setdefault(key, len(order))
-            cells[key].append(result)
+            key = (entry["label"], json.dumps(values), result["branch"], result["level"])
+            if key not in cells:
+                cells[key] = StudyCell(entry["label"], values, result["branch"], result["level"], [])
+            cells[key].results.append(result)
+    return record, list(cells.values()), missing
+
+
+def study_table(folder: Path, fmt: str = "terminal") -> str:
+    """The table of the study whose record is in ``folder`` (runs not finished yet are left out)."""
+    record, cells, missing = study_cells(folder)
     rows = []
-    for key in sorted(cells, key=lambda k: order[k]):
-        label, values, branch, level = key
-        found = cells[key]
-        rows.append([label, *[json.loads(v) for v in values], branch, level,
-                     f"{100 * statistics.fmean(r['density'] for r in found):.2f}",
-                     _mean_std([r["test"] for r in found]), _mean_std([r["best_val_test"] for r in found]),
-                     len(found), _count(statistics.fmean(r["iterations"] for r in found)),
-                     _count(statistics.fmean(r["examples"] for r in found)),
-                     _flops(statistics.fmean(r["flops"] for r in found))])
-    headers = ["method", *axes, "branch", "level", "density %", "test %", "test @ best val %", "seeds",
-               "iterations", "examples", "train FLOPs"]
+    for c in cells:
+        rows.append([c.label, *c.cell, c.branch, c.level, f"{100 * c.mean('density'):.2f}",
+                     _mean_std(c.accuracy("test")), _mean_std(c.accuracy("best_val_test")), len(c.results),
+                     _count(c.mean("iterations")), _count(c.mean("examples")), _flops(c.mean("flops"))])
+    headers = ["method", *record.get("axes", []), "branch", "level", "density %", "test %", "test @ best val %",
+               "seeds", "iterations", "examples", "train FLOPs"]
     table = render_table(headers, rows, fmt) if rows else "no finished runs yet"
-    note = f"\n({missing} of {len(record['runs'])} runs not finished; run the sweep again)" if missing else ""
-    return f"study {record['name']}\n{table}{note}" if fmt == "terminal" else table
+    note = f"\n({missing} of {len(record.get('runs', []))} runs not finished; run the sweep again)" if missing else ""
+    return f"study {record.get('name', '?')}\n{table}{note}" if fmt == "terminal" else table
 
 
-def _mean_std(values: List[Optional[float]]) -> str:
-    values = [100 * v for v in values if isinstance(v, (int, float))]
-    if not values:
-        return "-"
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+def plot_study(folder: Path, path_stem: Optional[Path] = None):
+    """Test accuracy against density and against training FLOPs (both log scales), one line with error
+    bars (std over seeds) per method, grid cell and branch: which method is best at a density, and at
+    what cost. Saved (PNG and SVG) to ``path_stem`` (default ``<folder>/accuracy_vs_cost``); returns the
+    Figure, or None when nothing has finished."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from matplotlib.ticker import NullLocator
+
+    from ticketlab.analysis.plots import density_ticks, format_percent, save_figure
+
+    record, cells, _ = study_cells(folder)
+    series: Dict[tuple, List[StudyCell]] = defaultdict(list)
+    for c in cells:
+        if c.accuracy()[0] is not None:
+            series[c.label, c.cell, c.branch].append(c)
+    if not series:
+        return None
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    by_density, by_cost = fig.subplots(1, 2, sharey=True)
+    axes = record.get("axes", [])
+    for (label, cell, branch), points in series.items():
+        points = sorted(points, key=lambda c: c.level)
+        name = " ".join([label, *(f"{a}={v}" for a, v in zip(axes, cell))] + ([] if branch == TRUNK else [branch]))
+        means, stds = zip(*(p.accuracy() for p in points))
+        style = dict(marker="o", markersize=4, capsize=3, linestyle="-" if branch == TRUNK else "--")
+        line = by_density.errorbar([100 * p.mean("density") for p in points], means, yerr=stds, label=name, **style)
+        by_cost.errorbar([p.mean("flops") for p in points], means, yerr=stds, color=line[0].get_color(), **style)
+    densities = [p.mean("density") for points in series.values() for p in points]
+    ticks = density_ticks(densities)
+    by_density.set_xscale("log")
+    by_density.set_xticks([100 * t for t in ticks], [format_percent(t) for t in ticks])
+    by_density.xaxis.set_minor_locator(NullLocator())
+    by_density.set_xlim(100 * max(densities) * 1.15, 100 * min(densities) / 1.15)  # sparser to the right
+    by_density.set_xlabel("density (% of prunable weights kept, log scale)")
+    by_density.set_ylabel("final test accuracy (%)")
+    by_cost.set_xscale("log")
+    by_cost.set_xlabel("training FLOPs to make the result (log scale)")
+    for ax in (by_density, by_cost):
+        ax.grid(True, alpha=0.3)
+    by_density.legend(fontsize="small")
+    fig.suptitle(f"study {record.get('name', '?')}: mean ± std over seeds")
+    save_figure(fig, path_stem if path_stem is not None else Path(folder) / "accuracy_vs_cost")
+    return fig
+
+
+def _mean_std(accuracy: Tuple[Optional[float], float]) -> str:
+    mean, std = accuracy
+    return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def _count(value: float) -> str:
@@ -135,4 +206,4 @@ def is_study(path: Path) -> bool:
     return (Path(path) / RECORD).is_file()
 
 
-__all__ = ["study_table", "run_results", "is_study"]
+__all__ = ["study_table", "study_cells", "plot_study", "run_results", "is_study"]
