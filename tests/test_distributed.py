@@ -101,11 +101,13 @@ def test_a_killed_two_rank_run_resumes_on_two_ranks_only(tmp_path):
     assert all(torch.equal(a[n], b[n]) for n in a)  # bit-identical to the uninterrupted two-rank run
 
 
-def test_prac_refuses_to_run_under_torchrun(monkeypatch, capsys, tmp_path):
+def test_prac_and_the_other_commands_refuse_torchrun(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["prac", "--preset", "digits_mlp", "--runs-dir", str(tmp_path)]) == 2
     assert "does not run under torchrun" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+    assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 2  # N copies would race on the same files
+    assert "not a run command" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n,world", [(64, 2), (65, 2), (7, 3), (3, 3), (128, 5)])

@@ -66,7 +66,7 @@ def test_phase_flops_follows_the_mask_records(tmp_path):
     # 10 examples in batches of 4: steps 0..7 see 4, 4, 2, 4, 4, 2, 4, 4
     assert phase_flops(layers, timeline, 0, 8, 10, 4) == per[0] * (4 + 4 + 2 + 4 + 4) + per[5] * (2 + 4 + 4)
     assert phase_flops(layers, timeline, 6, 8, 10, 4) == per[5] * (4 + 4)
-    cost = phase_cost(tmp_path, {"start_step": 2, "steps": 8}, layers, 10, 4)
+    cost = phase_cost(tmp_path, {"start_step": 2, "steps": 8}, layers, 10, 4)  # metrics.jsonl: a trained phase
     assert cost == {"iterations": 6, "examples": 2 + 4 + 4 + 2 + 4 + 4,
                     "flops": per[0] * (2 + 4 + 4) + per[5] * (2 + 4 + 4)}
 
@@ -76,10 +76,19 @@ def test_phase_cost_from_a_mask_file_or_dense(tmp_path):
     mask = Mask.ones(model)
     mask["fc1.weight"][:100] = False
     mask.save(tmp_path / "mask.pt")
+    (tmp_path / "metrics.jsonl").write_text("")  # where the trainer ran
     kept = 235200 - 100 * 784 + 30000 + 1000
     cost = phase_cost(tmp_path, {"start_step": 0, "steps": 3, "subset_size": 8}, layers, 55000, 4)
     assert cost == {"iterations": 3, "examples": 4 + 4 + 4, "flops": 3 * 2 * kept * 12}
+    # the kept counts a trainer writes into its summary come before mask.pt
+    summary = {"start_step": 0, "steps": 1, "kept": {"fc1.weight": 10, "fc2.weight": 0, "fc3.weight": 0}}
+    assert phase_cost(tmp_path, summary, layers, 10, 4)["flops"] == 3 * 4 * 2 * 10
     dense = tmp_path / "dense"
     dense.mkdir()
+    (dense / "metrics.jsonl").write_text("")
     assert phase_cost(dense, {"start_step": 0, "steps": 1}, layers, 10, 4)["flops"] == 3 * 4 * 2 * LENET_DENSE
     assert phase_cost(dense, {"steps": 0}, layers, 10, 4) == {"iterations": 0, "examples": 0, "flops": 0}
+    copied = tmp_path / "copied"  # a summary that repeats another phase's steps, where no trainer ran
+    copied.mkdir()
+    assert phase_cost(copied, {"start_step": 0, "steps": 5}, layers, 10, 4) == {"iterations": 0, "examples": 0,
+                                                                               "flops": 0}

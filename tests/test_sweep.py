@@ -16,7 +16,7 @@ from ticketlab.io import load_torch, read_json
 from ticketlab.methods.experiment import Experiment
 from ticketlab.sweep import read_record, study_dir, sweep_main
 from ticketlab.sweep.study import load_study
-from ticketlab.sweep.report import study_table
+from ticketlab.sweep.report import run_results, study_table
 from killing import KillAt
 
 STUDY = """
@@ -88,6 +88,7 @@ def test_a_study_expands_to_the_runs_the_commands_would_make(tmp_path, capsys):
     (STUDY.replace('"prune.fraction"', '"prune.fractio"'), "prune.fractio"),
     (STUDY + '[[method]]\nname = "a"\n[[method]]\nname = "a"\n', "are named 'a'"),
     ("name = 'a b'\n", "letters, digits"),
+    (STUDY.replace('command = "lottery"', "") + '[[method]]\ncommand = "lottery"\n', "there is none"),
 ])
 def test_bad_study_files_get_one_line_errors_before_any_run(tmp_path, capsys, text, message):
     path = write(tmp_path, text)
@@ -101,8 +102,15 @@ def test_bad_study_files_get_one_line_errors_before_any_run(tmp_path, capsys, te
 
 def test_a_grid_axis_the_command_ignores_is_refused(tmp_path):
     text = STUDY.replace('"prune.fraction" = [0.2, 0.5]', '"train.schedule" = ["constant", "constant"]')
-    with pytest.raises(ConfigError, match="same run"):
+    with pytest.raises(ConfigError, match="share one run directory"):
         sweep(write(tmp_path, text), tmp_path / "runs")
+
+
+def test_two_methods_that_differ_only_in_levels_are_refused(tmp_path):
+    text = STUDY + '[[method]]\nname = "short"\n[[method]]\nname = "long"\noptions = { levels = 3 }\n'
+    with pytest.raises(ConfigError, match="differ only in their options"):
+        sweep(write(tmp_path, text), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_local_pool_runs_the_study_then_a_rerun_does_no_work(tmp_path):
@@ -189,3 +197,36 @@ def test_submitit_local_executor_runs_the_study(tmp_path):
     rows = [r.split(",") for r in report.stdout.strip().splitlines()]
     assert rows[0][:4] == ["method", "prune.fraction", "branch", "level"]
     assert len(rows) == 1 + 4 and all(r[7] == "3" for r in rows[1:])
+
+
+class FakeShapes:
+    def of(self, run):
+        return {"w": (10, 1)}, 100, 10  # one layer of 10 weights; 100 examples in batches of 10
+
+
+def phase(folder, row=None, steps=0, start=0, trained=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"steps": steps, "start_step": start, "density": 1.0, "final_test_accuracy": 0.5}
+    if row is not None:
+        summary["row"] = row
+    (folder / "summary.json").write_text(json.dumps(summary))
+    if trained:
+        (folder / "metrics.jsonl").write_text("")
+
+
+def test_a_result_costs_what_it_took_to_make_it(tmp_path):
+    trunk = lambda level: {"branch": "trunk", "level": level, "density": 1.0}  # noqa: E731
+    phase(tmp_path / "pretrain", steps=5)  # no row: shared by every result
+    phase(tmp_path / "level_0", trunk(0), steps=10)
+    phase(tmp_path / "level_1", trunk(1), steps=30, start=10)
+    phase(tmp_path / "level_1" / "branch_reinit", {"branch": "reinit", "level": 1, "density": 1.0}, steps=7)
+    phase(tmp_path / "level_1" / "pools_a" / "pools", {"branch": "pools", "level": 1, "density": 1.0})
+    # a result that copies its run's steps without training (a Sup-tickets model, an RST run summary)
+    phase(tmp_path / "result", {"branch": "superposed", "level": 1, "density": 1.0}, steps=30, trained=False)
+    got = {(r["branch"], r["level"]): r["iterations"] for r in run_results(tmp_path, FakeShapes())}
+    assert got == {("trunk", 0): 5 + 10, ("trunk", 1): 5 + 10 + 20,
+                   ("reinit", 1): 5 + 10 + 7,  # its mask comes from level 0: level 1's training not needed
+                   ("pools", 1): 5 + 10 + 20,  # it combines level 1's trained ticket
+                   ("superposed", 1): 5 + 10}
+    flops = {(r["branch"], r["level"]): r["flops"] for r in run_results(tmp_path, FakeShapes())}
+    assert flops["trunk", 0] == 3 * 2 * 10 * 10 * (5 + 10)  # dense: 3 passes x 2 FLOPs x 10 weights x 10 examples

@@ -356,6 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if distributed.launched() and args.command not in METHODS:
+            raise ConfigError(f"`ticketlab {args.command}` is not a run command: run it without torchrun")
         if args.command in METHODS:
             return cmd_run(args, sub, METHODS.get(args.command), argv)
         if args.command == "runs":

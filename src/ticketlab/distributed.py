@@ -73,24 +73,66 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _wire(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on the device the backend communicates from: the CPU for gloo, this rank's GPU for NCCL."""
+    if dist.get_backend() == "nccl":
+        return tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    return tensor.cpu()
+
+
 def gate(condition: bool) -> bool:
     """Rank 0's value of ``condition`` on every rank (a file's existence before deciding to make it)."""
     if not active():
         return condition
-    flag = torch.tensor([1 if condition else 0], dtype=torch.int64)
+    flag = _wire(torch.tensor([1 if condition else 0], dtype=torch.int64))
     dist.broadcast(flag, src=0)
     return bool(flag.item())
 
 
+def rank0_first(make, what: str):
+    """``make()`` on rank 0, then on the other ranks once it has succeeded (a download or a cache that
+    rank 0 writes and the others read); an error on rank 0 stops every rank."""
+    if not active():
+        return make()
+    failure, value = None, None
+    if is_writer():
+        try:
+            value = make()
+        except Exception as exc:  # noqa: BLE001  (re-raised below, after telling the others)
+            failure = exc
+    if not gate(failure is None):
+        if failure is not None:
+            raise failure
+        raise CheckpointError(f"rank 0 could not {what}; see its error")
+    return value if is_writer() else make()
+
+
+def from_rank0(obj):
+    """Rank 0's ``obj`` (any picklable value) on every rank."""
+    if not active():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def all_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` summed over ranks (a copy; CPU or the rank's device, as the backend needs)."""
+    """``tensor`` summed over ranks (a copy, on ``tensor``'s device)."""
     if not active():
         return tensor
-    out = tensor.detach().clone()
-    if dist.get_backend() == "gloo" and out.device.type != "cpu":
-        out = out.cpu()
+    out = _wire(tensor.detach().clone())
     dist.all_reduce(out)
     return out.to(tensor.device)
+
+
+def all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` stacked in rank order (on ``tensor``'s device)."""
+    if not active():
+        return tensor.unsqueeze(0)
+    mine = _wire(tensor.detach().clone())
+    parts = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(parts, mine)
+    return torch.stack(parts).to(tensor.device)
 
 
 def check_same(digest: str, what: str) -> None:
@@ -110,12 +152,10 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     if not active():
         return
     for buffer in module.buffers():
-        if dist.get_backend() == "gloo" and buffer.device.type != "cpu":
-            staged = buffer.cpu()
-            dist.broadcast(staged, src=0)
+        staged = _wire(buffer)
+        dist.broadcast(staged, src=0)
+        if staged is not buffer:
             buffer.copy_(staged)
-        else:
-            dist.broadcast(buffer, src=0)
 
 
 def shard_bounds(n: int) -> tuple:
@@ -128,4 +168,4 @@ def shard_bounds(n: int) -> tuple:
 
 
 __all__ = ["active", "rank", "world_size", "is_writer", "launched", "setup", "teardown", "barrier", "gate",
-           "all_sum", "check_same", "broadcast_buffers", "shard_bounds"]
+           "rank0_first", "from_rank0", "all_sum", "all_gather", "check_same", "broadcast_buffers", "shard_bounds"]

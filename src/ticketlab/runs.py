@@ -115,11 +115,17 @@ def ensure(path: Path, make: Callable[[], T], *, save: Optional[Callable[[T, Pat
     path = Path(path)
     if not distributed.gate(path.exists()):  # under torchrun: every rank takes rank 0's branch
         value = make()
-        if save is not None:
-            save(value, path)  # rank 0 writes
-        elif distributed.is_writer() and not path.exists():
-            raise RuntimeError(f"{path} was to be written by its phase, which returned without writing it")
-        distributed.barrier()  # then every rank reads what rank 0 wrote
+        failure: Optional[BaseException] = None
+        if distributed.is_writer():  # the only writer
+            try:
+                if save is not None:
+                    save(value, path)
+                elif not path.exists():
+                    raise RuntimeError(f"{path} was to be written by its phase, which returned without writing it")
+            except Exception as exc:  # noqa: BLE001  (re-raised below, on every rank)
+                failure = exc
+        if not distributed.gate(failure is None):  # also the barrier: the others read once rank 0 has written
+            raise failure if failure is not None else CheckpointError(f"rank 0 could not write {path}; see its error")
     return load(path)
 
 
@@ -181,6 +187,8 @@ def unfinished_phases(run: Path) -> List[Path]:
 
 
 def _warn_if_environment_changed(manifest: Dict[str, Any], device: str, threads: int) -> None:
+    if not distributed.is_writer():  # rank r of a torchrun run is on device r: not a change
+        return
     now = {"torch": torch.__version__, "device": str(device), "threads": threads}
     changed = [f"{k} {manifest.get(k)} -> {v}" for k, v in now.items() if k in manifest and manifest[k] != v]
     if changed:

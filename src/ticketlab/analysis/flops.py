@@ -7,8 +7,9 @@ training step costs three forward passes (the forward, the gradient of the input
 weights) for each example of the batch.
 
 A phase's cost follows its mask through time: the ``"mask"`` records of ``metrics.jsonl`` (dynamic sparse
-training logs the kept count of every layer at every update) hold from their step on; otherwise the
-phase's ``mask.pt`` holds throughout; a phase with neither trains dense.
+training logs the kept count of every layer at every update) hold from their step on; otherwise the kept
+counts the trainer wrote into the summary, or the phase's ``mask.pt``, hold throughout; a phase with none
+of these trains dense.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def kept_of(mask: Mask) -> Dict[str, int]:
     return {name: int(torch.count_nonzero(t)) for name, t in mask.items()}
 
 
-def mask_timeline(folder: Path) -> List[Tuple[int, Optional[Dict[str, int]]]]:
-    """``[(from step, kept per layer or None for dense), ...]`` of a phase folder, in step order."""
+def mask_timeline(folder: Path, summary: Optional[Mapping] = None) -> List[Tuple[int, Optional[Dict[str, int]]]]:
+    """``[(from step, kept per layer or None for dense), ...]`` of a phase folder, in step order: the
+    ``"mask"`` records of its metrics, else the kept counts its trainer put in ``summary``, else its
+    ``mask.pt``, else dense."""
     folder = Path(folder)
     records = []
     metrics = folder / "metrics.jsonl"
@@ -88,6 +91,8 @@ def mask_timeline(folder: Path) -> List[Tuple[int, Optional[Dict[str, int]]]]:
                     records.append((int(record["step"]), {k: int(v) for k, v in record["kept"].items()}))
     if records:
         return sorted(records, key=lambda r: r[0])
+    if summary is not None and isinstance(summary.get("kept"), dict):
+        return [(0, {k: int(v) for k, v in summary["kept"].items()})]
     if (folder / "mask.pt").is_file():
         try:
             return [(0, kept_of(Mask.load(folder / "mask.pt")))]
@@ -111,15 +116,16 @@ def phase_flops(layers: Mapping[str, Tuple[int, int]], timeline: Sequence[Tuple[
 
 def phase_cost(folder: Path, summary: Mapping, layers: Mapping[str, Tuple[int, int]], n: int,
                batch: int) -> Dict[str, int]:
-    """``{"iterations", "examples", "flops"}`` of the training a finished phase did (none for a phase
-    that only evaluates or combines, such as Pools). ``n``: its training split (a PrAC round's
-    ``subset_size`` when it says)."""
+    """``{"iterations", "examples", "flops"}`` of the training a finished phase did: a folder where the
+    trainer ran (its ``metrics.jsonl`` beside the summary); nothing for a phase that only evaluates,
+    combines or summarises others (Pools, a Sup-tickets result, a run's own summary). ``n``: its
+    training split (a PrAC round's ``subset_size`` when it says)."""
     start, end = int(summary.get("start_step") or 0), int(summary.get("steps") or 0)
     n = int(summary.get("subset_size") or n)
-    if end <= start:
+    if end <= start or not (Path(folder) / "metrics.jsonl").is_file():
         return {"iterations": 0, "examples": 0, "flops": 0}
     return {"iterations": end - start, "examples": examples_seen(n, batch, start, end),
-            "flops": phase_flops(layers, mask_timeline(folder), start, end, n, batch)}
+            "flops": phase_flops(layers, mask_timeline(folder, summary), start, end, n, batch)}
 
 
 __all__ = ["layer_positions", "forward_flops", "step_flops", "kept_of", "mask_timeline", "phase_flops", "phase_cost"]

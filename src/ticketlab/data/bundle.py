@@ -16,6 +16,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ticketlab import distributed
 from ticketlab.config import DataConfig
 from ticketlab.data.augment import make_augment
 from ticketlab.data.noise import apply_label_noise
@@ -109,7 +110,8 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
     batched pad-crop-flip seeded by (``augment_seed``, step); see `ticketlab.data.augment`.
     """
     source = DATASETS.get(cfg.dataset)
-    raw = source(resolve_root(cfg.dataset, cfg.root), cfg.download)
+    raw = distributed.rank0_first(lambda: source(resolve_root(cfg.dataset, cfg.root), cfg.download),
+                                  f"load the {cfg.dataset} data")
     _check_raw(cfg.dataset, raw)
     if cfg.noise == "asymmetric" and raw.class_map is None:
         raise ConfigError(f"data.noise=asymmetric is not defined for data set {cfg.dataset!r} (it has no "

@@ -22,6 +22,7 @@ from typing import Callable, Dict, Sequence
 import torch
 
 from ticketlab.errors import CheckpointError
+from ticketlab import distributed
 from ticketlab.io import load_torch, save_torch
 
 CACHE_VERSION = 1
@@ -56,7 +57,7 @@ def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tenso
     tensors = decode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob(f"{name}-*.pt"):
+        for old in folder.glob(f"{name}-*.pt") if distributed.is_writer() else ():
             old.unlink(missing_ok=True)
         save_torch(tensors, path)
     except OSError as exc:

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ticketlab import distributed
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import CheckpointError, DataError
 from ticketlab.io import load_torch, save_torch
@@ -157,7 +158,7 @@ def _build_cache(path: pathlib.Path, classes, train: Listing, test: Listing) -> 
              "test_y": torch.tensor([label for _, label in test], dtype=torch.int64), "mean": mean, "std": std}
     try:
         save_torch(cache, path)
-        for old in path.parent.glob(f"{CACHE_PREFIX}*.pt"):
+        for old in path.parent.glob(f"{CACHE_PREFIX}*.pt") if distributed.is_writer() else ():
             if old != path:
                 old.unlink()
     except OSError as exc:

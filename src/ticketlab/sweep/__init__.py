@@ -19,7 +19,7 @@ from ticketlab.sweep.record import RECORD, entry_of, read_record, study_dir, wri
 from ticketlab.sweep.study import Study, find_duplicates, load_study
 
 def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local", workers: int = 2,
-               dry_run: bool = False, device: str = "cpu", threads: int = 1, partition: Optional[str] = None,
+               dry_run: bool = False, device: str = "auto", threads: int = 1, partition: Optional[str] = None,
                gpus: int = 0, minutes: int = 60, out=sys.stdout) -> int:
     """Plan, skip, run; returns the exit status (1 when a run failed)."""
     if workers < 1 or threads < 1 or gpus < 0 or minutes < 1:
@@ -46,7 +46,7 @@ def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local",
     write_record(folder, study, runs, entries)
     print(f"study {study.name}: {len(study.runs)} runs, {len(study.runs) - len(todo)} finished, {len(todo)} to run "
           f"on {executor}" + (f" ({workers} workers)" if executor == "local" else ""), file=out, flush=True)
-    jobs = [Job(r.key, r.command, r.config.to_dict(), r.options, str(runs), device, threads) for r in todo]
+    jobs = [Job(r.key, r.command, r.config.to_dict(), r.options, str(runs.resolve()), device, threads) for r in todo]
     run_on = executor_for(executor, workers, folder / "submitit", partition, gpus, minutes)
     failed: List[str] = []
     for count, result in enumerate(run_on(jobs), 1):

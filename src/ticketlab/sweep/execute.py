@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,21 +58,42 @@ def run_job(job: Job) -> Dict[str, Any]:
     return {"key": job.key, "path": str(path), "seconds": round(time.perf_counter() - began, 3)}
 
 
+def in_process(jobs: List[Job]) -> Iterator[Dict[str, Any]]:
+    """The jobs one after another in this process (``--workers 1``), its thread count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        for job in jobs:
+            yield run_job(job)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def local_pool(jobs: List[Job], workers: int) -> Iterator[Dict[str, Any]]:
-    """Results as runs finish, from ``workers`` spawned processes (one job each at a time)."""
+    """Results as runs finish, from ``workers`` spawned processes. A worker that dies (killed, out of
+    memory) fails the runs not yet finished, which the next sweep resumes, instead of hanging."""
     if not jobs:
         return iter(())
     if workers == 1:
-        return (run_job(job) for job in jobs)
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
+        return in_process(jobs)
 
     def results() -> Iterator[Dict[str, Any]]:
+        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"))
         try:
-            yield from pool.imap_unordered(run_job, jobs)
-            pool.close()
-        finally:
-            pool.terminate()
-            pool.join()
+            futures = {pool.submit(run_job, job): job for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    yield {"key": futures[future].key, "error": "a worker process died (killed, or out of memory?); "
+                           "run the sweep again to resume"}
+        except BaseException:  # interrupted: stop the running runs too (they resume from their checkpoints)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     return results()
 
@@ -124,4 +147,4 @@ def executor_for(name: str, workers: int, folder: Path, partition: Optional[str]
     raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Job", "run_job", "local_pool", "submitit_jobs", "executor_for"]
+__all__ = ["EXECUTORS", "Job", "run_job", "in_process", "local_pool", "submitit_jobs", "executor_for"]

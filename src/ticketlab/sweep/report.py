@@ -62,10 +62,18 @@ def run_results(run: Path, shapes: ModelShapes) -> List[Dict[str, Any]]:
     for folder, summary, row in phases:
         if row is None:
             continue
-        level = int(row.get("level", 0))
-        parts = [f for f, _, r in phases
-                 if r is None or f == folder or f in folder.parents
-                 or (r.get("branch") == TRUNK and int(r.get("level", 0)) < level)]
+        level, trains = int(row.get("level", 0)), costs[folder]["iterations"] > 0
+
+        def needed(f: Path, r: Optional[Mapping]) -> bool:
+            if r is None or f == folder:  # a shared phase (pre-training to the rewind point), its own
+                return True
+            trunk_level = int(r.get("level", 0)) if r.get("branch") == TRUNK else None
+            if trunk_level is not None and trunk_level < level:  # the levels its mask comes from
+                return True
+            # a phase it lies inside: a Pools result needs its level trained; a branch that retrains does not
+            return f in folder.parents and not (trains and trunk_level == level)
+
+        parts = [f for f, _, r in phases if needed(f, r)]
         cost = {k: sum(costs[f][k] for f in parts) for k in ("iterations", "examples", "flops")}
         density = row.get("density")
         out.append({"branch": str(row.get("branch", TRUNK)), "level": level,
@@ -96,14 +104,14 @@ class StudyCell:
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def study_cells(folder: Path) -> Tuple[Dict[str, Any], List[StudyCell], int]:
-    """The record of the study in ``folder``, its cells in plan order, and how many runs are not
-    finished (left out)."""
+def study_cells(folder: Path) -> Tuple[Dict[str, Any], List[StudyCell], int, List[str]]:
+    """The record of the study in ``folder``, its cells in plan order, how many runs are not finished,
+    and the finished runs that could not be read (left out, with why)."""
     record = read_json(Path(folder) / RECORD)
     runs_dir = Path(folder).resolve().parent.parent  # <runs>/studies/<name>
     shapes = ModelShapes()
     cells: Dict[tuple, StudyCell] = {}
-    missing = 0
+    missing, unreadable = 0, []
     for entry in record.get("runs", []):
         path = runs_dir / str(entry.get("run", ""))
         if entry.get("status") != "done" or not entry.get("run") or not path.is_dir():
@@ -111,8 +119,8 @@ def study_cells(folder: Path) -> Tuple[Dict[str, Any], List[StudyCell], int]:
             continue
         try:
             results = run_results(path, shapes)
-        except TicketlabError:
-            missing += 1
+        except TicketlabError as exc:
+            unreadable.append(f"{path.name}: {exc}")
             continue
         values = tuple(v for _, v in entry["cell"])
         for result in results:
@@ -120,12 +128,12 @@ def study_cells(folder: Path) -> Tuple[Dict[str, Any], List[StudyCell], int]:
             if key not in cells:
                 cells[key] = StudyCell(entry["label"], values, result["branch"], result["level"], [])
             cells[key].results.append(result)
-    return record, list(cells.values()), missing
+    return record, list(cells.values()), missing, unreadable
 
 
 def study_table(folder: Path, fmt: str = "terminal") -> str:
     """The table of the study whose record is in ``folder`` (runs not finished yet are left out)."""
-    record, cells, missing = study_cells(folder)
+    record, cells, missing, unreadable = study_cells(folder)
     rows = []
     for c in cells:
         rows.append([c.label, *c.cell, c.branch, c.level, f"{100 * c.mean('density'):.2f}",
@@ -135,6 +143,7 @@ def study_table(folder: Path, fmt: str = "terminal") -> str:
                "seeds", "iterations", "examples", "train FLOPs"]
     table = render_table(headers, rows, fmt) if rows else "no finished runs yet"
     note = f"\n({missing} of {len(record.get('runs', []))} runs not finished; run the sweep again)" if missing else ""
+    note += "".join(f"\n(left out, unreadable: {why})" for why in unreadable)
     return f"study {record.get('name', '?')}\n{table}{note}" if fmt == "terminal" else table
 
 
@@ -150,7 +159,7 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
 
     from ticketlab.analysis.plots import density_ticks, format_percent, save_figure
 
-    record, cells, _ = study_cells(folder)
+    record, cells, _, _ = study_cells(folder)
     series: Dict[tuple, List[StudyCell]] = defaultdict(list)
     for c in cells:
         if c.accuracy()[0] is not None:

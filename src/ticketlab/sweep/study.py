@@ -101,6 +101,9 @@ def load_study(path: Path) -> Study:
         labels.add(label)
         preset = entry.get("preset", raw.get("preset"))
         variant = entry.get("variant", raw.get("variant"))
+        if raw.get("options") and not raw.get("command"):
+            raise ConfigError(f"top-level `options` of {path} belong to the top-level command, and there is none; "
+                              "add command = \"...\" or move them into the [[method]] tables")
         shared = _table(raw, "options", path) if command == raw.get("command") else {}
         options = _options(method, {**shared, **_table(entry, "options", path)}, path)
         base = [_table(raw, "fields", path), _table(entry, "fields", path)]
@@ -179,11 +182,12 @@ def find_duplicates(study: Study, runs_dir: Path) -> Optional[str]:
     seen: Dict[Path, PlannedRun] = {}
     for run in study.runs:
         where = run.directory(runs_dir)
-        if where in seen and seen[where].options == run.options:
+        if where in seen:
             other = seen[where]
+            why = ("a grid field that the command does not use? remove it from the grid" if other.options == run.options
+                   else "runs that differ only in their options (levels) are one run: keep the one with the most")
             return (f"{other.label} ({_describe(other.cell, other.seed)}) and {run.label} "
-                    f"({_describe(run.cell, run.seed)}) are the same run ({where.name}): a grid field that the "
-                    "command does not use? remove it from the grid")
+                    f"({_describe(run.cell, run.seed)}) would share one run directory ({where.name}): {why}")
         seen[where] = run
     return None
 

@@ -101,32 +101,39 @@ class RunningStats:
             self.loss_sum.add_(self.loss_fn(logits.float(), labels).to(self.loss_sum.dtype), alpha=rows)
         self._rows = self._filled = 0
 
-    def totals(self) -> List[float]:
-        """``[loss sum, correct, count]`` since the last `reset`, summed over ranks under torchrun."""
+    def _local(self) -> torch.Tensor:
         self.flush()
-        if not distributed.active():
-            return [self.loss_sum.item(), self.correct.item(), self.count]
-        sums = torch.stack([self.loss_sum.double(), self.correct.double(),
+        return torch.stack([self.loss_sum.double(), self.correct.double(),
                             torch.tensor(float(self.count), dtype=torch.float64, device=self.loss_sum.device)])
-        loss_sum, correct, count = distributed.all_sum(sums).tolist()
-        return [loss_sum, int(correct), int(count)]
 
     def read(self) -> Dict[str, float]:
-        """Mean loss and accuracy since the last `reset` (of all ranks)."""
-        loss_sum, correct, count = self.totals()
-        return {"loss": loss_sum / count, "accuracy": correct / count}
+        """Mean loss and accuracy since the last `reset`, over all ranks under torchrun; empty when no
+        example was seen (decided on the totals, so every rank agrees)."""
+        self.flush()
+        if distributed.active():
+            loss_sum, correct, count = distributed.all_sum(self._local()).tolist()
+        else:
+            loss_sum, correct, count = self.loss_sum.item(), self.correct.item(), self.count
+        return {"loss": loss_sum / count, "accuracy": correct / count} if count else {}
 
     def reset(self) -> None:
         self.flush()
         self.loss_sum.zero_(), self.correct.zero_()
         self.count = 0
 
-    def state(self) -> List[float]:
-        return self.totals()
+    def state(self) -> List[Any]:
+        """``[loss sum, correct, count]``; under torchrun one such list per rank, in rank order."""
+        if distributed.active():
+            return [[loss, int(correct), int(count)] for loss, correct, count in
+                    distributed.all_gather(self._local()).tolist()]
+        self.flush()
+        return [self.loss_sum.item(), self.correct.item(), self.count]
 
-    def load(self, state: Sequence[float]) -> None:
-        """The totals of `state` (on rank 0 under torchrun: the others start from 0, so sums stay whole)."""
-        loss_sum, correct, self.count = state if distributed.rank() == 0 else (0.0, 0, 0)
+    def load(self, state: Sequence[Any]) -> None:
+        """A `state`; from a torchrun checkpoint this rank's own sums, so its later sums group as before."""
+        if state and isinstance(state[0], (list, tuple)):
+            state = state[distributed.rank()]
+        loss_sum, correct, self.count = state
         self._rows = self._filled = 0
         self.loss_sum.fill_(loss_sum), self.correct.fill_(correct)
 
@@ -325,14 +332,16 @@ class Trainer:
         if distributed.active():  # every rank evaluates the same model: rank 0's, under the same mask
             distributed.broadcast_buffers(self.model)
             distributed.check_same(self.enforcer.mask.digest(), "mask")
-        if self._running.count:
-            results["train"] = self._running.read()
+        train = self._running.read()
+        if train:
+            results["train"] = train
             self._running.reset()
         for split_name in ("val", "test"):
             split = getattr(self.data, split_name)
             if split is not None and len(split):
                 results[split_name] = evaluate(self.accel.forward, split.x, split.y, autocast=self.accel.autocast,
                                                prepare=self.accel.prepare_batch, mode_of=self.model)
+        results = distributed.from_rank0(results)  # every rank decides (best, stop, callbacks) on the same figures
         density = self.density()
         for split_name, values in results.items():
             self.metrics.append(step=self.step, epoch=self.step / self.ipe, split=split_name, density=density, **values)
@@ -416,6 +425,7 @@ class Trainer:
             "stopped_at": self.step if stopped else None,
             "iters_per_epoch": self.ipe,
             "density": self.density(),
+            "kept": {name: int(torch.count_nonzero(keep)) for name, keep in self.enforcer.mask.items()},
             "final": final,
             "final_test_accuracy": final.get("test", {}).get("accuracy"),
             "best_val": self.best or None,
