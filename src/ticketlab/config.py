@@ -45,11 +45,26 @@ class DataConfig(Section):
     root: Optional[str] = option(None, "folder of this data set's files (default $TICKETLAB_DATA/<name>)",
                                  hash=False)
     download: bool = option(False, "download missing files from the official source", hash=False)
+    stream: Literal["off", "on", "auto"] = option(
+        "off", "imagefolder: decode batches in DataLoader workers instead of holding the images in memory "
+        "(auto: when the decoded training images would exceed data.memory_gb)")
+    memory_gb: float = option(8.0, "the memory budget of --data.stream auto, in GiB")
+    image_size: int = option(0, "side of a streamed image folder's square inputs (0: 224)")
+    workers: int = option(4, "DataLoader worker processes that decode a streamed image folder", hash=False)
 
     def validate(self) -> None:
         check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)
         check_range("data.noise_rate", self.noise_rate, 0.0, 1.0)
         check_range("data.val_size", self.val_size, 0, math.inf)
+        check_range("data.image_size", self.image_size, 0, math.inf)
+        check_range("data.workers", self.workers, 0, math.inf)
+        check_range("data.memory_gb", self.memory_gb, 0.0, math.inf, low_open=True)
+        if self.stream != "off" and self.dataset != "imagefolder":
+            raise ConfigError(f"data.stream={self.stream} is for the imagefolder data set; {self.dataset} is held in "
+                              "memory (leave --data.stream off)")
+        if self.image_size and self.stream == "off":
+            raise ConfigError("data.image_size sizes a streamed image folder; with --data.stream off the images keep "
+                              "the first training image's size (pass --data.stream on, or leave image_size at 0)")
         if self.noise != "none" and self.noise_rate == 0.0:
             raise ConfigError(f"data.noise={self.noise} needs --data.noise_rate > 0")
         if self.noise == "none" and self.noise_rate != 0.0:

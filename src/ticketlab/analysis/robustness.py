@@ -78,6 +78,9 @@ class CorruptedTests:
             shape = (1, -1, 1, 1)
             mean, std = (torch.tensor(v, dtype=torch.float32).view(shape) for v in norm)
             return ((pixels - mean) / std).to(data.test.x.device), labels.to(data.test.y.device), "published"
+        if not isinstance(data.test.x, torch.Tensor):
+            raise ConfigError("corrupted evaluation needs the test split in memory; this run streams its image "
+                              "folder (--data.stream): score it in Python on a decoded test set")
         x = corrupt(data.test.x, norm[0], norm[1], name, severity, self.seed)
         return x, data.test.y, "generated"
 

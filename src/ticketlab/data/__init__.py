@@ -7,7 +7,8 @@ of `epoch_permutation`. See `load_data` for the order in which splits, subsets a
 from ticketlab.data import cifar, imagefolder, svhn  # noqa: F401  (importing registers the sources)
 from ticketlab.data.augment import PadCropFlip, make_augment
 from ticketlab.seeds import step_generator  # noqa: F401  (augmentation draws: one generator per step)
-from ticketlab.data.bundle import DataBundle, Split, epoch_permutation, examples_seen, iters_per_epoch, load_data
+from ticketlab.data.bundle import DataBundle, Split, load_data
+from ticketlab.data.order import epoch_permutation, examples_seen, iters_per_epoch
 from ticketlab.data.idx import read_idx
 from ticketlab.data.noise import NOISE_KINDS, apply_label_noise, random_relabel_indices
 from ticketlab.data.sources import DATASETS, RawData, register_dataset, resolve_root

@@ -67,7 +67,8 @@ class DataBundle:
             raise ValueError(f"subset indices must be integer positions in the training split [0, {len(self.train)}) "
                              f"or a boolean mask of its {len(self.train)} examples")
         indices = indices.long()
-        train = Split(self.train.x[indices], self.train.y[indices], self.train.index[indices])
+        x = self.train.x.subset(indices) if hasattr(self.train.x, "subset") else self.train.x[indices]  # a stream: files
+        train = Split(x, self.train.y[indices], self.train.index[indices])
         return replace(self, train=train, clean_train_y=self.clean_train_y[indices])
 
     def state(self) -> Dict[str, Tensor]:
@@ -75,30 +76,6 @@ class DataBundle:
         val_index = self.val.index if self.val is not None else torch.empty(0, dtype=torch.int64)
         return {"train_index": self.train.index.cpu(), "val_index": val_index.cpu(),
                 "train_labels": self.train.y.cpu()}
-
-
-def iters_per_epoch(n: int, batch_size: int) -> int:
-    """Batches per epoch: ceil(n / batch_size) (the last batch may be partial)."""
-    if batch_size < 1:
-        raise ConfigError(f"train.batch_size={batch_size} must be at least 1")
-    return -(-n // batch_size)
-
-
-def examples_seen(n: int, batch_size: int, start: int, end: int) -> int:
-    """Training examples presented by steps ``start..end`` over a split of ``n`` (an epoch's last batch
-    holds the remainder)."""
-    ipe = iters_per_epoch(n, batch_size)
-
-    def upto(step: int) -> int:  # examples of steps 0..step
-        epochs, rest = divmod(max(step, 0), ipe)
-        return epochs * n + rest * batch_size
-
-    return upto(end) - upto(start) if end > start else 0
-
-
-def epoch_permutation(n: int, seed: int, epoch: int, device: Device = "cpu") -> Tensor:
-    """The example order of ``epoch``: batch b is ``perm[b*bs:(b+1)*bs]``; recomputable for resume."""
-    return torch.randperm(n, generator=stream_generator(seed, epoch)).to(device)
 
 
 def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
@@ -109,6 +86,10 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
     being drawn again. With ``cfg.augment`` and image inputs (C, H, W >= 8), ``augment`` is set to a
     batched pad-crop-flip seeded by (``augment_seed``, step); see `ticketlab.data.augment`.
     """
+    if cfg.stream != "off":
+        streamed = load_streamed(cfg, noise_seed=noise_seed, device=device, state=state, augment_seed=augment_seed)
+        if streamed is not None:
+            return streamed
     source = DATASETS.get(cfg.dataset)
     raw = distributed.rank0_first(lambda: source(resolve_root(cfg.dataset, cfg.root), cfg.download),
                                   f"load the {cfg.dataset} data")
@@ -139,6 +120,49 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
         augment=make_augment(raw.train_x.shape[1:], raw.mean, raw.std, augment_seed) if cfg.augment else None,
         normalisation=(tuple(raw.mean), tuple(raw.std)),
     )
+
+
+def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Optional[Dict[str, Tensor]],
+                  augment_seed: int) -> Optional[DataBundle]:
+    """An image folder whose splits decode on demand (`ticketlab.data.stream`); None when
+    ``--data.stream auto`` finds that the images fit in ``--data.memory_gb``. The splits, noise and batch
+    order are drawn exactly as for the same folder in memory."""
+    from ticketlab.data.imagefolder import streamed_images
+    from ticketlab.data.stream import StreamingImages, stream_stats
+
+    found = streamed_images(resolve_root(cfg.dataset, cfg.root), cfg.memory_gb if cfg.stream == "auto" else None)
+    if found is None:
+        return None
+    classes, train, test = found
+    if cfg.noise == "asymmetric":
+        raise ConfigError("data.noise=asymmetric is not defined for imagefolder (it has no class map); use random, "
+                          "symmetric or pairflip")
+    all_y = torch.tensor([label for _, label in train], dtype=torch.int64)
+    if state is None:
+        train_index, val_index = _split_indices(cfg, len(train))
+        clean = all_y[train_index]
+        labels = apply_label_noise(clean, cfg.noise, cfg.noise_rate, len(classes), noise_seed, None)
+    else:
+        train_index, val_index, labels = _from_state(cfg.dataset, state, len(train))
+        clean = all_y[train_index]
+    size = cfg.image_size or 224
+    files = [path for path, _ in train]
+    mean, std = stream_stats([files[i] for i in train_index.tolist()], size)
+
+    def images(paths, training: bool = False) -> StreamingImages:
+        return StreamingImages(paths, size, mean, std, torch.device(device), train=training and cfg.augment,
+                               augment_seed=augment_seed, workers=cfg.workers)
+
+    val = None
+    if len(val_index):
+        val = Split(images([files[i] for i in val_index.tolist()]), all_y[val_index].to(device), val_index.to(device))
+    test_y = torch.tensor([label for _, label in test], dtype=torch.int64)
+    return DataBundle(
+        train=Split(images([files[i] for i in train_index.tolist()], training=True), labels.to(device),
+                    train_index.to(device)),
+        val=val, test=Split(images([path for path, _ in test]), test_y.to(device), torch.arange(len(test)).to(device)),
+        num_classes=len(classes), input_shape=(3, size, size), clean_train_y=clean.to(device), augment=None,
+        normalisation=(tuple(mean), tuple(std)))
 
 
 def _noisy_labels(cfg: DataConfig, raw: RawData, clean: Tensor, seed: int) -> Tensor:

@@ -167,6 +167,27 @@ def _build_cache(path: pathlib.Path, classes, train: Listing, test: Listing) -> 
     return cache
 
 
+def streamed_images(root: Optional[pathlib.Path], memory_gb: Optional[float]):
+    """``(classes, train listing, test listing, training image size)`` for streaming, or None when
+    ``memory_gb`` is given and the decoded training images would fit in it (then hold them in memory)."""
+    if root is None or not root.is_dir():
+        raise DataError(f"imagefolder needs --data.root FOLDER; {LAYOUT}")
+    classes, train, test = list_images(root)
+    if memory_gb is not None:
+        try:
+            from PIL import Image
+
+            with Image.open(train[0][0]) as first:
+                width, height = first.size
+        except ImportError:
+            raise DataError("the imagefolder data set needs Pillow; run `pip install pillow`") from None
+        except OSError as exc:
+            raise DataError(f"cannot read image {train[0][0]} ({exc}); remove or replace the file") from None
+        if len(train) * 3 * width * height <= memory_gb * 2**30:
+            return None
+    return classes, train, test
+
+
 @register_dataset
 def imagefolder(root: Optional[pathlib.Path], download: bool) -> RawData:
     """A class-per-folder image tree under --data.root (train/ and val/ or test/), e.g. Tiny-ImageNet."""

@@ -22,10 +22,12 @@ def evaluate(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int 
     module.eval()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
+    chunks = x.eval_batches(batch_size) if hasattr(x, "eval_batches") else \
+        (x[start:start + batch_size] for start in range(0, len(x), batch_size))  # a streamed split: decoded ahead
     with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
+        for start, inputs in zip(range(0, len(x), batch_size), chunks):
             with autocast():
-                logits = model(prepare(x[start:start + batch_size])).float()
+                logits = model(prepare(inputs)).float()
             target = y[start:start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum")
             correct += (logits.argmax(1) == target).sum()

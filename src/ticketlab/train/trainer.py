@@ -284,18 +284,27 @@ class Trainer:
         bs, device, ipe, order_seed, running = self.cfg.batch_size, train_x.device, self.ipe, self.order_seed, \
             self._running
         order = [None, -1]  # the epoch's permutation and its epoch
+        streamed = hasattr(train_x, "train_batches")  # an image folder decoded by DataLoader workers, ahead
+        stream = [None, -1]  # its batch iterator and the step it yields next
+        total = self.total
 
         def train_step(step: int) -> None:
             epoch, offset = divmod(step, ipe)
             if epoch != order[1]:
                 order[0], order[1] = epoch_permutation(n, order_seed, epoch, device), epoch
             index = order[0][offset * bs:(offset + 1) * bs]
-            x, y = train_x[index], train_y[index]
+            if streamed:  # the same examples, decoded (and sharded) by the workers
+                if stream[1] != step:
+                    stream[0] = train_x.train_batches(order_seed, bs, step, total)
+                x, y, stream[1] = next(stream[0]), train_y[index], step + 1
+            else:
+                x, y = train_x[index], train_y[index]
             if augment is not None:
                 x = augment(x, step)
             if world > 1:  # this rank's shard of the global batch, augmented as the whole batch is
                 start, end = distributed.shard_bounds(len(index))
-                n_global, x, y, index = len(index), x[start:end], y[start:end], index[start:end]
+                n_global, y, index = len(index), y[start:end], index[start:end]
+                x = x if streamed else x[start:end]
             x = accel.prepare_batch(x)
             set_lr(opt, lr_at(step))
             with autocast():
