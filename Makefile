@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pruning_cost.py
 	$(BIN)/python bench/dst_update.py
 	$(BIN)/python bench/sweep_pool.py
+	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/gpu.py
 
 clean:

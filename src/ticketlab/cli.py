@@ -261,6 +261,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ticketlab.export import export_main
+    from ticketlab.methods import RunContext
+
+    RunContext(device="cpu", threads=args.threads)
+    print(export_main(args.run, args.format, args.out, args.level, args.batch, args.checkpoint))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ticketlab.sweep import sweep_main
 
@@ -340,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions (default 0)")
     scorer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     scorer.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    exporter = sub.add_parser("export", help="a finished run's ticket as a compressed, CSR-sparse, smaller or "
+                                             "torch-prune model (safetensors files)")
+    exporter.add_argument("run", help="run directory")
+    exporter.add_argument("--format", choices=["safetensors", "sparse", "structured", "torch-prune"],
+                          default="safetensors", help="safetensors: kept weights and a bitmap (default); sparse: CSR "
+                          "Linear layers where they are faster; structured: an MLP without dead neurons; "
+                          "torch-prune: torch.nn.utils.prune's weight_orig and weight_mask")
+    exporter.add_argument("--level", type=int, default=None, help="the trunk level to export (default: the last)")
+    exporter.add_argument("--out", help="output file (default: RUN/export/level_<k>_<format>.safetensors)")
+    exporter.add_argument("--batch", type=int, default=256, help="the batch size sparse layers are chosen for (256)")
+    exporter.add_argument("--checkpoint", choices=["final", "best"], default="final",
+                          help="final or best-validation weights")
+    exporter.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     lister = sub.add_parser("list", help="list presets, models, data sets, methods or corruptions")
     lister.add_argument("what", choices=["presets", "models", "datasets", "methods", "corruptions"])
     return parser
@@ -366,6 +388,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_report(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "eval":
             return cmd_eval(args)
         return cmd_list(args)

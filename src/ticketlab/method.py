@@ -79,7 +79,7 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-RESERVED_COMMANDS = ("runs", "report", "list", "eval", "sweep")  # the CLI's own commands
+RESERVED_COMMANDS = ("runs", "report", "list", "eval", "sweep", "export")  # the CLI's own commands
 RESERVED_FLAGS = ("--preset", "--config", "--seed", "--variant", "--runs-dir", "--device", "--threads", "--dry-run",
                   "--progress", "--help", "-h")
 
