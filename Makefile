@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dst_update.py
 	$(BIN)/python bench/sweep_pool.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/gpu.py
 
 clean:

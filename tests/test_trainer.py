@@ -268,3 +268,18 @@ def test_fused_only_for_float32_and_float64_cpu_parameters_without_sparse_gradie
     sparse = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Linear(4, 2))
     assert has_sparse_gradients(sparse) and not has_sparse_gradients(torch.nn.Embedding(10, 4))
     assert not fused(sparse, allow_fused=False)
+
+
+def test_cpu_evaluation_batches_fit_the_cache_and_do_not_change_the_result():
+    from ticketlab.config import ModelConfig
+    from ticketlab.models import build_model
+    from ticketlab.train.evaluate import CPU_TARGET_BYTES, eval_batch_size, evaluate
+
+    resnet = build_model(ModelConfig(name="resnet20"), (3, 32, 32), 10, seed=0)
+    lenet = build_model(ModelConfig(name="lenet_300_100"), (1, 28, 28), 10, seed=0)
+    # ResNet-20's largest activation is 16 x 32 x 32 floats (64 KiB) an example; LeNet's is its input
+    assert eval_batch_size(resnet, torch.zeros(8, 3, 32, 32)) == CPU_TARGET_BYTES // (16 * 32 * 32 * 4) == 64
+    assert eval_batch_size(lenet, torch.zeros(8, 1, 28, 28)) == 1024
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    auto, fixed = evaluate(lenet, x, y), evaluate(lenet, x, y, batch_size=7)
+    assert auto["accuracy"] == fixed["accuracy"] and abs(auto["loss"] - fixed["loss"]) < 1e-6
