@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep_pool.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/evaluation.py
+	$(BIN)/python bench/noop_rerun.py
 	$(BIN)/python bench/gpu.py
 
 clean:

@@ -341,3 +341,15 @@ def test_a_run_from_before_plugins_with_another_commands_field_can_still_be_list
     out = capsys.readouterr().out
     assert "train_0123456789ab" in out and "digits" in out and "config not readable here" in out
     assert main(["runs", "rm", run.name, "--runs-dir", str(tmp_path)]) == 0 and not run.exists()
+
+
+def test_a_rerun_with_nothing_to_do_draws_no_plot_and_a_new_level_redraws(tmp_path):
+    flags = ["lottery", "--preset", "digits_mlp", "--runs-dir", str(tmp_path), "--progress", "none"]
+    assert main([*flags, "--levels", "1"]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.name.startswith("lottery_")]
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "report").iterdir()}
+    assert any(p.suffix == ".png" for p in stamps)
+    assert main([*flags, "--levels", "1"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (run / "report").iterdir()} == stamps
+    assert main([*flags, "--levels", "2"]) == 0
+    assert all((run / "report" / p.name).stat().st_mtime_ns > t for p, t in stamps.items() if p.suffix == ".png")

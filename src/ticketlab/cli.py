@@ -181,10 +181,12 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
 
 
 def report_table(path: Path) -> str:
-    """What a run command prints by default: the report of its run directory (plots in ``report/``)."""
-    from ticketlab.analysis.report import report_main
+    """What a run command prints by default: the report of its run directory, with its plots in
+    ``report/`` drawn again only when a result is newer than them (`ticketlab report` always draws)."""
+    from ticketlab.analysis.report import plots_current, report_main
 
-    return report_main([str(path)], fmt="terminal", out_dir=Path(path) / "report")
+    out_dir = Path(path) / "report"
+    return report_main([str(path)], fmt="terminal", out_dir=None if plots_current(path, out_dir) else out_dir)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -60,6 +60,17 @@ def default_out_dir(paths: Sequence[str | Path]) -> Path:
     return Path(paths[0]) / "report"
 
 
+def plots_current(run: Path, out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds this run's report plots, written after every result they show (a
+    rerun of a finished command then writes no plot: nothing it draws has changed)."""
+    plots = list(Path(out_dir).glob("*.png")) if Path(out_dir).is_dir() else []
+    if not plots:
+        return False
+    written = min(p.stat().st_mtime_ns for p in plots)
+    sources = [p for name in ("summary.json", "corruptions.json") for p in Path(run).rglob(name)]
+    return all(p.stat().st_mtime_ns <= written for p in sources)
+
+
 def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Optional[str | Path] = None,
                 curves: Optional[str | Path] = None, out_dir: Optional[str | Path] = None,
                 metric: str = "final") -> str:

@@ -86,16 +86,29 @@ def _stats(x: np.ndarray) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
 DIGITS_TEST_SIZE = 360  # fixed test split, chosen by a permutation with seed 0
 
 
+def _digits_table() -> np.ndarray:
+    """scikit-learn's ``digits.csv.gz`` (64 pixel columns and the label), read as ``load_digits`` reads it
+    but without importing scikit-learn, whose import costs a second or two of every command."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the digits data set needs scikit-learn; "
+                        "run `pip install scikit-learn` (or `pip install ticketlab[data]`)")
+    path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # a layout this reader does not know: let scikit-learn read it
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return np.concatenate([bunch.data, bunch.target[:, None]], axis=1)
+    return np.loadtxt(path, delimiter=",")
+
+
 @functools.lru_cache(maxsize=1)
 def _digits_arrays():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise DataError("the digits data set needs scikit-learn; "
-                        "run `pip install scikit-learn` (or `pip install ticketlab[data]`)") from None
-    bunch = load_digits()
-    x = bunch.images.astype(np.uint8)[:, None]  # values 0..16
-    y = bunch.target.astype(np.int64)
+    table = _digits_table()
+    x = table[:, :-1].reshape(-1, 8, 8).astype(np.uint8)[:, None]  # values 0..16
+    y = table[:, -1].astype(np.int64)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0)).numpy()
     test, train = np.sort(perm[:DIGITS_TEST_SIZE]), np.sort(perm[DIGITS_TEST_SIZE:])
     mean, std = _stats(x[train] / 16.0)
