@@ -291,3 +291,11 @@ def test_unreadable_or_unwritable_decoded_cache_falls_back_to_decoding(tmp_path,
     monkeypatch.setenv("TICKETLAB_DATA", str(source))  # a file where the folder should be: cannot write
     with pytest.warns(UserWarning, match="could not write the decoded copy of toy"):
         assert torch.equal(cache.decoded("toy", [source], decode)["x"], torch.arange(3))
+
+
+def test_digits_are_read_without_scikit_learn_yet_equal_its_loader():
+    sklearn = pytest.importorskip("sklearn.datasets")
+    from ticketlab.data.sources import _digits_table
+
+    table, bunch = _digits_table(), sklearn.load_digits()
+    assert np.array_equal(table[:, :-1], bunch.data) and np.array_equal(table[:, -1].astype(int), bunch.target)
