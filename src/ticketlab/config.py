@@ -152,6 +152,10 @@ class PruneConfig(Section):
     layer_density: str = option("", "explicit per-layer densities by name glob, e.g. 'conv1.*:1.0,fc*:0.1' "
                                 "(last match wins; unmatched layers dense; overrides scope)")
     fraction: float = option(0.2, "fraction pruned per level in iterative pruning, in (0, 1)")
+    rule: Literal["exact", "openlth", "torch"] = option(
+        "exact", "iterative counting: exact (round((1-f)^k n) kept), openlth (ceil(f R) of all R remaining, output "
+        "layer included, then a strict threshold: OpenLTH's), torch (round(f R) of the pruned layers: "
+        "global_unstructured's)")
     seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
 
     def validate(self) -> None:
@@ -159,6 +163,11 @@ class PruneConfig(Section):
         check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
         check_range("prune.erk_power", self.erk_power, 0.0, math.inf)
         check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.rule != "exact" and (self.criterion != "magnitude" or self.scope != "global"
+                                     or self.output_rate not in (0.0, 1.0) or self.layer_density):
+            raise ConfigError(f"prune.rule={self.rule} counts global magnitude pruning: use --prune.criterion "
+                              "magnitude --prune.scope global with --prune.output_rate 0 (output layer kept) or 1, "
+                              "and no layer_density")
 
 
 @dataclass(frozen=True)

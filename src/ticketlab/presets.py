@@ -62,6 +62,14 @@ _OPENLTH = RunConfig(
     train=TrainConfig(steps=Steps(40), batch_size=128, optimizer="sgd", lr=0.1),
     prune=PruneConfig(scope="global", fraction=0.2, output_rate=0.0),
 )
+# OpenLTH's job exactly: all 60,000 training images (no validation split), OpenLTH's counting (prune.rule
+# openlth: the output layer counted in the budget but not pruned), the test set evaluated every epoch.
+register_preset("openlth_mnist_lenet_300_100", RunConfig(
+    data=DataConfig(dataset="mnist", val_size=0),
+    model=ModelConfig(name="lenet_300_100"),
+    train=TrainConfig(steps=Steps(40), batch_size=128, optimizer="sgd", lr=0.1, eval_every=Steps(1)),
+    prune=PruneConfig(scope="global", fraction=0.2, output_rate=0.0, rule="openlth"),
+))
 # The Lottery Ticket paper (Frankle & Carbin 2019): Adam 1.2e-3, batch 60, 50,000 iterations, layer-wise
 # pruning of 20% per round, the output layer at half that rate.
 _LTH = RunConfig(

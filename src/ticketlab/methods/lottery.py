@@ -32,7 +32,7 @@ from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, check_data_state, masked,
                                           prune_options, save_mask, scoring_batch)
 from ticketlab.runs import RunDir, ensure
-from ticketlab.sparsity import Mask, prune
+from ticketlab.sparsity import Mask, prune, prune_remaining
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
 
@@ -112,6 +112,8 @@ class Lottery(Experiment):
         """Prune ``weights`` to the density of ``level`` (nested in ``mask`` when given)."""
         p = self.config.prune
         model = self.model_with(weights)
+        if p.rule != "exact" and mask is not None:  # another tool's counting, relative to the last level's mask
+            return prune_remaining(model, mask, p.fraction, p.rule, include_output=p.output_rate > 0)
         generator = torch.Generator().manual_seed(self.prune_seed(f"prune{level}"))
         batch = scoring_batch(self.data, self.prune_seed(f"score{level}"), self.config.train.batch_size,
                               SCORING_STEP + level) if p.criterion == "gradient" else None

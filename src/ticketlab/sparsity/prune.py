@@ -139,3 +139,44 @@ def _check_previous(mask: Mask, params, groups) -> None:
             if c > kept(name):
                 raise ConfigError(f"layer {name} would keep {c} weights but the given mask keeps only {kept(name)}; "
                                   "pruned weights are never regrown, so choose a density at most the mask's")
+
+
+def prune_remaining(model: nn.Module, mask: Mask, fraction: float, rule: str, include_output: bool = True) -> Mask:
+    """One level of global magnitude pruning counted as another tool counts it, nested in ``mask``:
+
+    - ``"openlth"`` (OpenLTH's ``sparse_global``): ``k = ceil(fraction * R)`` with R every weight ``mask``
+      keeps, the output layer included even when it is not pruned; the threshold is the (k+1)-th smallest
+      magnitude among the kept weights of the pruned layers, and every weight at or below it goes (k + 1
+      weights, more on ties);
+    - ``"torch"`` (``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``, applied again on
+      each level): ``round(fraction * R)`` of the R kept weights of the pruned layers, the smallest
+      magnitudes, ties broken as ``torch.topk`` breaks them.
+
+    ``include_output=False`` leaves the output layer as it is (OpenLTH's ``pruning_layers_to_ignore``)."""
+    params = prunable_parameters(model, include_output)
+    names = [k for k in params if k in mask]
+    scores = torch.cat([params[k].detach().abs().flatten()[mask[k].flatten().to(params[k].device)] for k in names])
+    if rule == "openlth":
+        cut = math.ceil(fraction * mask.num_kept())
+        if cut >= len(scores):
+            raise ConfigError(f"prune.rule=openlth would prune all {len(scores)} remaining weights; stop at an "
+                              "earlier level")
+        threshold = scores.sort().values[cut]
+        new = {k: mask[k] & (params[k].detach().abs() > threshold).to(mask[k].device) for k in names}
+    elif rule == "torch":
+        cut = round(fraction * len(scores))
+        flat = torch.cat([params[k].detach().abs().flatten() for k in names])
+        keep = torch.cat([mask[k].flatten().to(flat.device) for k in names])
+        flat = flat.masked_fill(~keep, math.inf)  # pruned entries are not candidates again
+        pruned = torch.zeros_like(keep)
+        if cut:
+            pruned[torch.topk(flat, cut, largest=False).indices] = True
+        new, start = {}, 0
+        for k in names:
+            n = params[k].numel()
+            new[k] = mask[k] & ~pruned[start:start + n].view(params[k].shape).to(mask[k].device)
+            start += n
+    else:
+        raise ConfigError(f"unknown prune.rule {rule!r}; choose exact, openlth or torch")
+    return Mask({**dict(mask.items()), **new})
+
