@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/evaluation.py
 	$(BIN)/python bench/noop_rerun.py
+	$(BIN)/python bench/whole_job.py
 	$(BIN)/python bench/gpu.py
 
 clean:
