@@ -158,11 +158,13 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
             buffer.copy_(staged)
 
 
-def shard_bounds(n: int) -> tuple:
-    """``(start, end)`` of this rank's part of a global batch of ``n`` examples: contiguous, the first
-    ranks one larger when ``n`` does not divide (as `torch.tensor_split`)."""
-    size, extra = divmod(n, world_size())
-    r = rank()
+def shard_bounds(n: int, world: Optional[int] = None, of_rank: Optional[int] = None) -> tuple:
+    """``(start, end)`` of a rank's part of a global batch of ``n`` examples: contiguous, the first ranks
+    one larger when ``n`` does not divide (as `torch.tensor_split`). ``world`` and ``of_rank`` default to
+    this process's; pass them where the process group is not joined (a DataLoader worker)."""
+    world = world_size() if world is None else world
+    r = rank() if of_rank is None else of_rank
+    size, extra = divmod(n, world)
     start = r * size + min(r, extra)
     return start, start + size + (1 if r < extra else 0)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ticketlab import seeds
+from ticketlab import distributed, seeds
 from ticketlab.data.order import epoch_permutation, iters_per_epoch
 from ticketlab.errors import DataError
 
@@ -120,8 +120,6 @@ class _StepBatches(torch.utils.data.Dataset):
     """Item i: the decoded batch of step ``start + i`` (this rank's shard of it under torchrun)."""
 
     def __init__(self, images: StreamingImages, order_seed: int, batch_size: int, start: int, end: int):
-        from ticketlab import distributed
-
         self.images, self.order_seed, self.batch_size, self.start, self.end = images, order_seed, batch_size, start, end
         self.ipe = iters_per_epoch(len(images), batch_size)
         self.world, self.rank = distributed.world_size(), distributed.rank()
@@ -136,7 +134,7 @@ class _StepBatches(torch.utils.data.Dataset):
         if self._epoch[0] != epoch:
             self._epoch = (epoch, epoch_permutation(len(self.images), self.order_seed, epoch))
         index = self._epoch[1][offset * self.batch_size:(offset + 1) * self.batch_size]
-        lo, hi = shard(len(index), self.world, self.rank)
+        lo, hi = distributed.shard_bounds(len(index), self.world, self.rank)
         return self.images.decode(index[lo:hi].tolist(), step, first=lo)
 
 
@@ -150,12 +148,6 @@ class _Chunks(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Tensor:
         start = i * self.batch_size
         return self.images.decode(range(start, min(start + self.batch_size, len(self.images))), step=0)
-
-
-def shard(n: int, world: int, rank: int) -> Tuple[int, int]:
-    size, extra = divmod(n, world)
-    start = rank * size + min(rank, extra)
-    return start, start + size + (1 if rank < extra else 0)
 
 
 def centre_box(size: Tuple[int, int], out: int) -> Tuple[float, float, float, float]:

@@ -12,7 +12,7 @@ from torch import nn
 from ticketlab.errors import ConfigError
 from ticketlab.export.formats import (FORMATS, compressed_tensors, dense_state, mask_from_torch_prune, read,
                                       sparse_model, sparse_tensors, structured_mlp, to_torch_prune, write)
-from ticketlab.export.source import Ticket, build_from_spec, load_ticket
+from ticketlab.export.source import Ticket, build_from_spec, load_ticket, run_data
 
 
 def export_ticket(ticket: Ticket, fmt: str, out: Path, batch: int = 256) -> Path:
@@ -50,20 +50,22 @@ def export_run(run: Path, fmt: str, out: Optional[Path] = None, level: Optional[
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     ticket = load_ticket(Path(run), level, checkpoint)
-    where = Path(out) if out is not None else \
+    return export_ticket(ticket, fmt, _destination(run, ticket, fmt, out), batch)
+
+
+def _destination(run: Path, ticket: Ticket, fmt: str, out: Optional[Path]) -> Path:
+    return Path(out) if out is not None else \
         Path(run) / "export" / f"level_{ticket.spec['source']['level']}_{fmt}.safetensors"
-    return export_ticket(ticket, fmt, where, batch)
 
 
 def export_main(run: str, fmt: str, out: Optional[str], level: Optional[int], batch: int, checkpoint: str) -> str:
     """`ticketlab export`: write the file, load it back, compare its predictions on the test split."""
-    from ticketlab.data import load_data
-    from ticketlab.runs import load_config
-
-    path = export_run(Path(run), fmt, Path(out) if out else None, level, batch, checkpoint)
-    ticket = load_ticket(Path(run), level, checkpoint)
-    config = load_config(Path(run))
-    test = load_data(config.data, noise_seed=config.noise_seed, device="cpu").test
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _, data = run_data(Path(run))  # loaded once: for the ticket and for the comparison
+    ticket = load_ticket(Path(run), level, checkpoint, data=data)
+    path = export_ticket(ticket, fmt, _destination(run, ticket, fmt, Path(out) if out else None), batch)
+    test = data.test
     exported = load_export(path)
     with torch.inference_mode():
         x = test.x[:2048]

@@ -50,20 +50,27 @@ def phase_mask(folder: Path, model: nn.Module, weights: Dict[str, torch.Tensor])
     return Mask({name: weights[name] != 0 for name in prunable_parameters(model)})
 
 
-def load_ticket(run: Path, level: Optional[int] = None, checkpoint: str = "final") -> Ticket:
-    """The masked model of a finished run's phase (``checkpoint``: ``final`` or ``best`` weights)."""
+def run_data(run: Path):
+    """``(config, data bundle)`` of a run directory, refused with one line when it is not one."""
     from ticketlab.data import load_data
+
+    if not (Path(run) / "config.json").is_file():
+        raise ConfigError(f"{run} is not a run directory (no config.json); pass one that `ticketlab runs list` shows")
+    config = load_config(Path(run))
+    return config, load_data(config.data, noise_seed=config.noise_seed, device="cpu")
+
+
+def load_ticket(run: Path, level: Optional[int] = None, checkpoint: str = "final", data=None) -> Ticket:
+    """The masked model of a finished run's phase (``checkpoint``: ``final`` or ``best`` weights);
+    ``data``: the run's data bundle when the caller has loaded it already."""
     from ticketlab.models import build_model
 
     run = Path(run)
-    if not (run / "config.json").is_file():
-        raise ConfigError(f"{run} is not a run directory (no config.json); pass one that `ticketlab runs list` shows")
-    config = load_config(run)
+    config, data = run_data(run) if data is None else (load_config(run), data)
     folder, summary = find_phase(run, level)
     path = folder / f"{checkpoint}.pt"
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; export --checkpoint final, or finish the phase")
-    data = load_data(config.data, noise_seed=config.noise_seed, device="cpu")
     model = build_model(config.model, data.input_shape, data.num_classes, seed=0)
     weights = load_torch(path)
     try:
@@ -90,4 +97,4 @@ def build_from_spec(spec: Dict[str, Any]) -> nn.Module:
         raise CheckpointError(f"the export's model description is incomplete ({exc}); export the run again") from None
 
 
-__all__ = ["Ticket", "find_phase", "phase_mask", "load_ticket", "build_from_spec"]
+__all__ = ["Ticket", "find_phase", "phase_mask", "run_data", "load_ticket", "build_from_spec"]

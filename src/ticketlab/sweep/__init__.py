@@ -16,7 +16,7 @@ from ticketlab.errors import ConfigError
 from ticketlab.runs import run_status
 from ticketlab.sweep.execute import EXECUTORS, Job, executor_for
 from ticketlab.sweep.record import RECORD, entry_of, read_record, study_dir, write_record
-from ticketlab.sweep.study import Study, find_duplicates, load_study
+from ticketlab.sweep.study import Study, describe, find_duplicates, load_study
 
 def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local", workers: int = 2,
                dry_run: bool = False, device: str = "auto", threads: int = 1, partition: Optional[str] = None,
@@ -51,7 +51,7 @@ def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local",
     failed: List[str] = []
     for count, result in enumerate(run_on(jobs), 1):
         entry = entries[result["key"]]
-        what = f"{entry['label']} " + ", ".join([f"{k}={v}" for k, v in entry["cell"]] + [f"seed {entry['seed']}"])
+        what = f"{entry['label']} {describe(entry['cell'], entry['seed'])}"
         if "error" in result:
             entry["status"], entry["error"] = "failed", result["error"]
             failed.append(what)

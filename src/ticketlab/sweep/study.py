@@ -114,12 +114,13 @@ def load_study(path: Path) -> Study:
                 try:
                     config, _ = compose_config(method, preset, layers, variant)
                 except TicketlabError as exc:
-                    raise ConfigError(f"{path}, method {label!r}, {_describe(cell, seed)}: {exc}") from None
+                    raise ConfigError(f"{path}, method {label!r}, {describe(cell, seed)}: {exc}") from None
                 runs.append(PlannedRun(label, cell, seed, command, config, options))
     return Study(name, path, tuple(grid), tuple(runs))
 
 
-def _describe(cell, seed) -> str:
+def describe(cell, seed) -> str:
+    """``field=value, ..., seed N`` of a planned run (``cell``: (field, value) pairs)."""
     return ", ".join([f"{k}={v}" for k, v in cell] + [f"seed {seed}"])
 
 
@@ -186,10 +187,10 @@ def find_duplicates(study: Study, runs_dir: Path) -> Optional[str]:
             other = seen[where]
             why = ("a grid field that the command does not use? remove it from the grid" if other.options == run.options
                    else "runs that differ only in their options (levels) are one run: keep the one with the most")
-            return (f"{other.label} ({_describe(other.cell, other.seed)}) and {run.label} "
-                    f"({_describe(run.cell, run.seed)}) would share one run directory ({where.name}): {why}")
+            return (f"{other.label} ({describe(other.cell, other.seed)}) and {run.label} "
+                    f"({describe(run.cell, run.seed)}) would share one run directory ({where.name}): {why}")
         seen[where] = run
     return None
 
 
-__all__ = ["PlannedRun", "Study", "load_study", "find_duplicates"]
+__all__ = ["PlannedRun", "Study", "load_study", "find_duplicates", "describe"]
