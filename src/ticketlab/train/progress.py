@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Dict, Optional, Union
 
+from ticketlab.logs import logger
+
 
 class Progress:
     def __init__(self, total: int, start: int, label: str, enabled: Optional[Union[bool, str]] = None):
         """``enabled``: None shows a bar on a TTY and plain lines otherwise; True (or "bar") always a bar,
         "lines" always lines, False nothing."""
-        self.total, self.label, self.quiet = total, label, enabled is False
+        self.total, self.label, self.quiet, self.lines = total, label, enabled is False, enabled == "lines"
         self.bar = None
         if enabled in (True, "bar") or (enabled is None and sys.stderr.isatty()):
             from tqdm.auto import tqdm
@@ -40,7 +42,11 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(" | ".join(p for p in parts if not p.startswith("train acc")))
         elif not self.quiet:
-            print(f"[{self.label}] step {step}/{self.total} | " + " | ".join(parts), file=sys.stderr, flush=True)
+            line = f"[{self.label}] step {step}/{self.total} | " + " | ".join(parts)
+            if self.lines:  # asked for: printed
+                print(line, file=sys.stderr, flush=True)
+            else:  # the default off a terminal: a message, shown when logging asks for it (the CLI does)
+                logger.info(line)
 
     def close(self) -> None:
         if self.bar is not None:
