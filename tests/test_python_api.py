@@ -164,3 +164,36 @@ def test_import_flag_makes_a_registered_model_usable_from_the_command_line(tmp_p
     assert main(["train", "--import", "no_such_module_here", "--preset", "digits_mlp"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ticketlab: error: --import no_such_module_here: no module named") and "\n" not in err
+
+
+def test_lightning_callback_keeps_pruned_weights_at_zero(tmp_path):
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+
+    from ticketlab.lightning import MaskCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallNet()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+    torch.manual_seed(0)
+    module = Module()
+    mask = ticketlab.prune(module.net, 0.3)
+    x, y = _blobs(120)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=20)
+    trainer = pl.Trainer(max_epochs=2, callbacks=[MaskCallback(mask, prefix="net.")], accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(module, loader)
+    params = dict(module.net.named_parameters())
+    for name, keep in mask.items():
+        assert torch.count_nonzero(params[name][~keep]) == 0 and params[name][keep].abs().sum() > 0
+

@@ -60,8 +60,8 @@ class DataBundle:
         """A bundle from one's own tensors: ``train`` and ``test`` as ``(x, y)`` pairs or ``TensorDataset``s
         (inputs ``(N, ...)``, integer labels ``(N,)``). ``val``: a number of training examples carved off
         for validation (a permutation seeded by ``seed``; sorted, as `load_data` carves), or its own
-        ``(x, y)`` / ``TensorDataset``; None: no validation split. Inputs are used as given (floating
-        point; integer inputs become float32); ``num_classes`` defaults to the largest label + 1."""
+        ``(x, y)`` / ``TensorDataset``; None: no validation split. Inputs are used as given (integer
+        token ids stay integers, for an embedding); ``num_classes`` defaults to the largest label + 1."""
         train_x, train_y = _pair("train", train)
         test_x, test_y = _pair("test", test)
         train_index = torch.arange(len(train_y))
@@ -224,7 +224,7 @@ def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Op
 
 
 def _pair(split: str, given) -> Tuple[Tensor, Tensor]:
-    """``(x, y)`` of a ``(x, y)`` pair or a ``TensorDataset``, checked: float inputs, int64 labels."""
+    """``(x, y)`` of a ``(x, y)`` pair or a ``TensorDataset``, checked; labels as int64."""
     if isinstance(given, torch.utils.data.TensorDataset):
         given = given.tensors
     if not (isinstance(given, (tuple, list)) and len(given) == 2 and all(torch.is_tensor(t) for t in given)):
@@ -236,7 +236,7 @@ def _pair(split: str, given) -> Tuple[Tensor, Tensor]:
                         "(N, ...) and y of shape (N,)")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or (len(y) and int(y.min()) < 0):
         raise DataError(f"{split}: labels must be non-negative integers (class indices), got {y.dtype}")
-    return (x if x.is_floating_point() else x.float()), y.long()
+    return x, y.long()
 
 
 def _noisy_labels(cfg: DataConfig, raw: RawData, clean: Tensor, seed: int) -> Tensor:
