@@ -1,6 +1,7 @@
 """The Python API as a notebook user meets it: a bundle from tensors, the lottery on one's own module and
 the tickets it returns, MaskedOptimizer under torch's schedulers and scalers, `--import` of one's registry."""
 
+import copy
 import json
 import textwrap
 
@@ -116,6 +117,8 @@ def test_a_step_lr_over_a_masked_optimizer_keeps_pruned_weights_at_zero():
         assert torch.count_nonzero(opt.state[params[name]]["momentum_buffer"][~keep]) == 0
     opt.load_state_dict(opt.state_dict())  # the wrapped optimizer replaces its state: still shared
     assert opt.state is opt.optimizer.state and opt.param_groups is opt.optimizer.param_groups
+    clone = copy.deepcopy(opt)
+    assert clone.param_groups is clone.optimizer.param_groups and clone.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
 
 def test_masked_optimizer_under_grad_scaler_and_a_compiled_model():

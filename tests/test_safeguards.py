@@ -157,6 +157,11 @@ def test_model_weights_start_a_run_and_name_it_by_content(tmp_path, capsys):
     assert main(base + ["--model.weights", str(tmp_path / "other.pt"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "run directory:" in out and str(started) not in out and str(plain) not in out
+    other_run = out.strip().splitlines()[-1]
+    # other weights over a stored config's: named by the new file, not the stored digest
+    assert main(base + ["--config", str(started / "config.json"), "--model.weights", str(tmp_path / "other.pt"),
+                        "--dry-run"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == other_run
 
 
 def test_model_weights_that_do_not_fit_are_one_line_errors(tmp_path, capsys):

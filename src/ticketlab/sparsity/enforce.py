@@ -229,5 +229,11 @@ class MaskedOptimizer(torch.optim.Optimizer):
         self.optimizer.load_state_dict(state)
         self.enforcer.apply(self.optimizer)
 
+    def __getstate__(self):  # copies and pickles keep the wrapped optimizer and the enforcer
+        return dict(self.__dict__)
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return f"MaskedOptimizer({self.optimizer!r}, {self.enforcer.mask!r})"
