@@ -100,7 +100,9 @@ class RSTRun(Experiment):
     def cycle_info(self, c: int) -> Dict[str, Any]:
         self.pruned(c)  # writes prune.json (an intermediate cycle of rst-iter may hand on unpruned weights)
         folder = self.cycle_dir(c)
-        return {"cycle": c, **read_json(folder / "prune.json"), "layers": read_json(folder / "ratios.json")}
+        remake = "delete it and {} and run the same command again to make both again"  # side files of those
+        return {"cycle": c, **read_json(folder / "prune.json", fix=remake.format(folder / "pruned.pt")),
+                "layers": read_json(folder / "ratios.json", fix=remake.format(folder / "mask.pt"))}
 
     # -- weights ----------------------------------------------------------------------------------------
     def base_weights(self) -> Weights:
