@@ -23,6 +23,7 @@ from ticketlab.models import build_model
 from ticketlab.runs import SUMMARY, TRUNK, RunDir, ensure, report_row
 from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, prunable_parameters
 from ticketlab.train import Callback, Trainer
+from ticketlab.train.trainer import finished
 
 ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
 Weights = Dict[str, torch.Tensor]
@@ -91,6 +92,7 @@ class Experiment:
                     label=f"{self.path.name}/{out.relative_to(self.path)}" if out != self.path else self.path.name,
                     summary_extra=extra, stop_at=stop_at, lr_at=lr_at).fit()
 
+        finished(out)  # a summary whose weights files were deleted goes too: the phase trains again
         return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
 
     def row(self, *, variant: str, level: int, density: Optional[float], branch: str = TRUNK,
