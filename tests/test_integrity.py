@@ -280,6 +280,39 @@ def test_a_damaged_final_pt_of_a_finished_level_trains_that_level_again_once_del
     assert (run / "level_1" / "final.pt").read_bytes() == original
 
 
+def test_a_damaged_best_pt_read_by_another_command_is_made_again_by_the_runs_command(lottery_runs, tmp_path,
+                                                                                      capsys):
+    base, _ = lottery_runs
+    runs = tmp_path / "runs"
+    shutil.copytree(base, runs)
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    best = run / "level_1" / "best.pt"
+    original = best.read_bytes()
+    flip_byte(best)
+    export = ["export", str(run), "--checkpoint", "best", "--out", str(tmp_path / "ticket.safetensors")]
+    assert main(export) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{best} is damaged" in err
+    assert "delete it and run the command that made the run again" in err
+    best.unlink()
+    assert _lottery(runs, 1, capsys)[0] == 0  # the lottery command trains level 1 again
+    assert best.read_bytes() == original and main(export) == 0
+
+
+def test_a_damaged_start_pt_of_a_level_that_resumes_is_made_again_once_deleted(lottery_runs, tmp_path, capsys):
+    base, reference = lottery_runs
+    runs = tmp_path / "runs"
+    shutil.copytree(base, runs)
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    (run / "level_1" / "summary.json").unlink()  # level 1 trains again when the command is repeated
+    flip_byte(run / "level_1" / "start.pt")
+    code, err = _lottery(runs, 2, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{run / 'level_1' / 'start.pt'} is damaged" in err
+    (run / "level_1" / "start.pt").unlink()
+    assert _lottery(runs, 2, capsys)[0] == 0
+    _same_lottery(runs, reference)
+
+
 def test_an_old_lottery_without_checksums_extends_to_the_same_result(lottery_runs, tmp_path, capsys):
     base, reference = lottery_runs
     runs = tmp_path / "runs"

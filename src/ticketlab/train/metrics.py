@@ -81,8 +81,8 @@ def read_metrics(path: Path, strict: bool = True) -> List[Dict[str, Any]]:
             torn = number == len(lines)  # the last line, without its newline
             if strict and not torn:
                 raise DamagedFileError(path, f"{path} is damaged (line {number} is not a JSON object); delete the "
-                                             "summary.json beside it and run the same command again to train that "
-                                             "phase again") from None
+                                             "summary.json beside it and run the command that made the run again, "
+                                             "which trains that phase again") from None
             break
         records.append(record)
     return records

@@ -225,7 +225,7 @@ def load_base(path: str, like: Weights) -> Weights:
     """A state-dict file to prune (``rst.base``), checked against the model's keys and shapes."""
     if not Path(path).is_file():
         raise ConfigError(f"rst.base={path!r} is neither init, trained nor an existing state-dict file")
-    weights = load_torch(path)
+    weights = load_torch(path, fix="pass an intact state-dict file as rst.base")
     if isinstance(weights, dict) and "model" in weights and isinstance(weights["model"], dict):
         weights = weights["model"]  # a trainer checkpoint
     bad = not isinstance(weights, dict) or set(weights) != set(like) or any(
