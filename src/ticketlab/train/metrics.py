@@ -37,7 +37,7 @@ class MetricsLog:
         records (an older version's) gives; missing lines are reported, not silently dropped."""
         if self.path is not None and self.path.exists():
             kept = read_metrics(self.path, strict=False)[:lines]
-            if len(kept) < lines:
+            if len(kept) < lines and distributed.is_writer():
                 warnings.warn(f"{self.path} holds only {len(kept)} readable lines of the {lines} its checkpoint "
                               "covers (the file was damaged); the history after them is lost", stacklevel=2)
             self._rewrite(kept)
@@ -50,7 +50,7 @@ class MetricsLog:
         records = [dict(r) for r in records]
         if self.path is not None and self.path.exists():
             on_disk = read_metrics(self.path, strict=False)[:len(records)]
-            if on_disk != records:
+            if on_disk != records and distributed.is_writer():
                 warnings.warn(f"{self.path} did not match the {len(records)} records of its checkpoint (the file "
                               "was damaged); rewritten from the checkpoint", stacklevel=2)
         self._rewrite(records)

@@ -453,7 +453,7 @@ class Trainer:
             return None, None
         try:
             ckpt = load_torch(previous, map_location=device, fix=RETRAIN)
-        except DamagedFileError as exc:
+        except DamagedFileError:
             if damaged is None:
                 raise
             raise CheckpointError(f"{latest} and {previous.name} beside it are both damaged; delete both and run the "
