@@ -169,7 +169,7 @@ def test_corrupt_checkpoint_exits_2_and_keeps_the_run(tmp_path):
     before = _snapshot(tmp_path)
     result = subprocess.run([sys.executable, "-m", "ticketlab.cli", *args], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "checkpoint.pt is corrupt" in result.stderr and "Traceback" not in result.stderr
+    assert "checkpoint.pt is damaged" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert _snapshot(tmp_path) == before
 
@@ -282,6 +282,7 @@ def test_bad_branch_settings_write_nothing_and_changed_data_is_refused(tmp_path,
     state = torch.load(run / "data.pt", weights_only=True)
     state["train_labels"] = (state["train_labels"] + 1) % 10
     torch.save(state, run / "data.pt")
+    (run / "data.pt.sha256").unlink()  # a data.pt of other data, not a damaged one
     assert main(["lottery", *common, "--levels", "2"]) == 2
     assert "changed since the run started" in capsys.readouterr().err
     assert not (run / "level_2").exists()
@@ -306,6 +307,7 @@ def test_runs_from_before_report_rows_gain_them_when_their_command_runs_again(tm
         summary = json.loads(path.read_text())
         del summary["row"]
         path.write_text(json.dumps(summary))
+        path.with_name("summary.json.sha256").unlink()
     weights = {p: p.read_bytes() for p in run.glob("level_*/final.pt")}
     capsys.readouterr()
     assert main(["report", str(tmp_path), "--no-plots"]) == 2

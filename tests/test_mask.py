@@ -96,7 +96,7 @@ def test_save_load_round_trip(tmp_path, name):
     path = tmp_path / "sub" / name
     mask.save(path)
     mask.save(path)  # overwrite in place
-    assert os.listdir(path.parent) == [name]  # no temp files left behind
+    assert sorted(os.listdir(path.parent)) == [name, name + ".sha256"]  # the file and its checksum, no temp files
     loaded = Mask.load(path)
     assert loaded == mask and list(loaded) == list(mask)
     assert Mask.from_state_dict(mask.state_dict()) == mask

@@ -264,8 +264,10 @@ def test_checkpoints_of_the_earlier_format_resume(digits, tmp_path):
         _trainer(digits, tmp_path, [Counter("ones"), Stateless(), KillAt(12)]).fit()
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     ckpt["callbacks"], ckpt["mask"] = [ckpt["callbacks"]["ones"], {}], {}
-    del ckpt["summary_extra"]
+    del ckpt["summary_extra"], ckpt["metrics"]
     torch.save(ckpt, tmp_path / "checkpoint.pt")
+    for newer in ("checkpoint.pt.sha256", "checkpoint.prev.pt", "checkpoint.prev.pt.sha256"):  # not made then
+        (tmp_path / newer).unlink()
     ones = Counter("ones")
     _trainer(digits, tmp_path, [ones, Stateless()]).fit()
     assert ones.count == 3 * 20

@@ -23,7 +23,7 @@ import torch
 
 from ticketlab.errors import CheckpointError
 from ticketlab import distributed
-from ticketlab.io import load_torch, save_torch
+from ticketlab.io import DamagedFileError, load_torch, remove_file, save_torch
 
 CACHE_VERSION = 1
 SAMPLE = 1 << 20  # bytes read from each end of every source file for the key
@@ -52,13 +52,15 @@ def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tenso
             tensors = load_torch(path)
             if isinstance(tensors, dict) and all(torch.is_tensor(v) for v in tensors.values()):
                 return tensors
-    except (CheckpointError, OSError):  # corrupt, vanished or unreadable: decode instead
+    except DamagedFileError as exc:  # its checksum does not match, or not a tensor file: decode instead
+        warnings.warn(f"{exc.path} is damaged; decoding {name} again", stacklevel=2)
+    except (CheckpointError, OSError):  # vanished or unreadable: decode instead
         pass
     tensors = decode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob(f"{name}-*.pt") if distributed.is_writer() else ():
-            old.unlink(missing_ok=True)
+            remove_file(old)
         save_torch(tensors, path)
     except OSError as exc:
         warnings.warn(f"could not write the decoded copy of {name} to {path} ({exc}); it will be decoded "

@@ -29,7 +29,7 @@ import torch
 from ticketlab import distributed
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import CheckpointError, DataError
-from ticketlab.io import load_torch, save_torch
+from ticketlab.io import load_torch, remove_file, save_torch
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 CACHE_PREFIX, CACHE_VERSION = ".ticketlab-cache-", 1
@@ -160,7 +160,7 @@ def _build_cache(path: pathlib.Path, classes, train: Listing, test: Listing) -> 
         save_torch(cache, path)
         for old in path.parent.glob(f"{CACHE_PREFIX}*.pt") if distributed.is_writer() else ():
             if old != path:
-                old.unlink()
+                remove_file(old)
     except OSError as exc:
         warnings.warn(f"imagefolder: could not write the cache {path} ({exc}); images will be decoded "
                       "again next time", stacklevel=3)

@@ -26,6 +26,7 @@ from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, opt_in_
 from ticketlab.train import Callback, Trainer
 from ticketlab.train.accel import precision
 from ticketlab.train.trackers import Tracker
+from ticketlab.train.trainer import finished
 
 ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
 Weights = Dict[str, torch.Tensor]
@@ -102,6 +103,7 @@ class Experiment:
                     label=f"{self.path.name}/{out.relative_to(self.path)}" if out != self.path else self.path.name,
                     summary_extra=extra, stop_at=stop_at, lr_at=lr_at, trackers=self.trackers).fit()
 
+        finished(out)  # a summary whose weights files were deleted goes too: the phase trains again
         return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
 
     def row(self, *, variant: str, level: int, density: Optional[float], branch: str = TRUNK,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError
-from ticketlab.io import atomic_write_bytes
+from ticketlab.io import DamagedFileError, atomic_write_bytes, read_checked
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # kinds of weights pruned only when asked for: kind -> (module types, their parameter names)
@@ -267,15 +267,19 @@ class Mask(Mapping):
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"mask file {path} does not exist; check the path or re-create the mask")
+        fix = "delete it and re-create the mask (a run's own: run the command that made the run again)"
         try:
+            data = read_checked(path, fix)  # verified against its checksum record
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
-                state = load_file(str(path))
+                state = load_file(str(path))  # (load of the bytes would not keep the order of the names)
             else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except DamagedFileError:
+            raise
         except Exception as exc:
-            raise CheckpointError(f"mask file {path} is corrupt or unreadable ({type(exc).__name__}); "
-                                  "delete it and re-create the mask") from None
+            raise DamagedFileError(path, f"mask file {path} is corrupt or unreadable ({type(exc).__name__}); "
+                                         f"{fix}") from None
         bad = not isinstance(state, dict) or any(
             not isinstance(k, str) or not torch.is_tensor(v) or v.dtype != torch.bool for k, v in state.items())
         if bad:

@@ -1,16 +1,20 @@
 """`metrics.jsonl`: one JSON object per evaluation and split, appended as training goes.
 
-A resumed run first cuts the file back to the lines its checkpoint knew about, so evaluations done
-after the last checkpoint of a killed run are not recorded twice.
+The file is appended to, not rewritten, so it has no checksum record; the trainer's checkpoint carries
+the records it covers instead. A resumed run rewrites the file from them (`MetricsLog.restore`):
+evaluations done after the last checkpoint of a killed run are not recorded twice, and history lost to
+a damaged file is put back, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ticketlab import distributed
+from ticketlab.io import DamagedFileError
 
 
 class MetricsLog:
@@ -35,23 +39,56 @@ class MetricsLog:
             tracker.log(record, phase=self.phase, folder=self.path.parent if self.path is not None else None)
 
     def truncate(self, lines: int) -> None:
-        """Keep the first ``lines`` records (in memory and on disk)."""
+        """Keep the first ``lines`` records (in memory and on disk): what a checkpoint without its
+        records (an older version's) gives; missing lines are reported, not silently dropped."""
         if self.path is not None and self.path.exists():
-            self.records = read_metrics(self.path)[:lines]
-            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
-            from ticketlab.io import atomic_write_bytes
-
-            atomic_write_bytes(self.path, text.encode())
+            kept = read_metrics(self.path, strict=False)[:lines]
+            if len(kept) < lines and distributed.is_writer():
+                warnings.warn(f"{self.path} holds only {len(kept)} readable lines of the {lines} its checkpoint "
+                              "covers (the file was damaged); the history after them is lost", stacklevel=2)
+            self._rewrite(kept)
         else:
             self.records = self.records[:lines]
 
+    def restore(self, records: Sequence[Dict[str, Any]]) -> None:
+        """Make the log hold exactly ``records`` (a checkpoint's), rewriting the file; a file whose first
+        lines differ from them was damaged and is repaired, with a warning."""
+        records = [dict(r) for r in records]
+        if self.path is not None and self.path.exists():
+            on_disk = read_metrics(self.path, strict=False)[:len(records)]
+            if on_disk != records and distributed.is_writer():
+                warnings.warn(f"{self.path} did not match the {len(records)} records of its checkpoint (the file "
+                              "was damaged); rewritten from the checkpoint", stacklevel=2)
+        self._rewrite(records)
 
-def read_metrics(path: Path) -> List[Dict[str, Any]]:
-    """Records of a metrics file; a torn last line (killed mid-write) is ignored."""
+    def _rewrite(self, records: List[Dict[str, Any]]) -> None:
+        self.records = records
+        if self.path is not None:
+            from ticketlab.io import atomic_write_bytes
+
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            atomic_write_bytes(self.path, text.encode(), checksum=False)
+
+
+def read_metrics(path: Path, strict: bool = True) -> List[Dict[str, Any]]:
+    """The records of a metrics file, up to a torn last line (killed mid-write), which is ignored.
+    Anything else unreadable (binary garbage, a line that is not a JSON object) raises a one-line
+    `DamagedFileError` when ``strict``; otherwise the records before it are returned."""
+    lines = Path(path).read_bytes().split(b"\n")
     records = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            records.append(json.loads(line))
-        except ValueError:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if not isinstance(record, dict):
+            torn = number == len(lines)  # the last line, without its newline
+            if strict and not torn:
+                raise DamagedFileError(path, f"{path} is damaged (line {number} is not a JSON object); delete the "
+                                             "summary.json beside it and run the command that made the run again, "
+                                             "which trains that phase again") from None
             break
+        records.append(record)
     return records

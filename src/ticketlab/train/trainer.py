@@ -2,10 +2,13 @@
 
 `Trainer.fit` trains one model on one `DataBundle` for ``cfg.steps`` (or until a callback asks it to stop)
 under a `MaskEnforcer` (all-ones on a dense start), and writes into ``out_dir``: ``metrics.jsonl`` (one
-line per evaluation), ``checkpoint.pt`` (resumable,
-removed at the end), ``final.pt`` and ``best.pt`` (model weights at the end and at the best validation
-accuracy) and ``summary.json``. An ``out_dir`` that already has a summary is finished: ``fit`` returns
-it without training. The loop keeps everything on the device: no ``.item()`` per step; the running
+line per evaluation), ``checkpoint.pt`` (resumable, removed at the end, with the one before it kept as
+``checkpoint.prev.pt``: a damaged checkpoint resumes from that one, with a warning), ``final.pt`` and
+``best.pt`` (model weights at the end and at the best validation accuracy) and ``summary.json``. An
+``out_dir`` that has a summary and the weights it describes is finished: ``fit`` returns it without
+training (deleting ``final.pt`` or ``best.pt`` trains the phase again).
+
+The loop keeps everything on the device: no ``.item()`` per step; the running
 training loss and accuracy are device tensors read only at evaluations. The accuracy count is taken
 over several steps at once (see `RunningStats`), so the bookkeeping adds little to what a bare PyTorch
 loop does per step (``bench/trainer_overhead.py`` measures it).
@@ -17,8 +20,9 @@ import contextlib
 import copy
 import functools
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +31,7 @@ from ticketlab import distributed
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.io import DamagedFileError, load_torch, move_file, read_json, remove_file, save_torch, write_json
 from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
 from ticketlab.train.callbacks import Callback, StepState
@@ -38,6 +42,21 @@ from ticketlab.train.progress import Progress
 from ticketlab.train.trackers import Tracker
 
 CHECKPOINT, FINAL, BEST, SUMMARY = "checkpoint.pt", "final.pt", "best.pt", "summary.json"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+RETRAIN = "delete it and run the same command again to train that phase again"
+
+
+def finished(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a finished phase: a summary and the weights files it describes. A
+    summary whose ``final.pt`` (or ``best.pt``) was deleted is removed, so the phase trains again."""
+    out_dir = Path(out_dir)
+    if not (out_dir / SUMMARY).exists():
+        return False
+    if (out_dir / FINAL).exists() and ((out_dir / BEST).exists() or not read_json(out_dir / SUMMARY).get("best_val")):
+        return True
+    if distributed.is_writer():
+        remove_file(out_dir / SUMMARY)
+    return False
 
 
 class RunningStats:
@@ -211,7 +230,7 @@ class Trainer:
 
     # -- public -----------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
-        if self.out_dir is not None and (self.out_dir / SUMMARY).exists():
+        if self.out_dir is not None and finished(self.out_dir):
             return read_json(self.out_dir / SUMMARY)
         began = time.perf_counter()
         self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
@@ -374,6 +393,8 @@ class Trainer:
                 save_torch(self.model.state_dict(), self.out_dir / BEST)
 
     def _save_checkpoint(self) -> None:
+        if distributed.is_writer() and (self.out_dir / CHECKPOINT).exists():
+            move_file(self.out_dir / CHECKPOINT, self.out_dir / PREVIOUS_CHECKPOINT)
         save_torch({
             "step": self.step,
             "model": self.model.state_dict(),
@@ -383,17 +404,17 @@ class Trainer:
             "summary_extra": self.summary_extra,
             "best": self.best,
             "metrics_lines": self.metrics.lines,
+            "metrics": self.metrics.records,
             "running": self._running.state(),
             "scaler": self.accel.scaler.state_dict() if self.accel.scaler is not None else {},
             "world_size": distributed.world_size(),
         }, self.out_dir / CHECKPOINT)
 
     def _resume(self) -> bool:
-        if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists():
+        path, ckpt = self._load_checkpoint()
+        if ckpt is None:
             self.metrics.truncate(0)
             return False
-        path = self.out_dir / CHECKPOINT
-        ckpt = load_torch(path, map_location=next(self.model.parameters()).device)
         started = int(ckpt.get("world_size", 1))
         if started != distributed.world_size():  # the batch shards and the gradient sums depend on it
             how = f"torchrun --nproc-per-node {started}" if started > 1 else "one process (no torchrun)"
@@ -408,10 +429,42 @@ class Trainer:
             self.accel.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.best = ckpt["step"], ckpt["best"]
         self.summary_extra.update(ckpt.get("summary_extra", {}))
-        self.metrics.truncate(ckpt["metrics_lines"])
+        if "metrics" in ckpt:
+            self.metrics.restore(ckpt["metrics"])
+        else:  # written by an older version: only the line count
+            self.metrics.truncate(ckpt["metrics_lines"])
         self._running.load(ckpt["running"])
         self.progress.resume_at(self.step)
         return True
+
+    def _load_checkpoint(self) -> Tuple[Optional[Path], Optional[Dict[str, Any]]]:
+        """(path, content) of the latest intact checkpoint: ``checkpoint.pt``, or when that is damaged (or
+        gone after a kill between the two writes of a save) the one before it; (None, None) when none."""
+        if self.out_dir is None:
+            return None, None
+        device = next(self.model.parameters()).device
+        latest, previous = self.out_dir / CHECKPOINT, self.out_dir / PREVIOUS_CHECKPOINT
+        damaged: Optional[DamagedFileError] = None
+        if latest.exists():
+            try:
+                return latest, load_torch(latest, map_location=device, fix=RETRAIN)
+            except DamagedFileError as exc:
+                if not previous.exists():
+                    raise
+                damaged = exc
+        if not previous.exists():
+            return None, None
+        try:
+            ckpt = load_torch(previous, map_location=device, fix=RETRAIN)
+        except DamagedFileError:
+            if damaged is None:
+                raise
+            raise CheckpointError(f"{latest} and {previous.name} beside it are both damaged; delete both and run the "
+                                  "same command again to train that phase again") from None
+        if damaged is not None:
+            warnings.warn(f"{damaged.path} is damaged; resuming from the checkpoint before it ({previous.name}, "
+                          f"step {ckpt.get('step')})", stacklevel=3)
+        return previous, ckpt
 
     def _restore_callbacks(self, saved, path: Path) -> None:
         stateful = [cb for cb in self.callbacks if cb.stateful]
@@ -448,5 +501,6 @@ class Trainer:
             save_torch(self.model.state_dict(), self.out_dir / FINAL)
             write_json(self.out_dir / SUMMARY, summary)
             if distributed.is_writer():
-                (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+                remove_file(self.out_dir / CHECKPOINT)
+                remove_file(self.out_dir / PREVIOUS_CHECKPOINT)
         return summary

@@ -100,7 +100,9 @@ class RSTRun(Experiment):
     def cycle_info(self, c: int) -> Dict[str, Any]:
         self.pruned(c)  # writes prune.json (an intermediate cycle of rst-iter may hand on unpruned weights)
         folder = self.cycle_dir(c)
-        return {"cycle": c, **read_json(folder / "prune.json"), "layers": read_json(folder / "ratios.json")}
+        remake = "delete it and {} and run the same command again to make both again"  # side files of those
+        return {"cycle": c, **read_json(folder / "prune.json", fix=remake.format(folder / "pruned.pt")),
+                "layers": read_json(folder / "ratios.json", fix=remake.format(folder / "mask.pt"))}
 
     # -- weights ----------------------------------------------------------------------------------------
     def base_weights(self) -> Weights:
@@ -223,7 +225,7 @@ def load_base(path: str, like: Weights) -> Weights:
     """A state-dict file to prune (``rst.base``), checked against the model's keys and shapes."""
     if not Path(path).is_file():
         raise ConfigError(f"rst.base={path!r} is neither init, trained nor an existing state-dict file")
-    weights = load_torch(path)
+    weights = load_torch(path, fix="pass an intact state-dict file as rst.base")
     if isinstance(weights, dict) and "model" in weights and isinstance(weights["model"], dict):
         weights = weights["model"]  # a trainer checkpoint
     bad = not isinstance(weights, dict) or set(weights) != set(like) or any(
