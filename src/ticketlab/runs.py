@@ -33,6 +33,7 @@ import torch
 
 from ticketlab import distributed
 from ticketlab.config import RunConfig, content_hash, get_path, iter_fields, to_jsonable
+from ticketlab.data.fingerprint import differing
 from ticketlab.errors import CheckpointError, TicketlabError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.method import config_from_dict
@@ -52,8 +53,9 @@ def _git_commit() -> Optional[str]:
         return None
 
 
-def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    return {
+def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None,
+                  data_fingerprint: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    manifest = {
         "ticketlab": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -64,6 +66,9 @@ def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None) -
         "command": " ".join(argv if argv is not None else sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if data_fingerprint:  # what the run's data is (`ticketlab.data.fingerprint`), checked on every reuse
+        manifest["data_fingerprint"] = dict(data_fingerprint)
+    return manifest
 
 
 @dataclass
@@ -73,16 +78,18 @@ class RunDir:
 
     @classmethod
     def open(cls, runs_dir: Path, config: RunConfig, device: str = "cpu", threads: int = 1,
-             argv: Optional[List[str]] = None, path: Optional[Path] = None) -> "RunDir":
+             argv: Optional[List[str]] = None, path: Optional[Path] = None,
+             data_fingerprint: Optional[Dict[str, str]] = None) -> "RunDir":
         """Create the run directory for ``config`` (``runs_dir/<run_name>`` unless ``path`` is given), or
-        reopen it (checking it holds the same config)."""
+        reopen it (checking it holds the same config, and data with the same ``data_fingerprint``)."""
         path = Path(path) if path is not None else Path(runs_dir) / config.run_name
         if (path / CONFIG).exists() and _hashed_view(read_json(path / CONFIG)) != _hashed_view(config.to_dict()):
             raise CheckpointError(f"{path / CONFIG} holds a different config; move that directory away to rerun")
         path.mkdir(parents=True, exist_ok=True)
         ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
-        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv), save=save_json,
-                          load=read_json)
+        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, data_fingerprint),
+                          save=save_json, load=read_json)
+        _check_data_fingerprint(path, manifest, data_fingerprint)
         _warn_if_environment_changed(manifest, device, threads)
         return cls(path, config)
 
@@ -94,6 +101,20 @@ class RunDir:
         sub = self.path / name
         sub.mkdir(parents=True, exist_ok=True)
         return sub
+
+
+def _check_data_fingerprint(path: Path, manifest: Dict[str, Any], now: Optional[Dict[str, str]]) -> None:
+    """Refuse data other than the run's (the data root is not in the hash; the content must be); a run
+    from before fingerprints were recorded gains the fingerprint of the data it is used with now."""
+    if not now:
+        return
+    recorded = manifest.get("data_fingerprint")
+    if not isinstance(recorded, dict):
+        write_json(path / MANIFEST, {**manifest, "data_fingerprint": dict(now)})
+    elif recorded != now:
+        raise CheckpointError(f"{path} was trained on other data: the {differing(recorded, now)} loaded now differ "
+                              "from that run's; to train on this data as a separate run, add --data.tag NAME (or use "
+                              "another --runs-dir)")
 
 
 def _hashed_view(config_dict: Dict[str, Any]) -> str:

@@ -261,7 +261,7 @@ def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, pru
                                  float(data.train.x.double().sum()))).encode()).hexdigest()[:6]
     signature = f"{module_signature(model)}{data_sig}"
     path = Path(runs_dir) / f"{config.run_name}_{signature}"
-    RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path)
+    RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path, data_fingerprint=data.fingerprint)
     check_data_state(path, data)
     run = Lottery(config, data, module_factory(model), path, device, progress, dataset_name="user data",
                   model_name=type(model).__name__, signature=signature,
