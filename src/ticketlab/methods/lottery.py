@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
+from ticketlab import runlock
 from ticketlab.config import PruneConfig, RunConfig, Section, TrainConfig, adopt, check_range, option, run_config
 from ticketlab.data import DataBundle, iters_per_epoch
 from ticketlab.errors import ConfigError
@@ -205,6 +206,7 @@ def open_lottery(config: RunConfig, ctx) -> Lottery:
     return Lottery.open(lottery_config(config), ctx)
 
 
+@runlock.session()
 def run_lottery(config: RunConfig, levels: int, ctx) -> tuple:
     """Train levels 0..``levels`` of ``config`` (a lottery config, or a core one: see `lottery_config`);
     returns (run path, level summaries)."""
@@ -244,6 +246,7 @@ def module_signature(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:8]
 
 
+@runlock.session()
 def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, prune=None, lottery=None, seed: int = 0,
             runs_dir="runs", device=None, progress: Optional[bool] = False) -> tuple:
     """Run the lottery workflow on a user's own module and `DataBundle`; returns (run path, level summaries).
