@@ -167,3 +167,33 @@ def test_the_lock_holder_file_names_this_process(tmp_path):
         assert info["pid"] == os.getpid()
         assert runlock.holder(tmp_path / "some_run").startswith(f"process {os.getpid()} on ")
     assert not (tmp_path / "some_run" / runlock.HOLDER).exists()  # only while held
+
+
+SWEEP = """
+name = "locked"
+preset = "digits_mlp"
+command = "train"
+seeds = 2
+[fields]
+model.hidden = "16"
+train.steps = "10it"
+"""
+
+
+def test_a_sweep_does_not_train_a_run_another_process_is_training(tmp_path, holder):
+    import io
+
+    from ticketlab.sweep import sweep_main
+    from ticketlab.sweep.study import load_study
+
+    (tmp_path / "study.toml").write_text(SWEEP)
+    runs = tmp_path / "runs"
+    busy, free = (runs / r.config.run_name for r in load_study(tmp_path / "study.toml").runs)
+    process = holder(busy)
+    out = io.StringIO()
+    assert sweep_main(str(tmp_path / "study.toml"), str(runs), workers=1, device="cpu", out=out) == 1
+    assert f"failed: {busy} is in use by process {process.pid}" in out.getvalue()
+    assert (free / "summary.json").is_file() and not (busy / "metrics.jsonl").exists()
+    holder.stop()
+    assert sweep_main(str(tmp_path / "study.toml"), str(runs), workers=1, device="cpu", out=io.StringIO()) == 0
+    assert (busy / "summary.json").is_file()
