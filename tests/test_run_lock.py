@@ -197,3 +197,15 @@ def test_a_sweep_does_not_train_a_run_another_process_is_training(tmp_path, hold
     holder.stop()
     assert sweep_main(str(tmp_path / "study.toml"), str(runs), workers=1, device="cpu", out=io.StringIO()) == 0
     assert (busy / "summary.json").is_file()
+
+
+def test_torchrun_on_a_run_in_use_stops_every_rank(tmp_path, holder, capsys):
+    run = run_dir(tmp_path, capsys)
+    process = holder(run)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
+    result = subprocess.run([*torchrun, "-m", "ticketlab", *TRAIN, "--device", "cpu", "--runs-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=child_env())
+    assert result.returncode != 0  # every rank ended (none waits in a collective for rank 0)
+    assert f"is in use by process {process.pid}" in result.stderr  # rank 0's line
+    assert result.stderr.count("ticketlab: error:") == 2  # one line from each rank (torchrun adds its report)
+    assert not (run / "metrics.jsonl").exists()

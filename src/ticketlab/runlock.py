@@ -123,15 +123,20 @@ def _unlock(run: Path, lock) -> None:
     lock.release()
 
 
-def check_present(path: Path) -> None:
+def check_present(path: Path, every_rank: bool = False) -> None:
     """Raise if the held run that ``path`` lies in has been removed or replaced, instead of writing its
-    files again into a folder without a config (called before a run's files are written)."""
+    files again into a folder without a config (called before a run's files are written). Under
+    torchrun only rank 0 knows; ``every_rank``: a point every rank reaches together, and all of them
+    raise (else only rank 0 does, and reports it through `ticketlab.runs.ensure`)."""
     path = Path(path).absolute()
-    for run, held in _HELD.items():
-        if held.identity is not None and held.lock is not None and (run == path or run in path.parents) and (
-                _identity(run) != held.identity or not (run / "config.json").is_file()):
-            raise CheckpointError(f"{run} was removed while this process was training it; stopped without writing "
-                                  "into it again (run the command again to start that run afresh)")
+    gone = next((run for run, held in _HELD.items()
+                 if held.identity is not None and held.lock is not None and (run == path or run in path.parents)
+                 and (_identity(run) != held.identity or not (run / "config.json").is_file())), None)
+    if every_rank and not distributed.gate(gone is None) and gone is None:
+        raise CheckpointError("the run directory was removed while rank 0 was training it; see its error")
+    if gone is not None:
+        raise CheckpointError(f"{gone} was removed while this process was training it; stopped without writing "
+                              "into it again (run the command again to start that run afresh)")
 
 
 @contextlib.contextmanager

@@ -352,8 +352,8 @@ class Trainer:
                                                prepare=self.accel.prepare_batch, mode_of=self.model)
         results = distributed.from_rank0(results)  # every rank decides (best, stop, callbacks) on the same figures
         density = self.density()
-        if self.out_dir is not None:
-            runlock.check_present(self.out_dir)  # a removed run stops before its metrics, best or checkpoint
+        if self.out_dir is not None:  # a removed run stops before its metrics, best or checkpoint are written
+            runlock.check_present(self.out_dir, every_rank=True)
         for split_name, values in results.items():
             self.metrics.append(step=self.step, epoch=self.step / self.ipe, split=split_name, density=density, **values)
         self._track_best(results)
@@ -373,7 +373,7 @@ class Trainer:
                 save_torch(self.model.state_dict(), self.out_dir / BEST)
 
     def _save_checkpoint(self) -> None:
-        runlock.check_present(self.out_dir)
+        runlock.check_present(self.out_dir, every_rank=True)
         save_torch({
             "step": self.step,
             "model": self.model.state_dict(),
@@ -445,7 +445,7 @@ class Trainer:
             "train_seconds": round(seconds, 3),
         }
         if self.out_dir is not None:
-            runlock.check_present(self.out_dir)
+            runlock.check_present(self.out_dir, every_rank=True)
             save_torch(self.model.state_dict(), self.out_dir / FINAL)
             write_json(self.out_dir / SUMMARY, summary)
             if distributed.is_writer():
