@@ -27,6 +27,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from ticketlab import distributed
 from ticketlab.errors import CheckpointError
+from ticketlab.io import write_json
 
 LOCK, HOLDER = ".lock", ".lock.holder"
 
@@ -74,8 +75,8 @@ def _acquire(run: Path):
     info = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv[:8])[:200],
             "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     try:
-        (Path(run) / HOLDER).write_text(json.dumps(info))
-    except OSError:
+        write_json(Path(run) / HOLDER, info)
+    except OSError:  # only the message of a refused process would lack the details
         pass
     return lock
 
