@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ticketlab import distributed
+from ticketlab import distributed, runlock
 from ticketlab.config import (SECTION_OWNERS, RunConfig, drop_idle_sections, get_path, iter_fields, load_config_file,
                               method_sections)
 from ticketlab.errors import ConfigError, TicketlabError
@@ -185,7 +185,8 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     ctx = RunContext(args.runs_dir, device, args.threads, progress_mode(args.progress), ["ticketlab", *argv],
                      trackers=trackers)
     try:
-        path = method.run(config, options, ctx)
+        with runlock.session():
+            path = method.run(config, options, ctx)
     finally:
         for tracker in trackers:
             tracker.close()
@@ -207,7 +208,8 @@ def report_table(path: Path) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     from ticketlab.analysis.table import render_table
     from ticketlab.io import read_json
-    from ticketlab.runs import find_runs, latest_test_accuracy, load_config, remove_run, resolve_run, run_status
+    from ticketlab.runs import (clean_runs, find_runs, latest_test_accuracy, load_config, remove_run, resolve_run,
+                                run_status)
 
     runs_dir = Path(args.runs_dir)
     if args.action == "list":
@@ -227,6 +229,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             rows.append([path.name, data, model, status, "-" if acc is None else f"{100 * acc:.2f}"])
         print(render_table(["run", "data", "model", "status", "test %"], rows) if rows else f"no runs in {runs_dir}")
         return 0
+    if args.action == "clean":
+        print(clean_report(*clean_runs(runs_dir)))
+        return 0
     if not args.run:
         raise TicketlabError(f"`ticketlab runs {args.action}` needs a RUN (name, hash prefix or path)")
     path = resolve_run(runs_dir, args.run, exact=args.action == "rm")
@@ -239,6 +244,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
         remove_run(path)
         print(f"removed {path}")
     return 0
+
+
+def clean_report(freed, busy) -> str:
+    """What `ticketlab runs clean` prints: every file removed with its size, the total, the runs in use."""
+    from ticketlab.leftovers import megabytes
+
+    lines = [f"removed {path} ({megabytes(size)})" for path, size in freed]
+    lines.append(f"freed {megabytes(sum(size for _, size in freed))} in {len(freed)} file(s) or folder(s)")
+    if busy:
+        lines.append(f"skipped {len(busy)} run(s) in use: {', '.join(p.name for p in busy)}")
+    return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -329,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_method_flags(p, method)
         add_config_flags(p, method.config)
         add_runtime_flags(p)
-    runs = sub.add_parser("runs", help="list, show or remove run directories")
-    runs.add_argument("action", choices=["list", "show", "rm"])
+    runs = sub.add_parser("runs", help="list, show or remove run directories, or clean up after killed runs")
+    runs.add_argument("action", choices=["list", "show", "rm", "clean"],
+                      help="clean: remove the temporary files and stale checkpoints killed runs left behind")
     runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show); full name or path (rm)")
     runs.add_argument("--runs-dir", default="runs")
     sweep = sub.add_parser("sweep", help="run a study file: a grid of runs over fields, seeds and methods")

@@ -51,6 +51,8 @@ class DataConfig(Section):
     memory_gb: float = option(8.0, "the memory budget of --data.stream auto, in GiB")
     image_size: int = option(0, "side of a streamed image folder's square inputs (0: 224)")
     workers: int = option(4, "DataLoader worker processes that decode a streamed image folder", hash=False)
+    tag: str = option("", "a name for this data, in the run's hash: trains other data of the same data set "
+                      "(another --data.root) as a separate run")
 
     def validate(self) -> None:
         check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)

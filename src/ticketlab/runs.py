@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import os
 import platform
 import re
 import shutil
@@ -31,8 +32,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 
-from ticketlab import distributed
+from ticketlab import distributed, leftovers, runlock
 from ticketlab.config import RunConfig, content_hash, get_path, iter_fields, to_jsonable
+from ticketlab.data.fingerprint import differing
 from ticketlab.errors import CheckpointError, TicketlabError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.method import config_from_dict
@@ -53,9 +55,11 @@ def _git_commit() -> Optional[str]:
 
 
 def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None,
-                  record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The environment of a run, plus ``record``: what its caller knows (the precision, a user's module)."""
-    return {**(record or {}),
+                  record: Optional[Dict[str, Any]] = None,
+                  data_fingerprint: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The environment of a run, plus ``record``: what its caller knows (the precision, a user's module),
+    and the fingerprint of its data."""
+    manifest = {**(record or {}),
         "ticketlab": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -66,6 +70,9 @@ def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None,
         "command": " ".join(argv if argv is not None else sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if data_fingerprint:  # what the run's data is (`ticketlab.data.fingerprint`), checked on every reuse
+        manifest["data_fingerprint"] = dict(data_fingerprint)
+    return manifest
 
 
 @dataclass
@@ -76,21 +83,29 @@ class RunDir:
     @classmethod
     def open(cls, runs_dir: Path, config: RunConfig, device: str = "cpu", threads: int = 1,
              argv: Optional[List[str]] = None, path: Optional[Path] = None,
-             record: Optional[Dict[str, Any]] = None) -> "RunDir":
+             record: Optional[Dict[str, Any]] = None,
+             data_fingerprint: Optional[Dict[str, str]] = None) -> "RunDir":
         """Create the run directory for ``config`` (``runs_dir/<run_name>`` unless ``path`` is given), or
-        reopen it (checking it holds the same config, and was trained in the precision of ``record``)."""
+        reopen it (checking it holds the same config, was trained in the precision of ``record``, and on
+        data with the same ``data_fingerprint``). The process holds the run's lock from here
+        (`ticketlab.runlock`); what a killed process left behind in it is removed (`ticketlab.leftovers`)."""
         path = Path(path) if path is not None else Path(runs_dir) / config.run_name
+        runlock.hold(path)
         if (path / CONFIG).exists() and _hashed_view(read_json(path / CONFIG)) != _hashed_view(config.to_dict()):
             raise CheckpointError(f"{path / CONFIG} holds a different config; move that directory away to rerun")
+        if distributed.is_writer():
+            leftovers.remove(leftovers.run_leftovers(path))
         path.mkdir(parents=True, exist_ok=True)
         ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
-        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, record), save=save_json,
-                          load=read_json)
+        runlock.watch(path)
+        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, record, data_fingerprint),
+                          save=save_json, load=read_json)
         precision = (record or {}).get("precision")
         if precision and manifest.get("precision", precision) != precision:
             raise CheckpointError(f"{path} was trained in {manifest['precision']} on {manifest.get('device')}; this "
                                   f"run would train in {precision} on {device}: resume it with the same --device and "
                                   "--train.amp, or give another --runs-dir")
+        _check_data_fingerprint(path, manifest, data_fingerprint)
         _warn_if_environment_changed(manifest, device, threads)
         return cls(path, config)
 
@@ -99,9 +114,24 @@ class RunDir:
         return (self.path / SUMMARY).exists()
 
     def sub(self, name: str) -> Path:
+        runlock.check_present(self.path)
         sub = self.path / name
         sub.mkdir(parents=True, exist_ok=True)
         return sub
+
+
+def _check_data_fingerprint(path: Path, manifest: Dict[str, Any], now: Optional[Dict[str, str]]) -> None:
+    """Refuse data other than the run's (the data root is not in the hash; the content must be); a run
+    from before fingerprints were recorded gains the fingerprint of the data it is used with now."""
+    if not now:
+        return
+    recorded = manifest.get("data_fingerprint")
+    if not isinstance(recorded, dict):
+        write_json(path / MANIFEST, {**manifest, "data_fingerprint": dict(now)})
+    elif recorded != now:
+        raise CheckpointError(f"{path} was trained on other data: the {differing(recorded, now)} loaded now differ "
+                              "from that run's; to train on this data as a separate run, add --data.tag NAME (or use "
+                              "another --runs-dir)")
 
 
 def _hashed_view(config_dict: Dict[str, Any]) -> str:
@@ -126,6 +156,7 @@ def ensure(path: Path, make: Callable[[], T], *, save: Optional[Callable[[T, Pat
         failure: Optional[BaseException] = None
         if distributed.is_writer():  # the only writer
             try:
+                runlock.check_present(path)
                 if save is not None:
                     save(value, path)
                 elif not path.exists():
@@ -213,7 +244,7 @@ def find_runs(runs_dir: Path) -> List[Path]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    return sorted(p for p in runs_dir.iterdir() if (p / CONFIG).is_file())
+    return sorted(p for p in runs_dir.iterdir() if not p.name.startswith(".") and (p / CONFIG).is_file())
 
 
 def resolve_run(runs_dir: Path, name: str, exact: bool = False) -> Path:
@@ -278,8 +309,54 @@ def is_run_dir(path: Path) -> bool:
 
 
 def remove_run(path: Path) -> None:
-    """Delete a run directory, refusing anything that is not one (see `is_run_dir`)."""
+    """Delete a run directory, refusing anything that is not one (see `is_run_dir`) and a run in use. The
+    folder is first renamed out of the runs (one atomic step), so a removal that fails half-way leaves
+    no half run behind, only a hidden folder that `ticketlab runs clean` removes."""
+    path = Path(path)
     if not is_run_dir(path):
         raise CheckpointError(f"{path} is not a ticketlab run directory (no ticketlab manifest, or its config does not "
                               "match its name); nothing removed")
-    shutil.rmtree(path)
+    with runlock.holding(path, "stop it (or wait for it to finish) before removing it; nothing removed"):
+        doomed = path.with_name(f".{path.name}{leftovers.REMOVING}{os.getpid()}")
+        try:
+            os.replace(path, doomed)
+        except OSError as exc:
+            raise CheckpointError(f"cannot remove {path} ({exc.strerror}); check its permissions; nothing "
+                                  "removed") from None
+        try:
+            shutil.rmtree(doomed)
+        except OSError as exc:
+            raise CheckpointError(f"{path} is removed from the runs, but deleting its files stopped ({exc.strerror}: "
+                                  f"{exc.filename}); `ticketlab runs clean` deletes the rest") from None
+
+
+def clean_runs(runs_dir: Path) -> Tuple[List[Tuple[Path, int]], List[Path]]:
+    """Remove what killed processes left behind (`ticketlab.leftovers`) in every run under ``runs_dir``
+    that is not in use, the folders of unfinished `remove_run` calls and the decoded-data cache's
+    temporary files. Returns what was removed (with sizes) and the runs skipped as in use."""
+    from ticketlab.data.cache import clean_cache
+
+    freed: List[Tuple[Path, int]] = []
+    busy: List[Path] = []
+    for run in find_runs(runs_dir):
+        try:
+            with runlock.holding(run, "skipped"):
+                freed += leftovers.remove(leftovers.run_leftovers(run))
+        except CheckpointError:
+            busy.append(run)
+    freed += leftovers.remove(p for p in leftovers.unfinished_removals(runs_dir) if not _removal_running(p))
+    return freed + clean_cache(), busy
+
+
+def _removal_running(folder: Path) -> bool:
+    """Whether the process that renamed ``folder`` to remove it (its pid ends the name) still runs here."""
+    try:
+        pid = int(folder.name.rsplit(leftovers.REMOVING, 1)[1])
+        if pid == os.getpid():  # this process is cleaning, not removing
+            return False
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True

@@ -133,9 +133,10 @@ def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
 
 
 def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optional[Path] = None) -> RunDir:
-    """Create or reopen the run directory; its saved splits and labels must match the data loaded now."""
+    """Create or reopen the run directory; its data's fingerprint, saved splits and labels must match the
+    data loaded now."""
     run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path,
-                      record=run_record(config, ctx.torch_device))
+                      record=run_record(config, ctx.torch_device), data_fingerprint=data.fingerprint)
     check_data_state(run.path, data)
     return run
 

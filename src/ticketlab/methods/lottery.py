@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
+from ticketlab import runlock
 from ticketlab.config import (DataConfig, ModelConfig, PruneConfig, RunConfig, Section, TrainConfig, adopt, check_range,
                               option, run_config)
 from ticketlab.data import DataBundle, iters_per_epoch
@@ -207,6 +208,7 @@ def open_lottery(config: RunConfig, ctx) -> Lottery:
     return Lottery.open(lottery_config(config), ctx)
 
 
+@runlock.session()
 def run_lottery(config: RunConfig, levels: int, ctx) -> tuple:
     """Train levels 0..``levels`` of ``config`` (a lottery config, or a core one: see `lottery_config`);
     returns ``(path, tickets)``, a `LotteryResult` (one `Ticket` per level: its summary, mask and weights)."""
@@ -268,6 +270,7 @@ def user_module_record(model: torch.nn.Module, data: DataBundle) -> Dict[str, An
 USER_DATA = "user data"  # the name of a bundle that has none
 
 
+@runlock.session()
 def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, prune=None, lottery=None, seed: int = 0,
             runs_dir="runs", device=None, progress: Optional[bool] = False, trackers=()) -> LotteryResult:
     """Run the lottery workflow on a user's own module and `DataBundle` (e.g. `DataBundle.from_tensors`);
@@ -289,7 +292,7 @@ def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, pru
     signature = f"{module_signature(model)}{data_signature(data)}"
     path = Path(runs_dir) / f"{config.run_name}_{signature}"
     RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path,
-                record=run_record(config, device, **user_module_record(model, data)))
+                record=run_record(config, device, **user_module_record(model, data)), data_fingerprint=data.fingerprint)
     check_data_state(path, data)
     run = Lottery(config, data, module_factory(model, prune.modules), path, device, progress,
                   dataset_name=data.name or USER_DATA, model_name=type(model).__name__, signature=signature,

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from ticketlab import runlock
 from ticketlab.config import RunConfig, adopt
 from ticketlab.io import read_json
 from ticketlab.method import Method, register_method
@@ -52,6 +53,7 @@ class TrainRun(Experiment):
                                 order_seed=self.config.order_seed, extra=extra)
 
 
+@runlock.session()
 def run_train(config: RunConfig, ctx: Optional[RunContext] = None) -> Tuple[RunDir, Dict[str, Any]]:
     """Train ``config`` (or return the finished run); returns (run directory, summary). Another command's
     config is taken by its core sections if its own are at their defaults, else refused (`adopt`)."""

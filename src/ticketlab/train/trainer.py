@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ticketlab import distributed
+from ticketlab import distributed, runlock
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
@@ -374,6 +374,8 @@ class Trainer:
                                                prepare=self.accel.prepare_batch, mode_of=self.model)
         results = distributed.from_rank0(results)  # every rank decides (best, stop, callbacks) on the same figures
         density = self.density()
+        if self.out_dir is not None:  # a removed run stops before its metrics, best or checkpoint are written
+            runlock.check_present(self.out_dir, every_rank=True)
         for split_name, values in results.items():
             self.metrics.append(step=self.step, epoch=self.step / self.ipe, split=split_name, density=density, **values)
         self._track_best(results)
@@ -393,6 +395,7 @@ class Trainer:
                 save_torch(self.model.state_dict(), self.out_dir / BEST)
 
     def _save_checkpoint(self) -> None:
+        runlock.check_present(self.out_dir, every_rank=True)
         if distributed.is_writer() and (self.out_dir / CHECKPOINT).exists():
             move_file(self.out_dir / CHECKPOINT, self.out_dir / PREVIOUS_CHECKPOINT)
         save_torch({
@@ -498,6 +501,7 @@ class Trainer:
             "train_seconds": round(seconds, 3),
         }
         if self.out_dir is not None:
+            runlock.check_present(self.out_dir, every_rank=True)
             save_torch(self.model.state_dict(), self.out_dir / FINAL)
             write_json(self.out_dir / SUMMARY, summary)
             if distributed.is_writer():

@@ -1,0 +1,67 @@
+"""Files a killed process leaves behind, and their removal.
+
+An atomic write (`ticketlab.io.atomic_write_bytes`) killed before its `os.replace` leaves its temporary
+``.<name>.<random>.tmp``; a phase killed between writing its summary and deleting its ``checkpoint.pt``
+leaves a checkpoint that nothing will read again; a `ticketlab runs rm` stopped half-way leaves a hidden
+``.<run>.removing-<pid>`` folder. A run's own are removed when it next starts (under its lock, so no
+writer is cut short), and `ticketlab runs clean` removes those of every run that is not in use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import shutil
+from typing import Iterable, List, Tuple
+
+TMP_GLOB = ".*.tmp"
+REMOVING = ".removing-"
+
+
+def run_leftovers(run: Path) -> List[Path]:
+    """Temporary files anywhere under ``run`` and checkpoints of its finished phases."""
+    run = Path(run)
+    temporary = [p for p in run.rglob(TMP_GLOB) if p.is_file()]
+    stale = [p for p in run.rglob("checkpoint.pt") if (p.parent / "summary.json").is_file()]
+    return sorted(temporary + stale)
+
+
+def temporary_files(folder: Path) -> List[Path]:
+    """The temporary files of atomic writes directly in ``folder`` (the decoded-data cache)."""
+    return sorted(p for p in Path(folder).glob(TMP_GLOB) if p.is_file()) if Path(folder).is_dir() else []
+
+
+def unfinished_removals(runs_dir: Path) -> List[Path]:
+    return sorted(p for p in Path(runs_dir).glob(f".*{REMOVING}*") if p.is_dir()) if Path(runs_dir).is_dir() else []
+
+
+def size_of(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def remove(paths: Iterable[Path]) -> List[Tuple[Path, int]]:
+    """Delete ``paths`` (files or folders); returns ``(path, bytes freed)`` of each one removed (one that
+    vanished meanwhile, or cannot be removed, is skipped)."""
+    freed = []
+    for path in paths:
+        size = size_of(path)
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:  # vanished meanwhile, or not ours to remove
+            continue
+        freed.append((path, size))
+    return freed
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+__all__ = ["run_leftovers", "temporary_files", "unfinished_removals", "remove", "size_of", "megabytes"]

@@ -1,0 +1,173 @@
+"""One process at a time per run directory.
+
+A process that opens a run (`ticketlab.runs.RunDir.open`) holds the run's ``.lock``, a `filelock` lock
+that the operating system releases when the process ends, however it ends. A second process on the same
+run stops at once with one line naming the holder (its pid, host and command, kept in ``.lock.holder``
+while it holds the lock); `ticketlab runs rm` and `runs clean` take the same lock. Nobody waits for a
+lock, so a removed run's lock file is never one that another process is about to take.
+
+A lock is held until the `session` it was taken in ends (a run command, a sweep job, a call of the Python
+API); taken outside any session, until the process ends. Under torchrun only rank 0 locks (the ranks are
+one run) and every rank learns whether it got the lock, so none is left waiting. A held run whose
+directory disappears or is replaced by another (`check_present`) stops its process before anything is
+written into it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Tuple
+
+from ticketlab import distributed
+from ticketlab.errors import CheckpointError
+from ticketlab.io import write_json
+
+LOCK, HOLDER = ".lock", ".lock.holder"
+
+
+@dataclass
+class _Held:
+    lock: Optional[object]  # a filelock.FileLock; None on ranks other than 0, or where nothing can be written
+    identity: Optional[Tuple[int, int]] = None  # (device, inode) of the folder once its config.json exists
+
+
+_HELD: Dict[Path, _Held] = {}
+
+
+def _identity(run: Path) -> Optional[Tuple[int, int]]:
+    try:
+        stat = os.stat(run)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def holder(run: Path) -> str:
+    """Who holds ``run``'s lock, in words (from the file the holder wrote)."""
+    try:
+        info = json.loads((Path(run) / HOLDER).read_text())
+        return (f"process {info['pid']} on {info['host']} (`{info['command']}`, since {info['since']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _acquire(run: Path):
+    """The lock of ``run``, or None where its folder cannot be written (nobody can write the run there
+    either); raises CheckpointError when another process holds it."""
+    import filelock
+
+    try:
+        Path(run).mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(Path(run) / LOCK), timeout=0)
+        lock.acquire()
+    except filelock.Timeout:
+        raise CheckpointError(f"{run} is in use by {holder(run)}; wait for it to finish or stop it, then run the "
+                              "command again") from None
+    except OSError:
+        return None
+    info = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv[:8])[:200],
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        write_json(Path(run) / HOLDER, info)
+    except OSError:  # only the message of a refused process would lack the details
+        pass
+    return lock
+
+
+def hold(run: Path) -> None:
+    """Take ``run``'s lock for this process (a no-op if it holds it already); raises CheckpointError with
+    one line when another process holds it. Under torchrun every rank calls this at the same point."""
+    key = Path(run).absolute()
+    held = _HELD.get(key)
+    if held is not None:
+        if held.identity is None or _identity(key) == held.identity:
+            return
+        release(key)  # the folder held before was removed since: this is a new run in its place
+    lock, failure = None, None
+    if distributed.is_writer():
+        try:
+            lock = _acquire(key)
+        except CheckpointError as exc:
+            failure = exc
+    if not distributed.gate(failure is None):
+        raise failure if failure is not None else CheckpointError(f"{run} is in use by another process; see rank 0's "
+                                                                  "error")
+    _HELD[key] = _Held(lock)
+
+
+def watch(run: Path) -> None:
+    """From now on the held ``run`` must stay this folder with a ``config.json`` (`check_present`)."""
+    held = _HELD.get(Path(run).absolute())
+    if held is not None:
+        held.identity = _identity(run)
+
+
+def release(run: Path) -> None:
+    key = Path(run).absolute()
+    held = _HELD.pop(key, None)
+    if held is not None and held.lock is not None:
+        _unlock(key, held.lock)
+
+
+def _unlock(run: Path, lock) -> None:
+    try:
+        (run / HOLDER).unlink(missing_ok=True)
+    except OSError:
+        pass
+    lock.release()
+
+
+def check_present(path: Path, every_rank: bool = False) -> None:
+    """Raise if the held run that ``path`` lies in has been removed or replaced, instead of writing its
+    files again into a folder without a config (called before a run's files are written). Under
+    torchrun only rank 0 knows; ``every_rank``: a point every rank reaches together, and all of them
+    raise (else only rank 0 does, and reports it through `ticketlab.runs.ensure`)."""
+    path = Path(path).absolute()
+    gone = next((run for run, held in _HELD.items()
+                 if held.identity is not None and held.lock is not None and (run == path or run in path.parents)
+                 and (_identity(run) != held.identity or not (run / "config.json").is_file())), None)
+    if every_rank and not distributed.gate(gone is None) and gone is None:
+        raise CheckpointError("the run directory was removed while rank 0 was training it; see its error")
+    if gone is not None:
+        raise CheckpointError(f"{gone} was removed while this process was training it; stopped without writing "
+                              "into it again (run the command again to start that run afresh)")
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """Release, on leaving, the locks taken inside (a run command, a sweep job, an API call); also a
+    decorator."""
+    before = set(_HELD)
+    try:
+        yield
+    finally:
+        for run in [r for r in _HELD if r not in before]:
+            release(run)
+
+
+@contextlib.contextmanager
+def holding(run: Path, doing: str) -> Iterator[None]:
+    """``run``'s lock for the block (`runs rm`, `runs clean`); ``doing`` ends the refusal's line."""
+    key = Path(run).absolute()
+    if key in _HELD:
+        yield
+        return
+    try:
+        lock = _acquire(key)
+    except CheckpointError:
+        raise CheckpointError(f"{run} is in use by {holder(key)}; {doing}") from None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            _unlock(key, lock)
+
+
+__all__ = ["hold", "watch", "release", "check_present", "session", "holding", "holder", "LOCK", "HOLDER"]

@@ -1,0 +1,211 @@
+"""One process at a time per run directory: a second command on a run stops with one line naming the
+holder, `runs rm` refuses a run in use, a run removed under its trainer stops it without being written
+again, and a removal cut short leaves no half run in the listing."""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ticketlab import runlock
+from ticketlab.cli import main
+from ticketlab.config import merge
+from ticketlab.errors import CheckpointError
+from ticketlab.methods import RunContext
+from ticketlab.methods.lottery import Lottery, lottery_config
+from ticketlab.presets import get_preset
+from ticketlab.runs import find_runs
+from ticketlab.train import Callback
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TRAIN = ["train", "--preset", "digits_mlp", "--train.steps", "40", "--progress", "none", "--threads", "1"]
+HOLD = ("import sys\nfrom ticketlab import runlock\nrunlock.hold(sys.argv[1])\nprint('held', flush=True)\n"
+        "sys.stdin.read()")
+
+
+def child_env():
+    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def holder():
+    """``start(run)``: a separate process that holds ``run``'s lock until ``stop()`` or the test's end."""
+    started = []
+
+    def start(run):
+        process = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, env=child_env())
+        assert process.stdout.readline().strip() == "held"
+        started.append(process)
+        return process
+
+    def stop():
+        for process in started:
+            process.stdin.close()
+            process.wait(timeout=120)
+        started.clear()
+
+    start.stop = stop
+    yield start
+    stop()
+
+
+def run_dir(runs, capsys, args=TRAIN):
+    assert main([*args, "--runs-dir", str(runs), "--dry-run"]) == 0
+    return Path(capsys.readouterr().out.strip().splitlines()[-1].split("run directory: ")[1])
+
+
+def metric_lines(run):
+    return (run / "metrics.jsonl").read_text().splitlines()
+
+
+def test_a_second_process_on_a_run_exits_2_naming_the_holder(tmp_path, holder, capsys):
+    run = run_dir(tmp_path, capsys)
+    process = holder(run)
+    assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"in use by process {process.pid} on " in err and "wait for it" in err
+    assert not (run / "metrics.jsonl").exists()  # nothing trained
+    holder.stop()
+    assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 0
+    lines = metric_lines(run)
+    assert lines and len(set(lines)) == len(lines)
+
+
+@pytest.mark.slow
+def test_two_identical_commands_at_once_train_the_run_once(tmp_path, capsys):
+    assert main([*TRAIN, "--runs-dir", str(tmp_path / "alone")]) == 0
+    expected = metric_lines(run_dir(tmp_path / "alone", capsys))
+    command = [sys.executable, "-m", "ticketlab", *TRAIN, "--train.steps", "40", "--runs-dir", str(tmp_path / "both")]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+                 for _ in range(2)]
+    outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    for code, err in outcomes:  # the later one stops at once, or starts after the first finished and returns
+        assert code == 0 or (code == 2 and "is in use by process" in err and len(err.strip().splitlines()) == 1), err
+    assert metric_lines(run_dir(tmp_path / "both", capsys)) == expected  # no line twice, none lost
+
+
+def test_runs_rm_refuses_a_run_in_use(tmp_path, holder, capsys):
+    assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 0
+    run = run_dir(tmp_path, capsys)
+    process = holder(run)
+    assert main(["runs", "rm", str(run), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"process {process.pid}" in err and "nothing removed" in err
+    assert (run / "config.json").is_file()
+    holder.stop()
+    assert main(["runs", "rm", str(run), "--runs-dir", str(tmp_path)]) == 0
+    assert not run.exists()
+
+
+class RemoveRunAt(Callback):
+    """Deletes the whole run directory after step ``at`` (a user's `rm -r` while the run trains)."""
+
+    def __init__(self, run, at):
+        self.run, self.at = run, at
+
+    def after_step(self, state):
+        if state.step == self.at and self.run.exists():
+            shutil.rmtree(self.run)
+
+
+class RemovedLottery(Lottery):
+    def train_phase(self, out, *args, callbacks=(), **kwargs):
+        return super().train_phase(out, *args, callbacks=[*callbacks, RemoveRunAt(self.path, 3)], **kwargs)
+
+
+def test_a_run_removed_while_training_stops_without_recreating_it(tmp_path):
+    config = lottery_config(merge(get_preset("digits_mlp"), {"train": {"steps": "40"}}))
+    with runlock.session():
+        lottery = RemovedLottery.open(config, RunContext(tmp_path, "cpu", progress=False))
+        with pytest.raises(CheckpointError, match="was removed while this process was training it"):
+            lottery.run(2)
+    assert not lottery.path.exists()  # no init.pt, level_* or checkpoint written into a folder without a config
+    with runlock.holding(lottery.path, "unexpected"):  # the session let the lock go
+        pass
+
+
+def test_a_removal_cut_short_leaves_no_half_run_and_clean_finishes_it(tmp_path, capsys, monkeypatch):
+    assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 0
+    run = run_dir(tmp_path, capsys)
+    real_rmtree = shutil.rmtree
+
+    def interrupted(path, *args, **kwargs):  # a writer's new file, or a busy disk, stops it after one file
+        (Path(path) / "metrics.jsonl").unlink()
+        raise OSError(errno.ENOTEMPTY, "Directory not empty", str(path))
+
+    monkeypatch.setattr("ticketlab.runs.shutil.rmtree", interrupted)
+    assert main(["runs", "rm", str(run), "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runs clean" in err and "Traceback" not in err
+    assert find_runs(tmp_path) == [] and not run.exists()
+    monkeypatch.setattr("ticketlab.runs.shutil.rmtree", real_rmtree)
+    assert main(["runs", "clean", "--runs-dir", str(tmp_path)]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_clean_skips_a_run_in_use(tmp_path, holder, capsys):
+    assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 0
+    run = run_dir(tmp_path, capsys)
+    planted = run / ".final.pt.abc123.tmp"
+    planted.write_bytes(b"x" * 1000)
+    holder(run)
+    assert main(["runs", "clean", "--runs-dir", str(tmp_path)]) == 0
+    assert planted.exists() and f"skipped 1 run(s) in use: {run.name}" in capsys.readouterr().out
+
+
+def test_the_lock_holder_file_names_this_process(tmp_path):
+    with runlock.session():
+        runlock.hold(tmp_path / "some_run")
+        info = json.loads((tmp_path / "some_run" / runlock.HOLDER).read_text())
+        assert info["pid"] == os.getpid()
+        assert runlock.holder(tmp_path / "some_run").startswith(f"process {os.getpid()} on ")
+    assert not (tmp_path / "some_run" / runlock.HOLDER).exists()  # only while held
+
+
+SWEEP = """
+name = "locked"
+preset = "digits_mlp"
+command = "train"
+seeds = 2
+[fields]
+model.hidden = "16"
+train.steps = "10it"
+"""
+
+
+def test_a_sweep_does_not_train_a_run_another_process_is_training(tmp_path, holder):
+    import io
+
+    from ticketlab.sweep import sweep_main
+    from ticketlab.sweep.study import load_study
+
+    (tmp_path / "study.toml").write_text(SWEEP)
+    runs = tmp_path / "runs"
+    busy, free = (runs / r.config.run_name for r in load_study(tmp_path / "study.toml").runs)
+    process = holder(busy)
+    out = io.StringIO()
+    assert sweep_main(str(tmp_path / "study.toml"), str(runs), workers=1, device="cpu", out=out) == 1
+    assert f"failed: {busy} is in use by process {process.pid}" in out.getvalue()
+    assert (free / "summary.json").is_file() and not (busy / "metrics.jsonl").exists()
+    holder.stop()
+    assert sweep_main(str(tmp_path / "study.toml"), str(runs), workers=1, device="cpu", out=io.StringIO()) == 0
+    assert (busy / "summary.json").is_file()
+
+
+def test_torchrun_on_a_run_in_use_stops_every_rank(tmp_path, holder, capsys):
+    run = run_dir(tmp_path, capsys)
+    process = holder(run)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
+    result = subprocess.run([*torchrun, "-m", "ticketlab", *TRAIN, "--device", "cpu", "--runs-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=child_env())
+    assert result.returncode != 0  # every rank ended (none waits in a collective for rank 0)
+    assert f"is in use by process {process.pid}" in result.stderr  # rank 0's line
+    assert result.stderr.count("ticketlab: error:") == 2  # one line from each rank (torchrun adds its report)
+    assert not (run / "metrics.jsonl").exists()
