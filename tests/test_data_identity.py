@@ -73,7 +73,8 @@ def test_a_run_without_a_recorded_fingerprint_gains_one_and_keeps_working(tmp_pa
     args, path = first
     manifest = json.loads((path / "manifest.json").read_text())
     recorded = manifest.pop("data_fingerprint")
-    (path / "manifest.json").write_text(json.dumps(manifest))  # a run from before fingerprints
+    (path / "manifest.json").write_text(json.dumps(manifest))  # a run from before fingerprints (and checksums)
+    (path / "manifest.json.sha256").unlink()
     assert run([*args, "--data.root", str(tmp_path / "a")], capsys)[0] == 0
     assert json.loads((path / "manifest.json").read_text())["data_fingerprint"] == recorded
     code, _, err = run([*args, "--data.root", str(write_idx(tmp_path / "b", seed=2))], capsys)

@@ -2,7 +2,7 @@
 
 An atomic write (`ticketlab.io.atomic_write_bytes`) killed before its `os.replace` leaves its temporary
 ``.<name>.<random>.tmp``; a phase killed between writing its summary and deleting its ``checkpoint.pt``
-leaves a checkpoint that nothing will read again; a `ticketlab runs rm` stopped half-way leaves a hidden
+(and ``checkpoint.prev.pt``) leaves checkpoints that nothing will read again; a `ticketlab runs rm` stopped half-way leaves a hidden
 ``.<run>.removing-<pid>`` folder. A run's own are removed when it next starts (under its lock, so no
 writer is cut short), and `ticketlab runs clean` removes those of every run that is not in use.
 """
@@ -15,13 +15,15 @@ from typing import Iterable, List, Tuple
 
 TMP_GLOB = ".*.tmp"
 REMOVING = ".removing-"
+# a finished phase's checkpoints (the last and the one before it) and their checksum records
+STALE_IN_FINISHED = tuple(f"{name}{suffix}" for name in ("checkpoint.pt", "checkpoint.prev.pt") for suffix in ("", ".sha256"))
 
 
 def run_leftovers(run: Path) -> List[Path]:
     """Temporary files anywhere under ``run`` and checkpoints of its finished phases."""
     run = Path(run)
     temporary = [p for p in run.rglob(TMP_GLOB) if p.is_file()]
-    stale = [p for p in run.rglob("checkpoint.pt") if (p.parent / "summary.json").is_file()]
+    stale = [p for name in STALE_IN_FINISHED for p in run.rglob(name) if (p.parent / "summary.json").is_file()]
     return sorted(temporary + stale)
 
 

@@ -27,7 +27,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 from ticketlab import distributed
 from ticketlab.errors import CheckpointError
-from ticketlab.io import write_json
+from ticketlab.io import atomic_write_bytes
 
 LOCK, HOLDER = ".lock", ".lock.holder"
 
@@ -75,7 +75,7 @@ def _acquire(run: Path):
     info = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv[:8])[:200],
             "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     try:
-        write_json(Path(run) / HOLDER, info)
+        atomic_write_bytes(Path(run) / HOLDER, (json.dumps(info) + "\n").encode(), checksum=False)  # never read back for results
     except OSError:  # only the message of a refused process would lack the details
         pass
     return lock
