@@ -24,6 +24,7 @@ import torch
 from ticketlab.errors import CheckpointError
 from ticketlab import distributed
 from ticketlab.io import load_torch, save_torch
+from ticketlab.status import note
 
 CACHE_VERSION = 1
 SAMPLE = 1 << 20  # bytes read from each end of every source file for the key
@@ -54,6 +55,7 @@ def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tenso
                 return tensors
     except (CheckpointError, OSError):  # corrupt, vanished or unreadable: decode instead
         pass
+    note(f"decoding {name} (once: later runs read the decoded copy in {folder})")
     tensors = decode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
