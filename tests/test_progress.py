@@ -81,3 +81,19 @@ def test_commands_say_level_k_of_n_resumed_and_already_finished(tmp_path, capsys
     assert "already finished (levels 0-2)" in capsys.readouterr().err
     assert main([*common, "--levels", "2", "--progress", "none"]) == 0
     assert "already finished" not in capsys.readouterr().err
+
+
+def test_a_data_set_decoding_for_its_cache_says_so_once(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ticketlab.data.cache import decoded
+    from ticketlab.status import output_mode
+
+    monkeypatch.setenv("TICKETLAB_DATA", str(tmp_path / "home"))
+    source = tmp_path / "train.bin"
+    source.write_bytes(b"\0" * 64)
+    with output_mode("lines"):
+        decoded("toy", [source], lambda: {"x": torch.zeros(2)})
+        assert capsys.readouterr().err.startswith("decoding toy (once: later runs read the decoded copy in ")
+        decoded("toy", [source], lambda: {"x": torch.zeros(2)})  # read from the cache: nothing to say
+    assert capsys.readouterr().err == ""
