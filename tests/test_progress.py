@@ -1,5 +1,3 @@
-import pytest
-
 from ticketlab.train.progress import Progress
 
 
@@ -28,7 +26,8 @@ def test_a_phase_names_its_place_and_the_overall_eta(capsys, monkeypatch):
     now[0] = 110.0
     # 50 steps in 10 s; left: 50 of this phase and 100 for each of the 2 phases after it -> 250 / 5 per s
     lines.report(50, {"test": {"loss": 0.5, "accuracy": 0.9}})
-    assert capsys.readouterr().err.strip() == "[run/level_2 (level 2 of 4)] step 50/100 | test acc 90.00 | overall ETA 0:50"
+    assert capsys.readouterr().err.strip() == \
+        "[run/level_2 (level 2 of 4)] step 50/100 | test acc 90.00 | overall ETA 0:50"
     outside = Progress(100, 0, "run", enabled="lines")  # no phase: no overall ETA
     assert outside.phase is None and outside.overall_eta(50) is None
 

@@ -169,7 +169,8 @@ def test_report_main_text_plots_and_errors(runs, tmp_path, capsys):
     text = report_main([str(runs)], out_dir=runs / "report")
     assert "97.00 ± 1.41" in text and "skipped 1 unfinished" in text and "mean ± std" in text
     # one data set: one accuracy figure; two experiments: training curves of each, the most levels first
-    curves = ["training_curves_mnist_lenet_300_100_rewind_noise_0", "training_curves_mnist_lenet_300_100_rewind_noise_symmetric_20"]
+    curves = ["training_curves_mnist_lenet_300_100_rewind_noise_0",
+              "training_curves_mnist_lenet_300_100_rewind_noise_symmetric_20"]
     for stem in ("accuracy_vs_density", *curves):
         for suffix in (".png", ".svg"):
             assert (runs / "report" / f"{stem}{suffix}").stat().st_size > 5000
@@ -214,6 +215,13 @@ def test_accuracy_vs_density_figure(runs, tmp_path):
     assert list(trunk_x) == pytest.approx([100.0, 80.0, 64.0], rel=0.05)
     assert list(reinit_x) == pytest.approx([80.0, 64.0], rel=0.05)
     assert all(t < r for t, r in zip(trunk_x[1:], reinit_x)) or all(t > r for t, r in zip(trunk_x[1:], reinit_x))
+    # the error measure is the std over seeds, or (asked for) its standard error; the legend says which
+    def bar_height(figure):
+        return [top[1] - bottom[1] for bottom, top in figure.axes[0].containers[0].lines[2][0].get_segments()]
+
+    sem = plot_accuracy_vs_density(aggregate(collect([runs])), error="sem")
+    assert bar_height(sem) == pytest.approx([h / math.sqrt(2) for h in bar_height(fig)])
+    assert sem.legends[0].get_title().get_text().startswith("mean ± standard error over n seeds")
     image = matplotlib.image.imread(tmp_path / "acc.png")
     assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0.01
     assert (tmp_path / "acc.png").stat().st_size > 10_000
@@ -267,12 +275,14 @@ def test_one_figure_per_data_set_and_model(tmp_path):
     write_run(runs, 0, B_TRUNK[3], dataset="fashion_mnist")
     report_main([str(runs)], out_dir=tmp_path / "out")
     figures = sorted(p.name for p in (tmp_path / "out").glob("accuracy_vs_density*.png"))
-    assert figures == ["accuracy_vs_density_fashion_mnist_lenet_300_100.png", "accuracy_vs_density_mnist_lenet_300_100.png"]
+    assert figures == ["accuracy_vs_density_fashion_mnist_lenet_300_100.png",
+                       "accuracy_vs_density_mnist_lenet_300_100.png"]
     agg = aggregate(collect([runs]))
     with pytest.raises(TicketlabError, match="one figure per data set and model"):
         plot_accuracy_vs_density(agg)
     fashion = plot_accuracy_vs_density([a for a in agg if a.dataset == "fashion_mnist"])
-    assert fashion.axes[0].get_title().startswith("fashion_mnist lenet_300_100:") and len(fashion.axes[0].containers) == 1
+    assert fashion.axes[0].get_title().startswith("fashion_mnist lenet_300_100:")
+    assert len(fashion.axes[0].containers) == 1
 
 
 def test_one_seed_shows_no_spread(tmp_path):

@@ -101,9 +101,10 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
     ``plot``/``curves``: a path stem or a .png/.svg path for the accuracy-vs-density figure (one per data
     set and model: ``<stem>_<data set>_<model>`` when there are several) and the training-curve figure
     (one per experiment: ``<stem>_<experiment>`` when there are several). ``out_dir``: write both there
-    (``accuracy_vs_density``, ``training_curves``) unless given explicitly, ``mask_dynamics`` (density and explored fraction during training) when some
-    run changes its mask, and ``cycle_accuracy`` when some run takes models per cycle (Sup-tickets). Notes (skipped folders, files written) follow the table for terminal/md
-    and go to stderr for csv/json, which stay parseable.
+    (``accuracy_vs_density``, ``training_curves``) unless given explicitly, ``mask_dynamics`` (density and
+    explored fraction during training) when some run changes its mask, and ``cycle_accuracy`` when some run
+    takes models per cycle (Sup-tickets). Notes (the error measure, skipped folders, files written) follow
+    the table for terminal/md and go to stderr for csv/json, which stay parseable.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
