@@ -368,7 +368,7 @@ def plot_cycle_accuracy(rows: Sequence[Row], path_stem: Optional[str | Path] = N
     fig, ax = new_axes()
     markers = {}
     for index, ((_, branch), runs) in enumerate(groups.items()):
-        color = f"C{index % 10}"
+        color = PALETTE[index % len(PALETTE)]
         by_kind: Dict[str, Dict[int, List[float]]] = {}
         for r in runs:
             for rec in cycle_records(r):
