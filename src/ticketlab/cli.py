@@ -25,7 +25,7 @@ from ticketlab.fields import nested_keys
 from ticketlab.method import METHODS, Method, compose_config, options_of
 from ticketlab.presets import get_preset
 
-RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress")
+RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress", "log", "imports")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -104,6 +104,11 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then stop")
     group.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                        help="progress output (default: a bar on a terminal, plain lines otherwise)")
+    group.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                       help="also send every metric to tensorboard or wandb (repeatable, or comma-separated)")
+    group.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                       help="import MODULE (or a .py file) first, so the models, data sets and methods it "
+                            "registers can be named (repeatable; any command)")
     group.add_argument("-h", "--help", action="store_true", help="show fields with their resolved defaults")
 
 
@@ -113,6 +118,8 @@ def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     if args.config:  # another command's sections at their defaults change nothing (an old run's config.json)
         layers.append(drop_idle_sections(method.config, load_config_file(args.config)))
     overrides = nested_keys({key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")})
+    if "weights" in overrides.get("model", {}):  # other weights than a --config file's: their own digest
+        overrides["model"].setdefault("weights_digest", "")
     config, lost = compose_config(method, args.preset, [*layers, overrides], getattr(args, "variant", None))
     if lost:  # once the config is good: a bad one gets its one-line error alone
         print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(get_preset(args.preset)).command}` "
@@ -172,8 +179,16 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
         if not method.distributed:
             raise ConfigError(f"`ticketlab {method.name}` does not run under torchrun; run it as one process")
         device = distributed.setup(args.device)
-    ctx = RunContext(args.runs_dir, device, args.threads, progress_mode(args.progress), ["ticketlab", *argv])
-    path = method.run(config, options, ctx)
+    from ticketlab.train.trackers import make_trackers
+
+    trackers = make_trackers(args.log) if distributed.is_writer() else []
+    ctx = RunContext(args.runs_dir, device, args.threads, progress_mode(args.progress), ["ticketlab", *argv],
+                     trackers=trackers)
+    try:
+        path = method.run(config, options, ctx)
+    finally:
+        for tracker in trackers:
+            tracker.close()
     if distributed.is_writer():
         print(method.show(path) if method.show else report_table(path))
         print(f"run directory: {path}")
@@ -369,11 +384,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def take_imports(argv: List[str]) -> "tuple[List[str], List[str]]":
+    """``argv`` without its ``--import MODULE`` / ``--import=MODULE`` flags, and those modules."""
+    rest, modules, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--import":
+            if i + 1 >= len(argv):
+                raise ConfigError("--import needs a MODULE (a module name such as mypkg.models, or a .py file)")
+            modules.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, modules
+
+
+def import_user_module(name: str) -> None:
+    """Import a module by name (the current folder searched first, as ``python -m`` does) or a ``.py``
+    file, running the ``register_*`` calls it makes; a module that is missing or fails is a one-line error."""
+    import importlib
+    import importlib.util
+    import traceback
+
+    try:
+        if name.endswith(".py"):
+            if not Path(name).is_file():
+                raise ConfigError(f"--import {name}: no such file; give a module name or the path of a .py file")
+            spec = importlib.util.spec_from_file_location(Path(name).stem, name)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            return
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ConfigError(f"--import {name}: no module named {exc.name!r}; check the name and that its folder is "
+                              "the current one or on PYTHONPATH") from None
+        raise ConfigError(f"--import {name}: importing it failed: {exc}") from None
+    except TicketlabError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the user's code: its error, in one line, with where it happened)
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ConfigError(f"--import {name}: importing it failed: {type(exc).__name__}: {exc} "
+                          f"({where.filename}:{where.lineno})") from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    from ticketlab.logs import show_messages
+
+    show_messages()
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parse_argv, modules = take_imports(argv)
+        for module in modules:
+            import_user_module(module)
+    except TicketlabError as exc:
+        print(f"ticketlab: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     try:  # argparse ends with SystemExit on bad flags (2) and on the top-level --help (0): return the code
-        args, extra = parser.parse_known_args(argv)
+        args, extra = parser.parse_known_args(parse_argv)
         sub = parser._subparsers._group_actions[0].choices[args.command]
         if extra:
             sub.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -86,6 +86,17 @@ class ModelConfig(Section):
         "kaiming_normal", "initialisation of Conv/Linear weights (biases 0)")
     bn_init: Literal["ones", "uniform"] = option("ones", "BatchNorm weights: 1, or U(0, 1) as in OpenLTH (biases 0)")
     init_seed: Optional[int] = option(None, "seed of the initialisation (default: derived from --seed)")
+    weights: str = option("", "start from this state dict (a torch or .safetensors file, loaded weights-only) "
+                              "instead of the initialisation; its content digest is in the run hash", hash=False)
+    weights_digest: str = option("", "sha256 of model.weights' file (filled in from it; do not set)")
+
+    def validate(self) -> None:
+        if self.weights and not self.weights_digest:
+            from ticketlab.models.weights import file_digest
+
+            object.__setattr__(self, "weights_digest", file_digest(self.weights))
+        elif self.weights_digest and not self.weights:
+            raise ConfigError("model.weights_digest is filled in from model.weights; set --model.weights PATH instead")
 
 
 @dataclass(frozen=True)
@@ -157,8 +168,13 @@ class PruneConfig(Section):
         "layer included, then a strict threshold: OpenLTH's), torch (round(f R) of the pruned layers: "
         "global_unstructured's)")
     seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
+    modules: Tuple[str, ...] = option((), "also prune these weights, not pruned by default: embedding (Embedding "
+                                          "tables), attention (MultiheadAttention's input projections)")
 
     def validate(self) -> None:
+        unknown = [m for m in self.modules if m not in ("embedding", "attention")]
+        if unknown:
+            raise ConfigError(f"prune.modules: unknown {', '.join(unknown)}; choose from embedding, attention")
         check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
         check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
         check_range("prune.erk_power", self.erk_power, 0.0, math.inf)

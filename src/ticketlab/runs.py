@@ -52,8 +52,10 @@ def _git_commit() -> Optional[str]:
         return None
 
 
-def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    return {
+def make_manifest(device: str, threads: int, argv: Optional[List[str]] = None,
+                  record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The environment of a run, plus ``record``: what its caller knows (the precision, a user's module)."""
+    return {**(record or {}),
         "ticketlab": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -73,16 +75,22 @@ class RunDir:
 
     @classmethod
     def open(cls, runs_dir: Path, config: RunConfig, device: str = "cpu", threads: int = 1,
-             argv: Optional[List[str]] = None, path: Optional[Path] = None) -> "RunDir":
+             argv: Optional[List[str]] = None, path: Optional[Path] = None,
+             record: Optional[Dict[str, Any]] = None) -> "RunDir":
         """Create the run directory for ``config`` (``runs_dir/<run_name>`` unless ``path`` is given), or
-        reopen it (checking it holds the same config)."""
+        reopen it (checking it holds the same config, and was trained in the precision of ``record``)."""
         path = Path(path) if path is not None else Path(runs_dir) / config.run_name
         if (path / CONFIG).exists() and _hashed_view(read_json(path / CONFIG)) != _hashed_view(config.to_dict()):
             raise CheckpointError(f"{path / CONFIG} holds a different config; move that directory away to rerun")
         path.mkdir(parents=True, exist_ok=True)
         ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
-        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv), save=save_json,
+        manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, record), save=save_json,
                           load=read_json)
+        precision = (record or {}).get("precision")
+        if precision and manifest.get("precision", precision) != precision:
+            raise CheckpointError(f"{path} was trained in {manifest['precision']} on {manifest.get('device')}; this "
+                                  f"run would train in {precision} on {device}: resume it with the same --device and "
+                                  "--train.amp, or give another --runs-dir")
         _warn_if_environment_changed(manifest, device, threads)
         return cls(path, config)
 

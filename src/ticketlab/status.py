@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Union
 
 from ticketlab import distributed
+from ticketlab.logs import logger
 
 Mode = Optional[Union[bool, str]]  # None: a bar on a TTY, lines otherwise; True/"bar"; "lines"; False: nothing
 
@@ -59,8 +60,10 @@ def output_mode(mode: Mode) -> Iterator[None]:
 
 
 def note(text: str, mode: Mode = "ambient") -> None:
-    """One status line on stderr, above an open bar; nothing when progress output is off (``mode`` False;
-    default: the mode of the enclosing `output_mode`) or on a rank other than the writer's."""
+    """One status or progress line: above an open bar; printed on stderr when lines were asked for
+    (``mode`` "lines"); else a message of the ``ticketlab`` logger (shown when logging asks for it: the CLI
+    does). Nothing when progress output is off (``mode`` False; default: the mode of the enclosing
+    `output_mode`) or on a rank other than the writer's."""
     if mode == "ambient":
         mode = _MODE.get()
     if mode is False or not distributed.is_writer():
@@ -69,5 +72,7 @@ def note(text: str, mode: Mode = "ambient") -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(text, file=sys.stderr)
-    else:
+    elif mode == "lines":
         print(text, file=sys.stderr, flush=True)
+    else:
+        logger.info(text)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ticketlab.analysis.aggregate import AggRow, aggregate
 from ticketlab.analysis.rows import collect
 from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.logs import logger
 
 FORMATS = ("terminal", "md", "csv", "json")
 
@@ -158,5 +158,5 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
     if notes and fmt in ("terminal", "md"):
         text += "\n\n" + "\n".join(notes)
     elif notes:
-        print("\n".join(notes), file=sys.stderr)
+        logger.info("\n".join(notes))
     return text

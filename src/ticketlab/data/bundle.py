@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
+import torch.utils.data
 from torch import Tensor
 
 from ticketlab import distributed
@@ -25,6 +26,7 @@ from ticketlab.errors import ConfigError, DataError
 from ticketlab.seeds import stream_generator
 
 Device = Union[str, torch.device]
+Pairish = Union[Tuple[Tensor, Tensor], "torch.utils.data.TensorDataset"]  # (x, y) or a TensorDataset of the two
 
 
 @dataclass
@@ -49,6 +51,62 @@ class DataBundle:
     augment: Optional[Callable[[Tensor, int], Tensor]] = None
     # per-channel (mean, std) that map pixels in [0, 1] to the inputs (corrupted-data evaluation); None: unknown
     normalisation: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
+    name: str = ""  # the data set's name in configs, manifests and reports ("": a registered source's, or "user data")
+
+    @classmethod
+    def from_tensors(cls, train: Pairish, test: Pairish, *, val: Union[int, Pairish, None] = None, name: str = "user data",
+                     num_classes: Optional[int] = None, seed: int = 0, device: Optional[Device] = None
+                     ) -> "DataBundle":
+        """A bundle from one's own tensors: ``train`` and ``test`` as ``(x, y)`` pairs or ``TensorDataset``s
+        (inputs ``(N, ...)``, integer labels ``(N,)``). ``val``: a number of training examples carved off
+        for validation (a permutation seeded by ``seed``; sorted, as `load_data` carves), or its own
+        ``(x, y)`` / ``TensorDataset``; None: no validation split. Inputs are used as given (integer
+        token ids stay integers, for an embedding); ``num_classes`` defaults to the largest label + 1."""
+        train_x, train_y = _pair("train", train)
+        test_x, test_y = _pair("test", test)
+        train_index = torch.arange(len(train_y))
+        val_split = None
+        if isinstance(val, int) and not isinstance(val, bool):
+            if not 0 <= val < len(train_y):
+                raise DataError(f"val={val} must lie in [0, {len(train_y)}): the training set has {len(train_y)} "
+                                "examples; pass fewer, or validation tensors")
+            perm = torch.randperm(len(train_y), generator=stream_generator(seed, 0))
+            val_index, train_index = perm[:val].sort().values, perm[val:].sort().values
+            if val:
+                val_split = Split(train_x[val_index], train_y[val_index], val_index)
+        elif val is not None:
+            val_x, val_y = _pair("val", val)
+            val_split = Split(val_x, val_y, torch.arange(len(val_y)))
+        splits = [("train", train_x), ("test", test_x)] + ([("val", val_split.x)] if val_split is not None else [])
+        if any(tuple(x.shape[1:]) != tuple(train_x.shape[1:]) for _, x in splits):
+            raise DataError("train, validation and test inputs differ in shape per example: "
+                            + ", ".join(f"{n} {tuple(x.shape[1:])}" for n, x in splits))
+        labels = [train_y, test_y] + ([val_split.y] if val_split is not None else [])
+        largest = max(int(y.max()) for y in labels if len(y)) if any(len(y) for y in labels) else 0
+        num_classes = largest + 1 if num_classes is None else num_classes
+        if largest >= num_classes:
+            raise DataError(f"labels reach {largest} but num_classes={num_classes}; raise num_classes or fix the labels")
+        device = torch.device(device) if device is not None else train_x.device
+        train_split = Split(train_x[train_index], train_y[train_index], train_index)
+        bundle = cls(train=train_split, val=val_split, test=Split(test_x, test_y, torch.arange(len(test_y))),
+                     num_classes=num_classes, input_shape=tuple(train_x.shape[1:]),
+                     clean_train_y=train_y[train_index].clone(), name=name)
+        return bundle.to(device)
+
+    def to(self, device: Device) -> "DataBundle":
+        """The same bundle with its in-memory splits on ``device``."""
+        def move(split: Optional[Split]) -> Optional[Split]:
+            return None if split is None else Split(split.x.to(device), split.y.to(device), split.index.to(device))
+
+        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test),
+                       clean_train_y=self.clean_train_y.to(device))
+
+    @property
+    def shapes(self) -> Dict[str, object]:
+        """Sizes and shapes, as a run's manifest records them."""
+        sizes = {split: len(getattr(self, split)) if getattr(self, split) is not None else 0
+                 for split in ("train", "val", "test")}
+        return {"input_shape": list(self.input_shape), "num_classes": self.num_classes, **sizes}
 
     @property
     def noisy(self) -> Tensor:
@@ -118,7 +176,7 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
         input_shape=tuple(raw.train_x.shape[1:]),
         clean_train_y=clean.to(device),
         augment=make_augment(raw.train_x.shape[1:], raw.mean, raw.std, augment_seed) if cfg.augment else None,
-        normalisation=(tuple(raw.mean), tuple(raw.std)),
+        normalisation=(tuple(raw.mean), tuple(raw.std)), name=cfg.dataset,
     )
 
 
@@ -162,7 +220,23 @@ def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Op
                     train_index.to(device)),
         val=val, test=Split(images([path for path, _ in test]), test_y.to(device), torch.arange(len(test)).to(device)),
         num_classes=len(classes), input_shape=(3, size, size), clean_train_y=clean.to(device), augment=None,
-        normalisation=(tuple(mean), tuple(std)))
+        normalisation=(tuple(mean), tuple(std)), name=cfg.dataset)
+
+
+def _pair(split: str, given) -> Tuple[Tensor, Tensor]:
+    """``(x, y)`` of a ``(x, y)`` pair or a ``TensorDataset``, checked; labels as int64."""
+    if isinstance(given, torch.utils.data.TensorDataset):
+        given = given.tensors
+    if not (isinstance(given, (tuple, list)) and len(given) == 2 and all(torch.is_tensor(t) for t in given)):
+        raise DataError(f"{split} must be an (x, y) pair of tensors or a TensorDataset of two tensors; got "
+                        f"{type(given).__name__}")
+    x, y = given
+    if x.dim() < 2 or y.dim() != 1 or len(x) != len(y):
+        raise DataError(f"{split}: inputs {tuple(x.shape)} and labels {tuple(y.shape)} do not match; give x of shape "
+                        "(N, ...) and y of shape (N,)")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or (len(y) and int(y.min()) < 0):
+        raise DataError(f"{split}: labels must be non-negative integers (class indices), got {y.dtype}")
+    return x, y.long()
 
 
 def _noisy_labels(cfg: DataConfig, raw: RawData, clean: Tensor, seed: int) -> Tensor:

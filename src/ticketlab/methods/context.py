@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
 from ticketlab.errors import ConfigError
+from ticketlab.train.trackers import Tracker
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -35,6 +36,7 @@ class RunContext:
     threads: Optional[int] = None
     progress: Optional[Union[bool, str]] = None  # None: a bar on a terminal, lines otherwise; "lines"; False
     argv: Optional[List[str]] = field(default=None)
+    trackers: Sequence[Tracker] = ()  # get every metric record of every phase (`ticketlab.train.trackers`)
 
     def __post_init__(self):
         self.runs_dir = Path(self.runs_dir)

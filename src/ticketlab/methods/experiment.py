@@ -20,10 +20,13 @@ from ticketlab.errors import CheckpointError
 from ticketlab.io import read_json, write_json
 from ticketlab.methods.context import RunContext
 from ticketlab.models import build_model
+from ticketlab.models.weights import load_pretrained
 from ticketlab.runs import SUMMARY, TRUNK, RunDir, ensure, report_row
-from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, prunable_parameters
+from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, opt_in_modules, prunable_parameters
 from ticketlab.status import current_phase, note, output_mode, phase
 from ticketlab.train import Callback, Trainer
+from ticketlab.train.accel import precision
+from ticketlab.train.trackers import Tracker
 
 T = TypeVar("T")
 ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
@@ -43,6 +46,7 @@ class Experiment:
     dataset_name: str = ""  # names in report rows for a user's own data or module ("": from the config)
     model_name: str = ""
     signature: str = ""  # what the config does not say about a user's module and data (in the rows' key)
+    trackers: Sequence[Tracker] = ()  # receive every metric record of every phase (`ticketlab.train.trackers`)
 
     @classmethod
     def open(cls, config: RunConfig, ctx: RunContext, **fields: Any) -> "Experiment":
@@ -50,7 +54,7 @@ class Experiment:
         reopen the run directory; bad input fails before anything is written."""
         data = prepare_data(config, ctx)
         exp = cls(config, data, config_model_factory(config, data), Path(ctx.runs_dir) / config.run_name,
-                  ctx.torch_device, ctx.progress, **fields)
+                  ctx.torch_device, ctx.progress, trackers=ctx.trackers, **fields)
         if not (exp.path / SUMMARY).exists():
             exp.validate()
         open_run(config, ctx, data)
@@ -58,11 +62,18 @@ class Experiment:
 
     def validate(self) -> None:
         """Refuse bad settings before the run directory exists (subclasses add their checks)."""
-        self.make_model(self.config.init_seed)
+        self.initial_model()
 
     # -- weights ----------------------------------------------------------------------------------
+    def initial_model(self) -> torch.nn.Module:
+        """The model every phase starts from: initialised from ``init_seed``, or ``--model.weights``."""
+        model = self.make_model(self.config.init_seed)
+        if self.config.model.weights:
+            load_pretrained(model, self.config.model.weights, self.config.model.weights_digest)
+        return model
+
     def fresh_initial_weights(self) -> Weights:
-        return self.make_model(self.config.init_seed).state_dict()
+        return self.initial_model().state_dict()
 
     def initial_weights(self) -> Weights:
         """The initialisation, drawn once and kept in ``init.pt`` so every phase starts from the same."""
@@ -92,10 +103,10 @@ class Experiment:
             Trainer(model, data if data is not None else self.data, cfg, order_seed=order_seed, out_dir=out,
                     enforcer=enforcer,
                     callbacks=callbacks, start_step=start_step, progress=self.progress, label=label,
-                    summary_extra=extra, stop_at=stop_at, lr_at=lr_at).fit()
+                    summary_extra=extra, stop_at=stop_at, lr_at=lr_at, trackers=self.trackers).fit()
 
         if (out / SUMMARY).exists() and current_phase() is None:  # within `phases` that said it already
-            note(f"{label} already finished", False if self.progress is False else None)
+            note(f"{label} already finished", self.progress)
 
         return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
 
@@ -107,12 +118,11 @@ class Experiment:
         folder's name)."""
         name, keys = name or self.path.name, list(keys)
         done = [k for k in keys if (folder(k) / SUMMARY).exists()]
-        quiet = False if self.progress is False else None
         which = f"{what}{'s' if len(done) > 1 else ''} {_spans(done)}"
         if done and len(done) == len(keys):
-            note(f"{name} already finished ({which})", quiet)
+            note(f"{name} already finished ({which})", self.progress)
         elif done:
-            note(f"{name}: {which} already finished", quiet)
+            note(f"{name}: {which} already finished", self.progress)
         whole = keys == list(range(len(keys)))
         out = []
         for i, k in enumerate(keys):
@@ -162,9 +172,16 @@ def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
 
 def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optional[Path] = None) -> RunDir:
     """Create or reopen the run directory; its saved splits and labels must match the data loaded now."""
-    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path)
+    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path,
+                      record=run_record(config, ctx.torch_device))
     check_data_state(run.path, data)
     return run
+
+
+def run_record(config: RunConfig, device: torch.device, **more: Any) -> Dict[str, Any]:
+    """What a run's manifest records besides the environment: the precision it trains in (resuming it
+    in another is refused) and ``more`` (a user's module and data)."""
+    return {"precision": precision(config.train.amp, device), **more}
 
 
 def check_data_state(path: Path, data: DataBundle) -> None:
@@ -177,7 +194,11 @@ def check_data_state(path: Path, data: DataBundle) -> None:
 
 
 def config_model_factory(config: RunConfig, data: DataBundle) -> ModelFactory:
-    return lambda seed: build_model(config.model, data.input_shape, data.num_classes, seed=seed)
+    def make(seed: int) -> torch.nn.Module:
+        return opt_in_modules(build_model(config.model, data.input_shape, data.num_classes, seed=seed),
+                              config.prune.modules)
+
+    return make
 
 
 def masked(weights: Weights, mask: Mask) -> Weights:
@@ -210,6 +231,6 @@ def save_mask(mask: Mask, path: Path) -> None:
     mask.save(path)
 
 
-__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "check_data_state",
+__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "run_record", "check_data_state",
            "config_model_factory", "masked",
            "scoring_batch", "prune_options", "save_mask", "with_summary_extra"]

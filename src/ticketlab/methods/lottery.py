@@ -24,15 +24,17 @@ from typing import Any, Dict, List, Literal, Optional
 
 import torch
 
-from ticketlab.config import PruneConfig, RunConfig, Section, TrainConfig, adopt, check_range, option, run_config
+from ticketlab.config import (DataConfig, ModelConfig, PruneConfig, RunConfig, Section, TrainConfig, adopt, check_range,
+                              option, run_config)
 from ticketlab.data import DataBundle, iters_per_epoch
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, check_data_state, masked,
-                                          prune_options, save_mask, scoring_batch)
+                                          prune_options, run_record, save_mask, scoring_batch)
+from ticketlab.methods.tickets import LotteryResult, level_tickets
 from ticketlab.runs import RunDir, ensure
-from ticketlab.sparsity import Mask, prune, prune_remaining
+from ticketlab.sparsity import Mask, opt_in_modules, prune, prune_remaining
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
 
@@ -207,11 +209,11 @@ def open_lottery(config: RunConfig, ctx) -> Lottery:
 
 def run_lottery(config: RunConfig, levels: int, ctx) -> tuple:
     """Train levels 0..``levels`` of ``config`` (a lottery config, or a core one: see `lottery_config`);
-    returns (run path, level summaries)."""
+    returns ``(path, tickets)``, a `LotteryResult` (one `Ticket` per level: its summary, mask and weights)."""
     if levels < 0:
         raise ConfigError(f"--levels must be 0 or more, got {levels}")
     lottery = open_lottery(config, ctx)
-    return lottery.path, lottery.run(levels)
+    return level_tickets(lottery.path, lottery.run(levels))
 
 
 def finetune_config(train: TrainConfig, lottery) -> TrainConfig:
@@ -220,9 +222,10 @@ def finetune_config(train: TrainConfig, lottery) -> TrainConfig:
                    schedule="constant", milestones=(), warmup=Steps())
 
 
-def module_factory(model: torch.nn.Module) -> ModelFactory:
-    """Fresh initialisations of a user's module: a copy whose layers are reset under a seeded RNG."""
-    template = copy.deepcopy(model).cpu()
+def module_factory(model: torch.nn.Module, prune_modules=()) -> ModelFactory:
+    """Fresh initialisations of a user's module: a copy whose layers are reset under a seeded RNG
+    (``prune_modules``: the `opt_in_modules` kinds its masks cover)."""
+    template = opt_in_modules(copy.deepcopy(model).cpu(), prune_modules)
 
     def make(seed: int) -> torch.nn.Module:
         fresh = copy.deepcopy(template)
@@ -244,29 +247,54 @@ def module_signature(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:8]
 
 
-def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, prune=None, lottery=None, seed: int = 0,
-            runs_dir="runs", device=None, progress: Optional[bool] = False) -> tuple:
-    """Run the lottery workflow on a user's own module and `DataBundle`; returns (run path, level summaries).
+def data_signature(data: DataBundle) -> str:
+    labels = hashlib.md5(data.train.y.cpu().numpy().tobytes()).hexdigest()
+    return hashlib.md5(repr((len(data.train), tuple(data.input_shape), labels,
+                             float(data.train.x.double().sum()))).encode()).hexdigest()[:6]
 
-    The run directory is named by the config hash plus signatures of the module and the data, so the
-    same call twice resumes or returns at once; it holds a config and a manifest, so `ticketlab runs`
-    lists and removes it. ``model``'s current weights are the initialisation; scratch levels and
-    ``reinit`` branches reset its layers (``reset_parameters``) under a seeded RNG.
+
+def qualified_name(model: torch.nn.Module) -> str:
+    """``module.Class`` of a user's module (what its run's config names as ``model.name``)."""
+    cls = type(model)
+    return cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def user_module_record(model: torch.nn.Module, data: DataBundle) -> Dict[str, Any]:
+    """What a run on a user's module and data records in its manifest (the config names both too)."""
+    return {"model": {"class": qualified_name(model), "parameters": sum(p.numel() for p in model.parameters())},
+            "data": {"name": data.name or USER_DATA, **data.shapes}}
+
+
+USER_DATA = "user data"  # the name of a bundle that has none
+
+
+def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, prune=None, lottery=None, seed: int = 0,
+            runs_dir="runs", device=None, progress: Optional[bool] = False, trackers=()) -> LotteryResult:
+    """Run the lottery workflow on a user's own module and `DataBundle` (e.g. `DataBundle.from_tensors`);
+    returns ``(path, tickets)`` (a `LotteryResult`): the run directory and one `Ticket` per level (its
+    summary, with its ``mask``, ``weights``, ``density`` and accuracies).
+
+    The run's config names the module's class (``model.name``) and the data's name (``data.dataset``);
+    its manifest adds their sizes and shapes and the precision. The directory is named by the config hash
+    plus signatures of the module and the data, so the same call twice resumes or returns at once; it
+    holds what `ticketlab runs` and `ticketlab report` read. ``model``'s current weights are the
+    initialisation; scratch levels and ``reinit`` branches reset its layers (``reset_parameters``) under a
+    seeded RNG. ``trackers``: `ticketlab.train.trackers.Tracker` objects that get every metric record.
     """
-    config = LotteryRunConfig(method="lottery", seed=seed, train=train, prune=prune or PruneConfig(),
+    prune = prune or PruneConfig()
+    config = LotteryRunConfig(method="lottery", seed=seed, data=DataConfig(dataset=data.name or USER_DATA),
+                              model=ModelConfig(name=qualified_name(model)), train=train, prune=prune,
                               lottery=lottery or LotteryConfig())
     device = torch.device(device) if device is not None else data.train.x.device
-    labels = hashlib.md5(data.train.y.cpu().numpy().tobytes()).hexdigest()
-    data_sig = hashlib.md5(repr((len(data.train), tuple(data.input_shape), labels,
-                                 float(data.train.x.double().sum()))).encode()).hexdigest()[:6]
-    signature = f"{module_signature(model)}{data_sig}"
+    signature = f"{module_signature(model)}{data_signature(data)}"
     path = Path(runs_dir) / f"{config.run_name}_{signature}"
-    RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path)
+    RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path,
+                record=run_record(config, device, **user_module_record(model, data)))
     check_data_state(path, data)
-    run = Lottery(config, data, module_factory(model), path, device, progress, dataset_name="user data",
-                  model_name=type(model).__name__, signature=signature,
-                  init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-    return path, run.run(levels)
+    run = Lottery(config, data, module_factory(model, prune.modules), path, device, progress,
+                  dataset_name=data.name or USER_DATA, model_name=type(model).__name__, signature=signature,
+                  trackers=tuple(trackers), init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    return level_tickets(path, run.run(levels))
 
 
 def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:

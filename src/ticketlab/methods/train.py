@@ -38,7 +38,7 @@ class TrainRun(Experiment):
         if not self.sparse:
             return None
         config, p = self.config, self.config.prune
-        model = self.make_model(config.init_seed)
+        model = self.initial_model()  # pruned at initialisation, or at --model.weights
         batch = scoring_batch(self.data, config.prune_seed, config.train.batch_size) \
             if p.criterion == "gradient" else None
         generator = torch.Generator().manual_seed(config.prune_seed)

@@ -160,12 +160,20 @@ def _shaped_state(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> List[tor
             if torch.is_tensor(v) and v.shape == p.shape and (v.is_floating_point() or v.is_complex())]
 
 
-class MaskedOptimizer:
+class MaskedOptimizer(torch.optim.Optimizer):
     """Wrap any torch optimizer so a user's own loop enforces the mask: gradients are masked before
-    each step, weights and optimizer state after it. Build LR schedulers on ``.optimizer``."""
+    each step, weights and optimizer state after it.
+
+    It is a `torch.optim.Optimizer` that shares the wrapped one's ``param_groups``, ``state`` and
+    ``defaults`` (the same objects), so LR schedulers (``StepLR(opt, ...)``), ``GradScaler.step(opt)``,
+    step hooks and frameworks that insist on an ``Optimizer`` (Lightning's ``configure_optimizers``)
+    take it as it is. The wrapped optimizer stays reachable as ``.optimizer``."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, enforcer_or_model: Union[MaskEnforcer, nn.Module],
                  mask: Optional[Mask] = None):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"MaskedOptimizer wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        super().__init__([{"params": []}], dict(optimizer.defaults))  # the hooks; groups and state: the wrapped
         self.optimizer = optimizer
         if isinstance(enforcer_or_model, MaskEnforcer):
             if mask is not None:
@@ -177,13 +185,21 @@ class MaskedOptimizer:
             self.enforcer = MaskEnforcer(enforcer_or_model, mask)
         self.enforcer.apply(optimizer)
 
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
+    # the wrapped optimizer's own objects, even after its load_state_dict replaces them
+    param_groups = property(lambda self: self._shared("param_groups"), lambda self, v: self._share("param_groups", v))
+    state = property(lambda self: self._shared("state"), lambda self, v: self._share("state", v))
+    defaults = property(lambda self: self._shared("defaults"), lambda self, v: self._share("defaults", v))
 
-    @property
-    def state(self):
-        return self.optimizer.state
+    def _shared(self, name: str):
+        inner = self.__dict__.get("optimizer")
+        return getattr(inner, name) if inner is not None else self.__dict__["_own_" + name]
+
+    def _share(self, name: str, value) -> None:
+        inner = self.__dict__.get("optimizer")
+        if inner is not None:
+            setattr(inner, name, value)
+        else:  # during Optimizer.__init__, before the wrapped optimizer is known
+            self.__dict__["_own_" + name] = value
 
     def step(self, closure=None):
         if closure is None:
@@ -191,7 +207,8 @@ class MaskedOptimizer:
             loss = self.optimizer.step()
         else:
             def masked_closure():
-                out = closure()
+                with torch.enable_grad():
+                    out = closure()
                 self.enforcer.mask_grads()
                 return out
             loss = self.optimizer.step(masked_closure)
@@ -201,12 +218,22 @@ class MaskedOptimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
+    def add_param_group(self, param_group: Dict) -> None:
+        if hasattr(self, "optimizer"):  # (Optimizer.__init__ calls it before the wrapped one is set)
+            self.optimizer.add_param_group(param_group)
+
     def state_dict(self):
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state) -> None:
         self.optimizer.load_state_dict(state)
         self.enforcer.apply(self.optimizer)
+
+    def __getstate__(self):  # copies and pickles keep the wrapped optimizer and the enforcer
+        return dict(self.__dict__)
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"MaskedOptimizer({self.optimizer!r}, {self.enforcer.mask!r})"

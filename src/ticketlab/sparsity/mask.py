@@ -1,7 +1,10 @@
 """`Mask`: parameter name -> boolean keep-tensor, and which parameters are prunable.
 
 Prunable parameters are the weights of ``Linear`` and ``Conv1d/2d/3d`` modules (biases and norm
-layers never), in ``named_parameters()`` order. A mask may cover any subset of a model's parameters;
+layers never), in ``named_parameters()`` order; `opt_in_modules` adds Embedding tables and
+MultiheadAttention's input projections for one model (``--prune.modules``). Other weight matrices
+(those, unless opted in; recurrent and transposed-conv weights; a module's own parameters) are never
+pruned, and `warn_unprunable` says so once. A mask may cover any subset of a model's parameters;
 a name missing from a mask counts as all-ones (dense).
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Union
 
@@ -21,6 +25,25 @@ from ticketlab.errors import CheckpointError
 from ticketlab.io import atomic_write_bytes
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# kinds of weights pruned only when asked for: kind -> (module types, their parameter names)
+OPT_IN = {"embedding": ((nn.Embedding, nn.EmbeddingBag), ("weight",)),
+          "attention": ((nn.MultiheadAttention,), ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"))}
+_OPT_IN_ATTR = "ticketlab_prune_modules"
+_WARNED = set()
+
+
+class UnprunableWeightsWarning(UserWarning):
+    """A model has weight matrices that pruning leaves dense."""
+
+
+def opt_in_modules(model: nn.Module, kinds) -> nn.Module:
+    """Make ``kinds`` (names of `OPT_IN`) prunable in ``model`` (kept on the module, so copies keep it)."""
+    unknown = [k for k in kinds if k not in OPT_IN]
+    if unknown:
+        raise ValueError(f"unknown prunable module kinds {unknown}; choose from {sorted(OPT_IN)}")
+    if kinds:
+        setattr(model, _OPT_IN_ATTR, tuple(kinds))
+    return model
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
 
@@ -45,10 +68,44 @@ def prunable_parameters(model: nn.Module, include_output: bool = True) -> Dict[s
     """Weights of the Linear/Conv modules of ``model``, keyed by parameter name, in parameter order."""
     weights = {id(m.weight) for m in model.modules()
                if isinstance(m, PRUNABLE_MODULES) and isinstance(m.weight, nn.Parameter)}
+    for kind in getattr(model, _OPT_IN_ATTR, ()):
+        types, names = OPT_IN[kind]
+        weights |= {id(getattr(m, n)) for m in model.modules() if isinstance(m, types) for n in names
+                    if isinstance(getattr(m, n, None), nn.Parameter)}
     if not include_output and weights:
         out = model.get_submodule(output_layer_name(model))
         weights.discard(id(getattr(out, "weight", None)))
     return {name: p for name, p in model.named_parameters() if id(p) in weights}
+
+
+def unprunable_parameters(model: nn.Module) -> Dict[str, str]:
+    """Weight matrices (parameters of 2 or more dimensions) that pruning leaves dense: name -> the type of
+    the module holding them."""
+    prunable = {id(p) for p in prunable_parameters(model).values()}
+    out = {}
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.dim() >= 2 and id(p) not in prunable:
+                out[f"{module_name}.{name}" if module_name else name] = type(module).__name__
+    return out
+
+
+def warn_unprunable(model: nn.Module) -> None:
+    """Warn, once per process and kind of model, about the weights `unprunable_parameters` lists."""
+    found = unprunable_parameters(model)
+    key = (type(model).__name__, tuple(found))
+    if not found or key in _WARNED:
+        return
+    _WARNED.add(key)
+    shown = ", ".join(f"{name} ({kind})" for name, kind in list(found.items())[:8])
+    more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+    kinds = {kind for kind in found.values()}
+    hint = ""
+    if kinds & {"Embedding", "EmbeddingBag", "MultiheadAttention"}:
+        hint = ("; --prune.modules embedding,attention (ticketlab.sparsity.opt_in_modules in Python) prunes embedding tables and "
+                "attention input projections too")
+    warnings.warn(f"{type(model).__name__}: {len(found)} weight tensor(s) are not pruned and stay dense: {shown}{more}"
+                  f"{hint}", UnprunableWeightsWarning, stacklevel=3)
 
 
 def resolve_parameters(model: nn.Module, names) -> Dict[str, nn.Parameter]:

@@ -16,7 +16,7 @@ from torch import nn
 from ticketlab.errors import ConfigError
 from ticketlab.sparsity.allocation import SCOPES, keep_counts, select_topk
 from ticketlab.sparsity.distributions import check_density, layer_densities
-from ticketlab.sparsity.mask import Mask, output_layer_name, prunable_parameters
+from ticketlab.sparsity.mask import Mask, output_layer_name, prunable_parameters, warn_unprunable
 from ticketlab.sparsity.scores import SCORERS
 
 PRUNE_SCOPES = SCOPES + ("erk", "er")
@@ -53,6 +53,7 @@ def prune(model: nn.Module, density: float, *, criterion: str = "magnitude", sco
     params = prunable_parameters(model, include_output)
     if not params:
         raise ConfigError(f"{type(model).__name__} has no prunable (Linear/Conv) weights")
+    warn_unprunable(model)
     if layer_density is not None:
         _check_layer_density(layer_density, params, output_rate)
     if generator is None:
@@ -154,6 +155,7 @@ def prune_remaining(model: nn.Module, mask: Mask, fraction: float, rule: str, in
 
     ``include_output=False`` leaves the output layer as it is (OpenLTH's ``pruning_layers_to_ignore``)."""
     params = prunable_parameters(model, include_output)
+    warn_unprunable(model)
     names = [k for k in params if k in mask]
     scores = torch.cat([params[k].detach().abs().flatten()[mask[k].flatten().to(params[k].device)] for k in names])
     if rule == "openlth":

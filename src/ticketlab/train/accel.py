@@ -15,14 +15,27 @@ import torch
 from ticketlab.config import TrainConfig
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
+
+
+def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype ``--train.amp`` gives on ``device``: None (float32) off CUDA; bf16 falls back to
+    fp16 on GPUs without bf16."""
+    dtype = _DTYPES.get(amp) if torch.device(device).type == "cuda" else None
+    if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return dtype
+
+
+def precision(amp: str, device: torch.device) -> str:
+    """The precision a run trains in: "fp32", "bf16" or "fp16" (recorded in its manifest)."""
+    return _NAMES[autocast_dtype(amp, device)]
 
 
 class Accelerator:
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
         cuda = device.type == "cuda"
-        self.dtype: Optional[torch.dtype] = _DTYPES.get(cfg.amp) if cuda else None
-        if self.dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            self.dtype = torch.float16
+        self.dtype: Optional[torch.dtype] = autocast_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype is torch.float16 else None
         has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
         self.channels_last = cuda and cfg.channels_last and has_conv

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ticketlab import distributed
 
 
 class MetricsLog:
-    def __init__(self, path: Optional[Path]):
+    def __init__(self, path: Optional[Path], trackers: Sequence[Any] = (), phase: str = ""):
+        """``trackers`` (`ticketlab.train.trackers.Tracker`) get every appended record, as ``phase``."""
         self.path = path
         self.records: List[Dict[str, Any]] = []
+        self.trackers, self.phase = tuple(trackers), phase
 
     @property
     def lines(self) -> int:
@@ -24,9 +26,13 @@ class MetricsLog:
 
     def append(self, **record: Any) -> None:
         self.records.append(record)
-        if self.path is not None and distributed.is_writer():
+        if not distributed.is_writer():
+            return
+        if self.path is not None:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
+        for tracker in self.trackers:
+            tracker.log(record, phase=self.phase, folder=self.path.parent if self.path is not None else None)
 
     def truncate(self, lines: int) -> None:
         """Keep the first ``lines`` records (in memory and on disk)."""

@@ -10,6 +10,7 @@ from typing import Dict, Optional
 from ticketlab import status
 from ticketlab.status import Mode, note
 
+
 def clock(seconds: float) -> str:
     """3725 -> '1:02:05', 65 -> '1:05'."""
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -24,7 +25,7 @@ class Progress:
         self.phase = status.current_phase()
         if self.phase is not None:
             label = f"{label} ({self.phase.text})"
-        self.total, self.label, self.quiet = total, label, enabled is False
+        self.total, self.label, self.quiet, self.mode = total, label, enabled is False, enabled
         self.start, self.began = start, time.perf_counter()
         self.bar = None
         if enabled in (True, "bar") or (enabled is None and sys.stderr.isatty()):
@@ -53,14 +54,14 @@ class Progress:
             self.bar.refresh()
 
     def note(self, text: str) -> None:
-        note(text, False if self.quiet else None)
+        note(text, self.mode)
 
     def status(self, step: int, text: str) -> None:
         """What the phase is doing before its first figures (the first evaluation): in the bar, or a line."""
         if self.bar is not None:
             self.bar.set_postfix_str(text)
-        elif not self.quiet:
-            print(f"[{self.label}] step {step}/{self.total} | {text}", file=sys.stderr, flush=True)
+        else:
+            note(f"[{self.label}] step {step}/{self.total} | {text}", self.mode)
 
     def overall_eta(self, step: int) -> Optional[float]:
         """Seconds left in the whole command, inside a `phase`: this phase's remaining steps and as many
@@ -80,8 +81,8 @@ class Progress:
             parts.append(f"overall ETA {clock(eta)}")
         if self.bar is not None:
             self.bar.set_postfix_str(" | ".join(p for p in parts if not p.startswith("train acc")))
-        elif not self.quiet:
-            print(f"[{self.label}] step {step}/{self.total} | " + " | ".join(parts), file=sys.stderr, flush=True)
+        else:
+            note(f"[{self.label}] step {step}/{self.total} | " + " | ".join(parts), self.mode)
 
     def close(self) -> None:
         if self.bar is not None:

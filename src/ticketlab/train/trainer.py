@@ -35,6 +35,7 @@ from ticketlab.train.evaluate import evaluate
 from ticketlab.train.metrics import MetricsLog
 from ticketlab.train.optim import build_optimizer, has_sparse_gradients, lr_schedule, set_lr
 from ticketlab.train.progress import Progress
+from ticketlab.train.trackers import Tracker
 
 CHECKPOINT, FINAL, BEST, SUMMARY = "checkpoint.pt", "final.pt", "best.pt", "summary.json"
 
@@ -157,6 +158,7 @@ class Trainer:
         stop_at: Optional[int] = None,
         lr_at: Optional[Callable[[int], float]] = None,
         optimizer_state: Optional[Dict[str, Any]] = None,
+        trackers: Sequence[Tracker] = (),
     ):
         """``enforcer``: the mask to train under (default: all-ones, so callbacks can change it later).
         ``stop_at``: end after this many steps while the schedule keeps ``cfg.steps`` as its length (a
@@ -164,7 +166,8 @@ class Trainer:
         of each step, replacing ``cfg``'s schedule (a method's own schedule). ``optimizer_state``: the
         per-weight state (momentum, Adam moments, step counts) of an optimizer of the same kind, loaded
         before the first step (a phase that continues another's momentum); the hyperparameters stay
-        ``cfg``'s. A resumed run takes the checkpoint's state instead."""
+        ``cfg``'s. A resumed run takes the checkpoint's state instead. ``trackers``: sent every metric
+        record, as phase ``label`` (`ticketlab.train.trackers`)."""
         self.model, self.data, self.cfg = model, data, cfg
         self.order_seed = order_seed
         self.enforcer = enforcer if enforcer is not None else MaskEnforcer(model, Mask.ones(model))
@@ -188,7 +191,7 @@ class Trainer:
         self.accel = Accelerator(model, cfg, data.train.x.device)
         self.train_forward = self._distributed_forward() if distributed.active() else self.accel.forward
         self.lr_at = lr_at or lr_schedule(cfg, self.ipe)
-        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, trackers, label)
         self.progress = Progress(self.total, start_step, label, enabled=progress if distributed.is_writer() else False)
         self.best: Dict[str, Any] = {}
         self.step = start_step

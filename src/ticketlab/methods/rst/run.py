@@ -85,7 +85,7 @@ class RSTRun(Experiment):
     def run(self) -> Dict[str, Any]:
         """Train the sparse network (its summary carries the report row), then the run's own summary."""
         if (self.path / SUMMARY).exists():
-            note(f"{self.path.name} already finished", False if self.progress is False else None)
+            note(f"{self.path.name} already finished", self.progress)
         mask = self.mask(self.cycles)
         density = mask.density()
         extra = {"level": self.cycles, "mode": self.variant, "ticket_density": density,
