@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ticketlab.analysis import aggregate, collect, render, report_main
-from ticketlab.analysis.plots import (density_ticks, format_percent, output_files, plot_accuracy_vs_density,
-                                      plot_training_curves)
+from ticketlab.analysis.plots import (branch_name, density_ticks, format_percent, mode_name, output_files,
+                                      plot_accuracy_vs_density, plot_training_curves)
+from ticketlab.analysis.report import plots_current
 from ticketlab.analysis.aggregate import AggRow
 from ticketlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from ticketlab.errors import TicketlabError
@@ -38,12 +39,12 @@ def write_phase(folder: Path, level: int, density: float, final: float, best: fl
 
 
 def write_run(runs: Path, seed: int, trunk, reinit=None, noise="none", rate=0.0, lr=0.1, unfinished=False,
-              method="lottery") -> Path:
+              method="lottery", dataset="mnist") -> Path:
     """A run directory as the methods write it: config.json, and a summary with its report row per phase.
     The data root differs per seed: it does not change results, so it must not split replicates."""
     cls = LotteryRunConfig if method == "lottery" else RunConfig
     config = cls(method=method, seed=seed, model=ModelConfig(name="lenet_300_100"), train=TrainConfig(lr=lr),
-                 data=DataConfig(dataset="mnist", noise=noise, noise_rate=rate, root=f"/data/elsewhere/{seed}"))
+                 data=DataConfig(dataset=dataset, noise=noise, noise_rate=rate, root=f"/data/elsewhere/{seed}"))
     run = runs / config.run_name
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps(config.to_dict()))
@@ -141,10 +142,10 @@ def test_render_formats(runs):
 
 
 def test_density_and_percent_formatting():
-    row = AggRow("k", "x", "trunk", 10, "rewind", "none", 0.0, "mnist", "lenet", 1, (0,),
+    row = AggRow("k", "x", "trunk", 10, "rewind", "none", 0.0, "mnist", "lenet", 2, (0, 1),
                  0.8 ** 10, 0.0, 0.97854, 0.0012, None, None)
     line = render([row], "terminal").splitlines()[2]
-    assert "10.74" in line and "97.85 ± 0.12" in line and line.split()[-2:] == ["-", "1"]
+    assert "10.74" in line and "97.85 ± 0.12" in line and line.split()[-2:] == ["-", "2"]
     assert [format_percent(d) for d in (1.0, 0.512, 0.8 ** 10, 0.055, 0.00115)] == [
         "100%", "51.2%", "10.7%", "5.5%", "0.115%"]
     densities = [0.8 ** k for k in range(21)]
@@ -166,11 +167,16 @@ def test_labels_unique_when_other_fields_differ(tmp_path):
 
 def test_report_main_text_plots_and_errors(runs, tmp_path, capsys):
     text = report_main([str(runs)], out_dir=runs / "report")
-    assert "97.00 ± 1.41" in text and "skipped 1 unfinished" in text
-    for stem in ("accuracy_vs_density", "training_curves"):
+    assert "97.00 ± 1.41" in text and "skipped 1 unfinished" in text and "mean ± std" in text
+    # one data set: one accuracy figure; two experiments: training curves of each, the most levels first
+    curves = ["training_curves_mnist_lenet_300_100_rewind_noise_0",
+              "training_curves_mnist_lenet_300_100_rewind_noise_symmetric_20"]
+    for stem in ("accuracy_vs_density", *curves):
         for suffix in (".png", ".svg"):
             assert (runs / "report" / f"{stem}{suffix}").stat().st_size > 5000
-    assert str(runs / "report" / "training_curves.svg") in text
+    assert sorted(p.name for p in (runs / "report").glob("*.png")) == sorted(
+        f"{stem}.png" for stem in ("accuracy_vs_density", *curves))
+    assert str(runs / "report" / f"{curves[1]}.svg") in text
     out = report_main([str(runs)], fmt="csv", plot=str(tmp_path / "figs" / "dd.svg"))
     assert len(list(csv.DictReader(io.StringIO(out)))) == 7  # notes went to stderr
     assert "skipped 1 unfinished" in capsys.readouterr().err
@@ -194,13 +200,28 @@ def test_accuracy_vs_density_figure(runs, tmp_path):
     assert left > 100 > 64 > right
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["100%", "80%", "64%"]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["rewind noise 0% (n=2)", "rewind noise 0% / reinit (n=2)", "rewind noise symmetric 20% (n=1)"]
+    assert ax.get_legend() is None  # outside the axes, on the figure: never over a data point
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "IMP, rewind to init, noise 0% (n=2)", "IMP, rewind to init, noise 0%: random reinit branch (n=2)",
+        "IMP, rewind to init, noise symmetric 20% (n=1)"]
+    assert legend.get_title().get_text().startswith("mean ± std over n seeds")
     assert ax.get_title() == "mnist lenet_300_100: final test accuracy vs density"
     assert "%" in ax.get_ylabel() and "density" in ax.get_xlabel()
-    trunk_a = ax.lines[0]
-    assert list(trunk_a.get_xdata()) == pytest.approx([100.0, 80.0, 64.0])
-    assert list(trunk_a.get_ydata()) == pytest.approx([97.0, 96.0, 95.0])
+    trunk, reinit = ax.containers[0], ax.containers[1]
+    assert trunk.has_yerr and list(trunk.lines[0].get_ydata()) == pytest.approx([97.0, 96.0, 95.0])
+    # trunk and branch drawn side by side at the same density, each within a few percent of it
+    trunk_x, reinit_x = trunk.lines[0].get_xdata(), reinit.lines[0].get_xdata()
+    assert list(trunk_x) == pytest.approx([100.0, 80.0, 64.0], rel=0.05)
+    assert list(reinit_x) == pytest.approx([80.0, 64.0], rel=0.05)
+    assert all(t < r for t, r in zip(trunk_x[1:], reinit_x)) or all(t > r for t, r in zip(trunk_x[1:], reinit_x))
+    # the error measure is the std over seeds, or (asked for) its standard error; the legend says which
+    def bar_height(figure):
+        return [top[1] - bottom[1] for bottom, top in figure.axes[0].containers[0].lines[2][0].get_segments()]
+
+    sem = plot_accuracy_vs_density(aggregate(collect([runs])), error="sem")
+    assert bar_height(sem) == pytest.approx([h / math.sqrt(2) for h in bar_height(fig)])
+    assert sem.legends[0].get_title().get_text().startswith("mean ± standard error over n seeds")
     image = matplotlib.image.imread(tmp_path / "acc.png")
     assert image.ndim == 3 and image.shape[0] > 300 and image.std() > 0.01
     assert (tmp_path / "acc.png").stat().st_size > 10_000
@@ -214,7 +235,8 @@ def test_training_curves_figure(runs):
     assert [list(line.get_xdata()) for line in ax.lines] == [list(EPOCHS)] * 3
     assert list(ax.lines[2].get_ydata()) == pytest.approx([100 * 0.95 * (i + 1) / 3 for i in range(3)])
     assert len({line.get_color() for line in ax.lines}) == 3
-    assert ax.get_xlabel() == "epoch" and LABEL_A in ax.get_title()
+    assert all(line.get_marker() == "o" for line in ax.lines)  # the evaluations are marked
+    assert ax.get_xlabel() == "epoch" and "IMP, rewind to init, noise 0%" in fig.get_suptitle()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["level 0 (100%)", "level 1 (80%)", "level 2 (64%)"]
 
 
@@ -229,7 +251,7 @@ def test_training_curves_many_levels_use_a_colorbar(tmp_path):
 def test_training_curves_average_the_seeds_of_the_first_experiment(runs, tmp_path):
     fig = plot_training_curves(collect([runs]), tmp_path / "curves")
     ax = fig.axes[0]
-    assert "mean of 2 seeds" in ax.get_title() and LABEL_A in ax.get_title()
+    assert "mean of 2 seeds" in ax.get_title() and "mnist lenet_300_100, IMP, rewind to init" in fig.get_suptitle()
     assert [line.get_label() for line in ax.lines] == ["level 0 (100%)", "level 1 (80%)", "level 2 (64%)"]
     for line, level in zip(ax.lines, range(3)):
         finals = [A_TRUNK[seed][level][0] for seed in (0, 1)]
@@ -240,3 +262,75 @@ def test_training_curves_average_the_seeds_of_the_first_experiment(runs, tmp_pat
     assert (tmp_path / "curves.png").exists()
     one_seed = plot_training_curves([r for r in collect([runs]) if r.seed == 3])
     assert "seed 3" in one_seed.axes[0].get_title() and not one_seed.axes[0].collections
+    noisy = next(r.experiment for r in collect([runs]) if r.seed == 3)
+    assert "noise symmetric 20%" in plot_training_curves(collect([runs]), experiment=noisy).get_suptitle()
+    with pytest.raises(TicketlabError, match="choose one of"):
+        plot_training_curves(collect([runs]), experiment="nope")
+
+
+def test_one_figure_per_data_set_and_model(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, 0, A_TRUNK[0], A_REINIT[0])
+    write_run(runs, 1, A_TRUNK[1])
+    write_run(runs, 0, B_TRUNK[3], dataset="fashion_mnist")
+    report_main([str(runs)], out_dir=tmp_path / "out")
+    figures = sorted(p.name for p in (tmp_path / "out").glob("accuracy_vs_density*.png"))
+    assert figures == ["accuracy_vs_density_fashion_mnist_lenet_300_100.png",
+                       "accuracy_vs_density_mnist_lenet_300_100.png"]
+    agg = aggregate(collect([runs]))
+    with pytest.raises(TicketlabError, match="one figure per data set and model"):
+        plot_accuracy_vs_density(agg)
+    fashion = plot_accuracy_vs_density([a for a in agg if a.dataset == "fashion_mnist"])
+    assert fashion.axes[0].get_title().startswith("fashion_mnist lenet_300_100:")
+    assert len(fashion.axes[0].containers) == 1
+
+
+def test_one_seed_shows_no_spread(tmp_path):
+    write_run(tmp_path, 0, A_TRUNK[0], A_REINIT[0])
+    agg = aggregate(collect([tmp_path]))
+    text = report_main([str(tmp_path)])
+    assert "±" not in text and "97.50" in text.splitlines()[2]  # (0.98 + 0.97) / 2 is not shown: one seed
+    fig = plot_accuracy_vs_density(agg)
+    assert not any(c.has_yerr for c in fig.axes[0].containers)
+    assert fig.legends[0].get_title().get_text() == "one seed per point: no error bars"
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["IMP, rewind to init (n=1)",
+                                                                 "random reinit branch (n=1)"]
+    # no seeds, no sideways offset: the points sit on their densities
+    assert list(fig.axes[0].containers[0].lines[0].get_xdata()) == pytest.approx([100.0, 80.0, 64.0])
+
+
+def test_readable_names():
+    assert mode_name("rewind", "0it") == "IMP, rewind to init"
+    assert mode_name("rewind", "2ep") == "IMP, rewind to epoch 2"
+    assert mode_name("rewind", "500it") == "IMP, rewind to iteration 500"
+    assert mode_name("lr-rewind", "0it") == "IMP, learning-rate rewinding"
+    assert mode_name("rigl") == "rigl"
+    assert branch_name("reinit") == "random reinit branch"
+    assert branch_name("reinit (branch.seed=1)") == "random reinit branch (branch.seed=1)"
+
+
+def test_training_curves_y_axis_from_the_data(runs):
+    fig = plot_training_curves(collect([runs]))
+    ax = fig.axes[0]
+    later = [y for line in ax.lines for y in line.get_ydata()[1:]]
+    low, high = ax.get_ylim()
+    assert max(line.get_ydata()[0] for line in ax.lines) < low <= min(later) <= max(later) <= high
+    assert high - max(later) < 0.2 * (max(later) - min(later))  # the endings use the height of the axes
+    assert "epoch 0 (untrained): 31-32%, below the axis" in ax.get_title()
+
+
+def test_training_curves_default_to_the_lottery_not_a_single_training(tmp_path):
+    write_run(tmp_path, 0, [(0.9, 0.91)], method="train", dataset="fashion_mnist")  # first in report order
+    write_run(tmp_path, 0, A_TRUNK[0])
+    fig = plot_training_curves(collect([tmp_path]))
+    assert len(fig.axes[0].lines) == 3 and "mnist lenet_300_100, IMP" in fig.get_suptitle()
+
+
+def test_report_plots_current_with_several_figures(runs, tmp_path):
+    out = tmp_path / "out"
+    assert not plots_current(runs, out)
+    report_main([str(runs)], out_dir=out)
+    assert len(list(out.glob("*.png"))) == 3 and plots_current(runs, out)
+    summary = next(runs.rglob("summary.json"))
+    summary.write_text(summary.read_text())  # a result newer than the figures
+    assert not plots_current(runs, out)

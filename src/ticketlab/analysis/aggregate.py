@@ -32,6 +32,7 @@ class AggRow:
     best_val_test_std: Optional[float]
     corrupted: Optional[float] = None  # mean over seeds of the mean corrupted test accuracy (`ticketlab eval`)
     corrupted_std: Optional[float] = None
+    rewind: str = ""  # see `Row.rewind`
 
 
 def aggregate(rows: Sequence[Row]) -> List[AggRow]:
@@ -48,7 +49,8 @@ def aggregate(rows: Sequence[Row]) -> List[AggRow]:
         corrupted, corrupted_std = _mean_std([r.corrupted for r in group])
         out.append(AggRow(first.experiment, first.label, branch, level, first.mode, first.noise, first.noise_rate,
                           first.dataset, first.model, len(group), tuple(sorted(r.seed for r in group)),
-                          density, density_std, final, final_std, best, best_std, corrupted, corrupted_std))
+                          density, density_std, final, final_std, best, best_std, corrupted, corrupted_std,
+                          first.rewind))
     return sorted(out, key=lambda a: (experiment_order(a), branch_order(a.branch), a.level))
 
 

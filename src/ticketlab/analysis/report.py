@@ -6,8 +6,9 @@ Accuracies and densities are fractions in `AggRow` and percentages in the render
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from ticketlab.analysis.aggregate import AggRow, aggregate
 from ticketlab.analysis.rows import collect
@@ -21,8 +22,11 @@ def _pct(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(100 * value, 6)
 
 
-def _pm(mean: Optional[float], std: Optional[float]) -> str:
-    return "-" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _pm(mean: Optional[float], std: Optional[float], n: int) -> str:
+    """'97.00 ± 1.41' (mean ± std over n seeds); for one seed the value alone: it has no spread."""
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" if n < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def render(agg: Sequence[AggRow], fmt: str = "terminal") -> str:
@@ -46,18 +50,36 @@ def render(agg: Sequence[AggRow], fmt: str = "terminal") -> str:
                  for r in records]
         return render_table(headers, cells, "csv")
     headers = ["experiment", "level", "density %", "mode", "branch", "final test %", "test @ best val %", "n"]
-    cells = [[a.label, a.level, f"{100 * a.density:.2f}", a.mode, a.branch, _pm(a.final_test, a.final_test_std),
-              _pm(a.best_val_test, a.best_val_test_std), a.n] for a in agg]
+    cells = [[a.label, a.level, f"{100 * a.density:.2f}", a.mode, a.branch, _pm(a.final_test, a.final_test_std, a.n),
+              _pm(a.best_val_test, a.best_val_test_std, a.n), a.n] for a in agg]
     if any(a.corrupted is not None for a in agg):  # scored by `ticketlab eval --corruptions`
         headers.insert(-1, "corrupted test %")
         for a, row in zip(agg, cells):
-            row.insert(-1, _pm(a.corrupted, a.corrupted_std))
+            row.insert(-1, _pm(a.corrupted, a.corrupted_std, a.n))
     return render_table(headers, cells, fmt)
 
 
 def default_out_dir(paths: Sequence[str | Path]) -> Path:
     """Where the CLI writes plots by default: ``<first path>/report``."""
     return Path(paths[0]) / "report"
+
+
+def figure_stems(stem: str | Path, keys: Sequence[str]) -> List[Path]:
+    """One path stem per figure: ``stem`` itself for a single figure, else ``stem_<key>`` with the key made
+    a file name ("digits mlp" -> ``accuracy_vs_density_digits_mlp``), unique."""
+    stem = Path(stem)
+    if stem.suffix.lower() in (".png", ".svg"):
+        stem = stem.with_suffix("")
+    if len(keys) == 1:
+        return [stem]
+    out: List[Path] = []
+    for key in keys:
+        slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", key).strip("_") or "figure"
+        name, n = f"{stem.name}_{slug}", 2
+        while stem.with_name(name) in out:
+            name, n = f"{stem.name}_{slug}_{n}", n + 1
+        out.append(stem.with_name(name))
+    return out
 
 
 def plots_current(run: Path, out_dir: Path) -> bool:
@@ -76,11 +98,13 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
                 metric: str = "final") -> str:
     """The report text; writes plots (PNG and SVG each) when asked.
 
-    ``plot``/``curves``: a path stem or a .png/.svg path for the accuracy-vs-density figure and the
-    training-curve figure. ``out_dir``: write both there (``accuracy_vs_density``, ``training_curves``)
-    unless given explicitly, ``mask_dynamics`` (density and explored fraction during training) when some
-    run changes its mask, and ``cycle_accuracy`` when some run takes models per cycle (Sup-tickets). Notes (skipped folders, files written) follow the table for terminal/md
-    and go to stderr for csv/json, which stay parseable.
+    ``plot``/``curves``: a path stem or a .png/.svg path for the accuracy-vs-density figure (one per data
+    set and model: ``<stem>_<data set>_<model>`` when there are several) and the training-curve figure
+    (one per experiment: ``<stem>_<experiment>`` when there are several). ``out_dir``: write both there
+    (``accuracy_vs_density``, ``training_curves``) unless given explicitly, ``mask_dynamics`` (density and
+    explored fraction during training) when some run changes its mask, and ``cycle_accuracy`` when some run
+    takes models per cycle (Sup-tickets). Notes (the error measure, skipped folders, files written) follow
+    the table for terminal/md and go to stderr for csv/json, which stay parseable.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -93,6 +117,8 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
                              "run `ticketlab lottery` first")
     agg = aggregate(rows)
     text, notes = render(agg, fmt), []
+    if fmt in ("terminal", "md") and any(a.n > 1 for a in agg):
+        notes.append("accuracies: mean ± std (sample standard deviation) over the n seeds")
     if rows.outdated:
         notes.append(f"{len(rows.outdated)} run(s) predate report rows and are not shown: "
                      + ", ".join(str(p) for p in rows.outdated[:3]) + "; run their command again to add the "
@@ -112,13 +138,23 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
             masks = None  # no run changes its mask: no such figure
         if cycles is not None and not any(plots.cycle_records(r) for r in rows):
             cycles = None
-        for stem, draw in ((plot, lambda s: plots.plot_accuracy_vs_density(agg, s, metric=metric)),
-                           (curves, lambda s: plots.plot_training_curves(rows, s)),
-                           (masks, lambda s: plots.plot_mask_dynamics(rows, s)),
+        figures = []  # (stem, draw) of every figure to write
+        if plot is not None:  # one per data set and model: their accuracies do not share an axis
+            groups = plots.data_groups(agg)
+            for stem, rows_of in zip(figure_stems(plot, [f"{d} {m}" for d, m in groups]), groups.values()):
+                figures.append((stem, lambda s, g=rows_of: plots.plot_accuracy_vs_density(g, s, metric=metric)))
+        if curves is not None:  # one per experiment, the lottery's first
+            experiments = plots.curve_experiments(rows)
+            labels = {r.experiment: r.label for r in rows}
+            for stem, key in zip(figure_stems(curves, [labels[e] for e in experiments]), experiments):
+                figures.append((stem, lambda s, k=key: plots.plot_training_curves(rows, s, experiment=k)))
+        for stem, draw in ((masks, lambda s: plots.plot_mask_dynamics(rows, s)),
                            (cycles, lambda s: plots.plot_cycle_accuracy(rows, s))):
             if stem is not None:
-                draw(stem)
-                notes.append("wrote " + ", ".join(map(str, plots.output_files(stem))))
+                figures.append((stem, draw))
+        for stem, draw in figures:
+            draw(stem)
+            notes.append("wrote " + ", ".join(map(str, plots.output_files(stem))))
     if notes and fmt in ("terminal", "md"):
         text += "\n\n" + "\n".join(notes)
     elif notes:

@@ -44,6 +44,7 @@ class Row:
     path: Path = Path(".")  # folder holding this row's summary.json
     metrics: Path = Path("metrics.jsonl")  # the training metrics of this row's model
     corrupted: Optional[float] = None  # mean test accuracy on corrupted data (`ticketlab eval`), if scored
+    rewind: str = ""  # a lottery run's rewind point (``lottery.rewind``), for readable figure labels
 
     @property
     def metrics_file(self) -> Path:
@@ -114,7 +115,8 @@ def _record(folder: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
             "final_test": summary.get("final_test_accuracy"), "best_val_test": summary.get("test_accuracy_at_best_val"),
             "steps": int(summary.get("steps", 0)), "dataset": str(row.get("dataset", "?")),
             "model": str(row.get("model", "?")), "flat": dict(row.get("fields") or {}), "path": folder,
-            "metrics": Path(row.get("metrics", "metrics.jsonl")), "corrupted": _corrupted(folder)}
+            "metrics": Path(row.get("metrics", "metrics.jsonl")), "corrupted": _corrupted(folder),
+            "rewind": str((row.get("fields") or {}).get("lottery.rewind", ""))}
 
 
 def _corrupted(folder: Path) -> Optional[float]:

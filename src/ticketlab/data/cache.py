@@ -27,6 +27,7 @@ import torch
 from ticketlab import distributed, leftovers
 from ticketlab.errors import CheckpointError
 from ticketlab.io import DamagedFileError, load_torch, remove_file, save_torch
+from ticketlab.status import note
 
 CACHE_VERSION = 1
 SAMPLE = 1 << 20  # bytes read from each end of every source file for the key
@@ -86,6 +87,7 @@ def decoded(name: str, files: Sequence[pathlib.Path], decode: Callable[[], Tenso
         warnings.warn(f"{exc.path} is damaged; decoding {name} again", stacklevel=2)
     except (CheckpointError, OSError):  # vanished or unreadable: decode instead
         pass
+    note(f"decoding {name} (once: later runs read the decoded copy in {folder})")
     tensors = decode()
     try:
         folder.mkdir(parents=True, exist_ok=True)

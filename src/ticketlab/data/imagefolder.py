@@ -30,6 +30,7 @@ from ticketlab import distributed
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import CheckpointError, DataError
 from ticketlab.io import load_torch, remove_file, save_torch
+from ticketlab.status import note
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 CACHE_PREFIX, CACHE_VERSION = ".ticketlab-cache-", 1
@@ -150,6 +151,7 @@ def _load_cache(path: pathlib.Path, classes: Sequence[str]) -> Optional[dict]:
 
 
 def _build_cache(path: pathlib.Path, classes, train: Listing, test: Listing) -> dict:
+    note(f"decoding {len(train) + len(test)} images under {path.parent} (once: later runs read {path.name})")
     train_x = _decode(train)
     test_x = _decode(test, size=(train_x.shape[3], train_x.shape[2]))
     mean, std = channel_stats(train_x)

@@ -213,8 +213,8 @@ def run_branches(config: RunConfig, branch: Optional[BranchConfig], levels: Sequ
     check_levels(lottery, levels)
     plans = {level: None if (branch_dir(lottery, branch, level) / SUMMARY).exists()
              else BRANCHES.get(branch.name)(lottery, branch, level) for level in levels}
-    for level in levels:
-        run_branch(lottery, branch, level, plans[level])
+    lottery.phases("level", levels, lambda k: branch_dir(lottery, branch, k),
+                   lambda k: run_branch(lottery, branch, k, plans[k]), name=f"{lottery.path.name} {branch.name} branch")
     return lottery.path
 
 

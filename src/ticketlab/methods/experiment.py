@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 
@@ -23,11 +23,13 @@ from ticketlab.models import build_model
 from ticketlab.models.weights import load_pretrained
 from ticketlab.runs import SUMMARY, TRUNK, RunDir, ensure, report_row
 from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, opt_in_modules, prunable_parameters
+from ticketlab.status import current_phase, note, output_mode, phase
 from ticketlab.train import Callback, Trainer
 from ticketlab.train.accel import precision
 from ticketlab.train.trackers import Tracker
 from ticketlab.train.trainer import finished
 
+T = TypeVar("T")
 ModelFactory = Callable[[int], torch.nn.Module]  # seed -> a freshly initialised model (CPU)
 Weights = Dict[str, torch.Tensor]
 DATA_STATE = "data.pt"
@@ -94,17 +96,42 @@ class Experiment:
         checkpointed one resumes. ``extra`` goes into the summary (a finished summary that lacks some of
         it, from an older version, gains it in place). ``data``: another bundle than the experiment's (a
         training subset)."""
+        label = f"{self.path.name}/{out.relative_to(self.path)}" if out != self.path else self.path.name
+
         def fit() -> None:
             model = self.model_with(weights() if callable(weights) else weights)
             enforcer = MaskEnforcer(model, (mask if mask is not None else Mask.ones(model)).to(self.device))
             Trainer(model, data if data is not None else self.data, cfg, order_seed=order_seed, out_dir=out,
                     enforcer=enforcer,
-                    callbacks=callbacks, start_step=start_step, progress=self.progress,
-                    label=f"{self.path.name}/{out.relative_to(self.path)}" if out != self.path else self.path.name,
+                    callbacks=callbacks, start_step=start_step, progress=self.progress, label=label,
                     summary_extra=extra, stop_at=stop_at, lr_at=lr_at, trackers=self.trackers).fit()
 
-        finished(out)  # a summary whose weights files were deleted goes too: the phase trains again
+        # a summary whose weights files were deleted goes too: the phase trains again
+        if finished(out) and current_phase() is None:  # within `phases` that said it already
+            note(f"{label} already finished", self.progress)
+
         return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
+
+    def phases(self, what: str, keys: Sequence[int], folder: Callable[[int], Path],
+               train: Callable[[int], T], name: str = "") -> List[T]:
+        """``train(k)`` for each key, each under a progress `phase` ("level 3 of 10", or "level 4, 1 of 7"
+        when the keys are not 0..N) so its bar shows where the command is and an overall ETA; first one
+        line on the keys whose ``folder`` is finished. ``name``: the run as the lines call it (default: its
+        folder's name)."""
+        name, keys = name or self.path.name, list(keys)
+        done = [k for k in keys if (folder(k) / SUMMARY).exists()]
+        which = f"{what}{'s' if len(done) > 1 else ''} {_spans(done)}"
+        if done and len(done) == len(keys):
+            note(f"{name} already finished ({which})", self.progress)
+        elif done:
+            note(f"{name}: {which} already finished", self.progress)
+        whole = keys == list(range(len(keys)))
+        out = []
+        for i, k in enumerate(keys):
+            text = f"{what} {k} of {keys[-1]}" if whole else f"{what} {k}, {i + 1} of {len(keys)}"
+            with phase(text, i, len(keys)):
+                out.append(train(k))
+        return out
 
     def row(self, *, variant: str, level: int, density: Optional[float], branch: str = TRUNK,
             branch_options: Optional[Dict[str, Any]] = None, metrics: str = "metrics.jsonl") -> Dict[str, Any]:
@@ -112,6 +139,17 @@ class Experiment:
         return report_row(self.config, variant=variant, level=level, density=density, branch=branch,
                           branch_options=branch_options, dataset=self.dataset_name or None,
                           model=self.model_name or None, signature=self.signature, metrics=metrics)
+
+
+def _spans(keys: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    spans: List[List[int]] = []
+    for k in sorted(keys):
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def with_summary_extra(out: Path, summary: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -127,9 +165,11 @@ def with_summary_extra(out: Path, summary: Dict[str, Any], extra: Dict[str, Any]
 
 
 def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
-    """Load the data; raises on bad input before anything is written."""
-    return load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device,
-                     augment_seed=config.augment_seed)
+    """Load the data (a status line while a data set decodes for the first time); raises on bad input
+    before anything is written."""
+    with output_mode(ctx.progress):
+        return load_data(config.data, noise_seed=config.noise_seed, device=ctx.torch_device,
+                         augment_seed=config.augment_seed)
 
 
 def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optional[Path] = None) -> RunDir:

@@ -89,7 +89,7 @@ class Lottery(Experiment):
 
     # -- phases ----------------------------------------------------------------------------------
     def run(self, levels: int) -> List[Dict[str, Any]]:
-        return [self.train_level(k) for k in range(levels + 1)]
+        return self.phases("level", range(levels + 1), self.level_dir, self.train_level)
 
     def fresh_initial_weights(self) -> Dict[str, torch.Tensor]:
         return self.init_state if self.init_state is not None else super().fresh_initial_weights()

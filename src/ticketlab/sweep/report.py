@@ -137,7 +137,8 @@ def study_table(folder: Path, fmt: str = "terminal") -> str:
     rows = []
     for c in cells:
         rows.append([c.label, *c.cell, c.branch, c.level, f"{100 * c.mean('density'):.2f}",
-                     _mean_std(c.accuracy("test")), _mean_std(c.accuracy("best_val_test")), len(c.results),
+                     _mean_std(c.accuracy("test"), len(c.results)),
+                     _mean_std(c.accuracy("best_val_test"), len(c.results)), len(c.results),
                      _count(c.mean("iterations")), _count(c.mean("examples")), _flops(c.mean("flops"))])
     headers = ["method", *record.get("axes", []), "branch", "level", "density %", "test %", "test @ best val %",
                "seeds", "iterations", "examples", "train FLOPs"]
@@ -157,7 +158,8 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
 
     from matplotlib.ticker import NullLocator
 
-    from ticketlab.analysis.plots import density_ticks, format_percent, save_figure
+    from ticketlab.analysis.plots import (FONT, MARKERS, PALETTE, branch_name, density_ticks, format_percent,
+                                          label_axes, outside_legend, save_figure)
 
     record, cells, _, _ = study_cells(folder)
     series: Dict[tuple, List[StudyCell]] = defaultdict(list)
@@ -170,34 +172,45 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
     FigureCanvasAgg(fig)
     by_density, by_cost = fig.subplots(1, 2, sharey=True)
     axes = record.get("axes", [])
-    for (label, cell, branch), points in series.items():
+    handles, names = [], []
+    for index, ((label, cell, branch), points) in enumerate(series.items()):
         points = sorted(points, key=lambda c: c.level)
-        name = " ".join([label, *(f"{a}={v}" for a, v in zip(axes, cell))] + ([] if branch == TRUNK else [branch]))
+        seeds = sorted({len(p.results) for p in points})
+        name = " ".join([label, *(f"{a}={v}" for a, v in zip(axes, cell))])
+        count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        name += ("" if branch == TRUNK else f": {branch_name(branch)}") + f" (n={count})"
         means, stds = zip(*(p.accuracy() for p in points))
-        style = dict(marker="o", markersize=4, capsize=3, linestyle="-" if branch == TRUNK else "--")
-        line = by_density.errorbar([100 * p.mean("density") for p in points], means, yerr=stds, label=name, **style)
-        by_cost.errorbar([p.mean("flops") for p in points], means, yerr=stds, color=line[0].get_color(), **style)
+        style = dict(marker=MARKERS[index % len(MARKERS)], markersize=5, capsize=3,
+                     color=PALETTE[index % len(PALETTE)], linestyle="-" if branch == TRUNK else "--",
+                     yerr=stds if seeds[-1] > 1 else None)
+        handles.append(by_density.errorbar([100 * p.mean("density") for p in points], means, **style))
+        by_cost.errorbar([p.mean("flops") for p in points], means, **style)
+        names.append(name)
     densities = [p.mean("density") for points in series.values() for p in points]
     ticks = density_ticks(densities)
     by_density.set_xscale("log")
     by_density.set_xticks([100 * t for t in ticks], [format_percent(t) for t in ticks])
     by_density.xaxis.set_minor_locator(NullLocator())
     by_density.set_xlim(100 * max(densities) * 1.15, 100 * min(densities) / 1.15)  # sparser to the right
-    by_density.set_xlabel("density (% of prunable weights kept, log scale)")
-    by_density.set_ylabel("final test accuracy (%)")
     by_cost.set_xscale("log")
-    by_cost.set_xlabel("training FLOPs to make the result (log scale)")
+    label_axes(by_density, "density (% of prunable weights kept, log scale)", "final test accuracy (%)")
+    label_axes(by_cost, "training FLOPs to make the result (log scale)", "")
     for ax in (by_density, by_cost):
         ax.grid(True, alpha=0.3)
-    by_density.legend(fontsize="small")
-    fig.suptitle(f"study {record.get('name', '?')}: mean ± std over seeds")
+        ax.tick_params(labelsize=FONT["tick"])
+    several = any(len(p.results) > 1 for points in series.values() for p in points)
+    outside_legend(fig, handles, names,
+                   title="mean ± std over n seeds" if several else "one seed per point: no error bars")
+    fig.suptitle(f"study {record.get('name', '?')}: final test accuracy by density and by cost",
+                 fontsize=FONT["title"])
     save_figure(fig, path_stem if path_stem is not None else Path(folder) / "accuracy_vs_cost")
     return fig
 
 
-def _mean_std(accuracy: Tuple[Optional[float], float]) -> str:
+def _mean_std(accuracy: Tuple[Optional[float], float], n: int) -> str:
+    """'97.00 ± 1.41' over n seeds; the mean alone for one seed (it has no spread)."""
     mean, std = accuracy
-    return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+    return "-" if mean is None else f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def _count(value: float) -> str:

@@ -243,6 +243,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_start(state)
         if not resumed:
+            self.progress.status(self.step, "evaluating the initial model")  # under the bar: it can take a while
             self._evaluate(state)
         self._loop(state)
         if self.last_results is None:  # resumed, and stopped before any step: the figures of where it is

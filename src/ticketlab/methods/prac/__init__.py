@@ -189,7 +189,8 @@ class PracRun(Lottery):
                                 order_seed=self.config.order_seed, extra=extra)
 
     def run(self, levels: int) -> List[Dict[str, Any]]:
-        summaries = [self.train_level(k) for k in range(levels + 1)]
+        summaries = self.phases("level", range(levels + 1), self.level_dir,
+                                self.train_level)
         chosen = {"last": [levels], "all": list(range(levels + 1)), "none": []}[self.prac.evaluate]
         for level in chosen:
             self.evaluate_ticket(level)

@@ -47,6 +47,7 @@ from ticketlab.methods.rst.ratios import choose_pruned, cumulative_ratio, pruned
 from ticketlab.methods.rst.reg import GrowingPenalty, expected_updates, phase_bound
 from ticketlab.runs import SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, prunable_parameters
+from ticketlab.status import note, phase
 from ticketlab.steps import Steps
 from ticketlab.train import FINAL, evaluate, read_metrics
 
@@ -83,6 +84,8 @@ class RSTRun(Experiment):
     # -- the run ----------------------------------------------------------------------------------------
     def run(self) -> Dict[str, Any]:
         """Train the sparse network (its summary carries the report row), then the run's own summary."""
+        if (self.path / SUMMARY).exists():
+            note(f"{self.path.name} already finished", self.progress)
         mask = self.mask(self.cycles)
         density = mask.density()
         extra = {"level": self.cycles, "mode": self.variant, "ticket_density": density,
@@ -210,7 +213,12 @@ class RSTRun(Experiment):
     def fit(self, out: Path, start: Weights, mask: Optional[Mask], cfg: TrainConfig, order_seed: int,
             extra: Dict[str, Any], callbacks=(), weights: bool = False):
         """Train into ``out`` (skipped when finished); returns the summary, or the final weights."""
-        summary = self.train_phase(out, start, mask, cfg, order_seed=order_seed, extra=extra, callbacks=callbacks)
+        cycle = extra.get("cycle")
+        where = ((f"cycle {cycle} of {self.cycles}", cycle - 1) if cycle else ("dense training", 0)
+                 if out.name == "dense" else (f"final training after {self.cycles} cycle(s)", self.cycles))
+        with phase(*where, self.cycles + 1):  # the bars say where the run is, and an overall ETA
+            summary = self.train_phase(out, start, mask, cfg, order_seed=order_seed, extra=extra,
+                                       callbacks=callbacks)
         return load_torch(out / FINAL) if weights else summary
 
 
