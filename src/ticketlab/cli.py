@@ -273,40 +273,68 @@ def report_table(path: Path) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ticketlab.analysis.table import render_table
-    from ticketlab.io import read_json
-    from ticketlab.runs import find_runs, latest_test_accuracy, load_config, remove_run, resolve_run, run_status
+    from ticketlab.runs import find_runs, remove_run, resolve_run
 
     runs_dir = Path(args.runs_dir)
     if args.action == "list":
-        rows = []
-        for path in find_runs(runs_dir):
-            try:
-                acc = latest_test_accuracy(path)
-                config = load_config(path)
-                data, model, status = config.data.dataset, config.model.name, run_status(path)
-            except TicketlabError as exc:
-                raw = _raw_config(path)
-                if raw is None:
-                    rows.append([path.name, "-", "-", "unreadable config.json or summary", "-"])
-                    continue
-                data, model = raw.get("data", {}).get("dataset", "-"), raw.get("model", {}).get("name", "-")
-                status, acc = f"{run_status(path)} (config not readable here: {str(exc)[:40]}...)", None
-            rows.append([path.name, data, model, status, "-" if acc is None else f"{100 * acc:.2f}"])
-        print(render_table(["run", "data", "model", "status", "test %"], rows) if rows else f"no runs in {runs_dir}")
+        print(runs_table(find_runs(runs_dir), runs_dir))
         return 0
     if not args.run:
         raise TicketlabError(f"`ticketlab runs {args.action}` needs a RUN (name, hash prefix or path)")
     path = resolve_run(runs_dir, args.run, exact=args.action == "rm")
     if args.action == "show":
-        print(json.dumps({"path": str(path), "status": run_status(path), "config": read_json(path / "config.json"),
-                          "manifest": read_json(path / "manifest.json"),
-                          "summary": read_json(path / "summary.json") if (path / "summary.json").exists() else None},
-                         indent=2))
+        print(json.dumps(run_details(path), indent=2))
     else:
         remove_run(path)
         print(f"removed {path}")
     return 0
+
+
+def runs_table(paths: List[Path], runs_dir: Path) -> str:
+    """`ticketlab runs list`: one row per run, named by its path below ``runs_dir``."""
+    from ticketlab.analysis.table import render_table
+    from ticketlab.runs import latest_test_accuracy, load_config, run_status, trunk_levels
+
+    rows = []
+    for path in paths:
+        name = str(path.relative_to(runs_dir))
+        try:
+            acc, config = latest_test_accuracy(path), load_config(path)
+            data, model, seed, status = config.data.dataset, config.model.name, config.seed, run_status(path)
+        except TicketlabError as exc:
+            raw = _raw_config(path)
+            if raw is None:
+                rows.append([name, "-", "-", "-", "-", "unreadable config.json or summary", "-"])
+                continue
+            data, model = raw.get("data", {}).get("dataset", "-"), raw.get("model", {}).get("name", "-")
+            seed, acc = raw.get("seed", "-"), None
+            status = f"{run_status(path)} (config not readable here: {str(exc)[:40]}...)"
+        levels = len(trunk_levels(path))
+        rows.append([name, data, model, seed, levels or "-", status, "-" if acc is None else f"{100 * acc:.2f}"])
+    if not rows:
+        return f"no runs in {runs_dir} or below it"
+    return render_table(["run", "data", "model", "seed", "levels", "status", "test %"], rows)
+
+
+def run_details(path: Path) -> Dict[str, Any]:
+    """`ticketlab runs show`: the config and manifest, the run's own summary if it has one, and the
+    results of its finished phases (a lottery run's levels and branches)."""
+    from ticketlab.io import read_json
+    from ticketlab.runs import TRUNK, phase_rows, run_status
+
+    details: Dict[str, Any] = {"path": str(path), "status": run_status(path),
+                               "config": read_json(path / "config.json")}
+    for name in ("manifest", "summary"):
+        if (path / f"{name}.json").exists():
+            details[name] = read_json(path / f"{name}.json")
+    keys = ("final_test_accuracy", "test_accuracy_at_best_val", "steps")
+    phases = sorted(phase_rows(path), key=lambda item: (item[1]["row"].get("level", 0),
+                                                         item[1]["row"].get("branch") != TRUNK, str(item[0])))
+    details["phases"] = [{"phase": str(folder.relative_to(path)) if folder != path else ".",
+                          "level": s["row"].get("level"), "branch": s["row"].get("branch"),
+                          "density": s.get("density", s["row"].get("density")), **{k: s.get(k) for k in keys}}
+                         for folder, s in phases]
+    return details
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -548,6 +576,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TicketlabError as exc:
         print(f"ticketlab: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`ticketlab runs show X | head`): nothing is wrong
+        _silence_stdout()
+        return 0
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"ticketlab: error: {exc.strerror or exc}{where}; check the path and its permissions", file=sys.stderr)
@@ -557,6 +588,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     finally:
         distributed.teardown()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not fail on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured output)
+        pass
 
 
 if __name__ == "__main__":
