@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError
+from ticketlab.extras import require
 from ticketlab.io import atomic_write_bytes
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -196,8 +197,7 @@ class Mask(Mapping):
         path = Path(path)
         tensors = {k: t.cpu().contiguous() for k, t in self._t.items()}
         if path.suffix == ".safetensors":
-            from safetensors.torch import save
-
+            save = require("safetensors.torch", "writing a .safetensors mask").save
             data = save(tensors, metadata={"format": "ticketlab-mask"})
         else:
             buffer = io.BytesIO()
@@ -210,9 +210,10 @@ class Mask(Mapping):
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"mask file {path} does not exist; check the path or re-create the mask")
+        load_file = require("safetensors.torch", "reading a .safetensors mask").load_file if \
+            path.suffix == ".safetensors" else None
         try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
+            if load_file is not None:
                 state = load_file(str(path))
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
