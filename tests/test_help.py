@@ -5,6 +5,8 @@ before any work."""
 import argparse
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -92,6 +94,37 @@ def test_top_level_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in COMMANDS:
         assert re.search(rf"^\s+{command}\b", out, re.M), command
+
+
+def test_top_level_help_and_version_do_not_import_torch():
+    """`ticketlab --help` and `--version` answer from the command table: no method module, no torch."""
+    code = ("import sys; from ticketlab.cli import main; codes = [main(['--help']), main(['--version'])]; "
+            "assert codes == [0, 0], codes; print(sorted(m for m in sys.modules if m == 'torch' "
+            "or m.startswith('ticketlab.methods')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "lottery" in result.stdout and f"ticketlab {__version__}" in result.stdout
+
+
+def test_a_command_still_finds_the_builtin_methods_and_presets(capsys):
+    """The registries import the built-in methods on their first lookup (`import ticketlab` does not)."""
+    code = ("import sys, ticketlab; assert 'torch' not in sys.modules; from ticketlab.presets import get_preset; "
+            "print(type(get_preset('mnist1d_cnn_rst')).command); from ticketlab.method import METHODS; "
+            "print(sorted(METHODS) == sorted(%r)); print(ticketlab.lottery.__module__, ticketlab.sparsity.Mask)"
+            % list(BUILTIN_METHODS))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["rst", "True"] and "ticketlab.methods.lottery" in result.stdout
+
+
+def test_every_public_name_resolves():
+    import ticketlab
+
+    for name in ticketlab.__all__:
+        assert getattr(ticketlab, name) is not None, name
+    with pytest.raises(AttributeError):
+        ticketlab.no_such_name
 
 
 @pytest.mark.parametrize("args, hint", [

@@ -4,7 +4,8 @@ The run commands come from the method registry (`ticketlab.method`): each gets t
 class, the core sections and its own (``--train.lr``, ``--lottery.retrain``; dashes and underscores are
 interchangeable), its extra flags and the runtime flags. Resolution: preset, then ``--config FILE``, then
 flags. ``--help`` is answered after parsing, so ``--preset X --help`` shows the values the preset
-resolves to.
+resolves to. ``ticketlab --help`` and ``--version`` are answered from the table of commands
+(`BUILTIN_METHODS`, `TOOL_COMMANDS`) without importing the methods, and so without torch.
 """
 
 from __future__ import annotations
@@ -434,8 +435,9 @@ BUILTIN_METHODS = {
 
 
 def method_helps() -> Dict[str, str]:
-    """Run commands and their help lines: the built-in ones, then any other registered method."""
-    return {**BUILTIN_METHODS, **{name: METHODS.get(name).help for name in METHODS.ordered()}}
+    """Run commands and their help lines: the built-in ones, then any other method registered so far
+    (without importing the built-in methods' modules)."""
+    return {**BUILTIN_METHODS, **{name: method.help for name, method in METHODS.registered().items()}}
 
 
 def add_runs_flags(runs: argparse.ArgumentParser) -> None:
