@@ -96,6 +96,10 @@ def test_top_level_help_lists_every_command(capsys):
         assert re.search(rf"^\s+{command}\b", out, re.M), command
 
 
+def test_the_light_top_level_parser_says_what_the_full_one_says():
+    assert build_parser(methods=False).format_help() == build_parser().format_help()
+
+
 def test_top_level_help_and_version_do_not_import_torch():
     """`ticketlab --help` and `--version` answer from the command table: no method module, no torch."""
     code = ("import sys; from ticketlab.cli import main; codes = [main(['--help']), main(['--version'])]; "
