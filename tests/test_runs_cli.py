@@ -38,7 +38,8 @@ def test_runs_list_finds_runs_below_the_runs_folder_with_seed_levels_and_accurac
     rows = _rows(capsys.readouterr().out)
     (lottery,) = [r for name, r in rows.items() if name.startswith("demo/lottery_")]
     (train,) = [r for name, r in rows.items() if name.startswith("other/train_")]
-    assert lottery["status"] == "levels 0-1 done" and len(rows) == 2  # the lottery run's level folders are not runs of their own
+    assert lottery["status"] == "levels 0-1 done"
+    assert len(rows) == 2  # the lottery run's level folders are not runs of their own
     assert (lottery["seed"], lottery["levels"], train["seed"], train["levels"]) == ("0", "2", "3", "1")
     summary = json.loads(next((runs / "demo").glob("lottery_*/level_1/summary.json")).read_text())
     assert lottery["test %"] == f"{100 * summary['final_test_accuracy']:.2f}"

@@ -21,7 +21,6 @@ from torch import Tensor
 
 from ticketlab.data.cache import data_home
 from ticketlab.data.idx import load_idx_folder
-from ticketlab.errors import DataError
 from ticketlab.extras import missing, require
 from ticketlab.registry import Registry
 
