@@ -24,6 +24,15 @@ def mnist_root() -> Path:
     return MNIST_DIR
 
 
+@pytest.fixture
+def fashion_mnist_root() -> Path:
+    """The real Fashion-MNIST (../shared/data/fashion-mnist beside the repository, same file names as
+    MNIST); skips when absent."""
+    if not _has_mnist(FASHION_DIR):
+        pytest.skip(f"Fashion-MNIST not found in {FASHION_DIR} (set TICKETLAB_TEST_FASHION_MNIST to its folder)")
+    return FASHION_DIR
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_home(tmp_path_factory, monkeypatch):
     """Keep tests away from the user's $TICKETLAB_DATA."""

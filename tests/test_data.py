@@ -216,13 +216,8 @@ def test_real_mnist_label_counts(mnist_root):
 
 
 @pytest.mark.slow
-def test_real_fashion_mnist_label_counts():
-    from conftest import FASHION_DIR as folder
-
-    if not all((folder / n).exists() or (folder / f"{n}.gz").exists() for n in NAMES):
-        pytest.skip(f"Fashion-MNIST not found in {folder} (../shared/data/fashion-mnist beside the repository, or "
-                    "set TICKETLAB_TEST_FASHION_MNIST to its folder)")
-    b = load_data(DataConfig(dataset="fashion_mnist", root=str(folder)), noise_seed=0)
+def test_real_fashion_mnist_label_counts(fashion_mnist_root):
+    b = load_data(DataConfig(dataset="fashion_mnist", root=str(fashion_mnist_root)), noise_seed=0)
     assert torch.bincount(b.train.y).tolist() == [6000] * 10 and torch.bincount(b.test.y).tolist() == [1000] * 10
 
 

@@ -4,7 +4,8 @@ The run commands come from the method registry (`ticketlab.method`): each gets t
 class, the core sections and its own (``--train.lr``, ``--lottery.retrain``; dashes and underscores are
 interchangeable), its extra flags and the runtime flags. Resolution: preset, then ``--config FILE``, then
 flags. ``--help`` is answered after parsing, so ``--preset X --help`` shows the values the preset
-resolves to.
+resolves to. ``ticketlab --help`` and ``--version`` are answered from the table of commands
+(`BUILTIN_METHODS`, `TOOL_COMMANDS`) without importing the methods, and so without torch.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import difflib
 import json
 import re
 import sys
+import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
-from ticketlab import distributed, runlock
 from ticketlab.config import (SECTION_OWNERS, RunConfig, drop_idle_sections, get_path, iter_fields, load_config_file,
                               method_sections)
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.fields import nested_keys
 from ticketlab.method import METHODS, Method, compose_config, options_of
 from ticketlab.presets import get_preset
+from ticketlab.steps import Steps
+from ticketlab.version import __version__
 
-RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress", "log", "imports")
+RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress", "log", "imports", "help")
+RUNS_DIR_HELP = "parent folder of run directories (default: runs)"
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps (default: auto)"
+THREADS_HELP = "CPU threads for torch (default: torch's)"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,11 +45,28 @@ class OneLineParser(argparse.ArgumentParser):
             owned = _owner_message(flag, self.prog)
             if owned:
                 self.exit(2, f"ticketlab: error: {owned}\n")
-            close = difflib.get_close_matches(flag, flags, n=1)
+            close = close_flags(flag, flags)
             if close:
-                hint = f" (did you mean {close[0]}?)"
+                hint = f" (did you mean {' or '.join(close)}?)"
                 break
         self.exit(2, f"ticketlab: error: {message}{hint}; see `{self.prog} --help`\n")
+
+
+def close_flags(flag: str, flags: List[str]) -> List[str]:
+    """The flags ``flag`` was probably meant to be: those ending in its name (``--lr`` -> ``--train.lr``),
+    else the closest by spelling, whole or by the name after the section."""
+    def leaf(name: str) -> str:
+        return name.lstrip("-").split(".")[-1].replace("-", "_")
+
+    canonical = list(dict.fromkeys(f for f in flags if "-" not in f.lstrip("-").split(".")[-1] or "." not in f))
+    same = [f for f in canonical if leaf(f) == leaf(flag) and f != flag]
+    if same:
+        return same[:3]
+    close = difflib.get_close_matches(flag, flags, n=1)
+    if close:
+        return close
+    by_leaf = difflib.get_close_matches(leaf(flag), [leaf(f) for f in canonical], n=1)
+    return [f for f in canonical if by_leaf and leaf(f) == by_leaf[0]][:3]
 
 
 def _owner_message(flag: str, prog: str) -> Optional[str]:
@@ -62,45 +85,85 @@ def _owner_message(flag: str, prog: str) -> Optional[str]:
     return f"{flag} is {what} of {commands}, not of `{prog}`; run {commands} to use it"
 
 
-def _type_name(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) or str(tp)
-    return text.replace("typing.", "").replace("ticketlab.steps.", "")
+def choices_of(tp: Any) -> tuple:
+    """The fixed values a field of type ``tp`` takes (``Literal``, possibly ``Optional``), else ()."""
+    if typing.get_origin(tp) is typing.Union:
+        return choices_of(next(a for a in typing.get_args(tp) if a is not type(None)))
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+
+
+def metavar_of(tp: Any) -> str:
+    """What a field's value looks like on the command line: ``{sgd,adam,adamw}``, ``INT``, ``STEPS,...``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        return metavar_of(next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return "{" + ",".join(str(a) or "''" for a in args) + "}"
+    if origin is tuple:
+        return f"{metavar_of(args[0])},..."
+    return {Steps: "STEPS", bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT"}.get(tp, "VALUE")
+
+
+def describe_field(tp: Any, help_text: str) -> str:
+    """A field's help line, with its choices when it has fixed ones."""
+    choices = choices_of(tp)
+    if not choices:
+        return help_text
+    return f"{help_text}; one of: {', '.join(str(c) or repr(c) for c in choices)}"
 
 
 def _flag_names(dotted: str) -> List[str]:
     return [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
 
 
+def _field_types(config_cls: type) -> Dict[str, Any]:
+    return {dotted: tp for dotted, tp, _ in iter_fields(config_cls)}
+
+
+def flag_help(flag, config_cls: type) -> str:
+    """A method flag's help line; an alias of a field also names the field's choices."""
+    if not flag.field:
+        return flag.help
+    return describe_field(_field_types(config_cls)[flag.field], flag.help)
+
+
+def flag_metavar(flag, config_cls: type) -> Optional[str]:
+    if flag.metavar:
+        return flag.metavar
+    return metavar_of(_field_types(config_cls)[flag.field]) if flag.field else flag.dest.upper()
+
+
 def add_method_flags(parser: argparse.ArgumentParser, method: Method) -> None:
     if len(method.choices) > 1:
-        parser.add_argument("--variant", choices=method.choices, default=None,
+        parser.add_argument("--variant", choices=method.choices, default=None, metavar="NAME",
                             help=f"{', '.join(method.choices)} (default: the preset's, else {method.choices[0]})")
     for flag in method.flags:
+        metavar, text = flag_metavar(flag, method.config), flag_help(flag, method.config)
         if flag.field:
-            parser.add_argument(flag.name, dest=f"cfg:{flag.field}", default=argparse.SUPPRESS,
-                                metavar=flag.metavar or None, help=flag.help)
+            parser.add_argument(flag.name, dest=f"cfg:{flag.field}", default=argparse.SUPPRESS, metavar=metavar,
+                                help=text)
         else:
-            parser.add_argument(flag.name, dest=flag.dest, type=flag.type, default=flag.default,
-                                metavar=flag.metavar or None, help=flag.help)
+            parser.add_argument(flag.name, dest=flag.dest, type=flag.type, default=flag.default, metavar=metavar,
+                                help=text)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    parser.add_argument("--preset", help="named starting config (`ticketlab list presets`)")
+    parser.add_argument("--preset", metavar="NAME", help="named starting config (`ticketlab list presets`)")
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of fields, applied after the preset")
     parser.add_argument("--seed", dest="cfg:seed", metavar="INT", default=argparse.SUPPRESS,
                         help="master seed (default 0)")
     for dotted, tp, field in iter_fields(config_cls):
         if dotted in ("method", "seed"):
             continue
-        parser.add_argument(*_flag_names(dotted), dest=f"cfg:{dotted}", metavar=_type_name(tp).upper()[:12],
-                            default=argparse.SUPPRESS, help=field.metadata.get("help", ""))
+        parser.add_argument(*_flag_names(dotted), dest=f"cfg:{dotted}", metavar=metavar_of(tp),
+                            default=argparse.SUPPRESS, help=describe_field(tp, field.metadata.get("help", "")))
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime (not part of the run hash)")
-    group.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default: runs)")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    group.add_argument("--runs-dir", default="runs", metavar="DIR", help=RUNS_DIR_HELP)
+    group.add_argument("--device", default="auto", help=DEVICE_HELP)
+    group.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     group.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then stop")
     group.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                        help="progress output (default: a bar on a terminal, plain lines otherwise)")
@@ -109,7 +172,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                        help="import MODULE (or a .py file) first, so the models, data sets and methods it "
                             "registers can be named (repeatable; any command)")
-    group.add_argument("-h", "--help", action="store_true", help="show fields with their resolved defaults")
+    group.add_argument("-h", "--help", action="store_true", help="show this help: every flag with its resolved value")
 
 
 def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
@@ -129,6 +192,17 @@ def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
 
 
 def print_config_help(parser: argparse.ArgumentParser, method: Method, config: RunConfig) -> None:
+    """A run command's help: every field with the value it resolves to, then the command's own options
+    and the runtime flags, each with its description."""
+    actions = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+
+    def row(action: argparse.Action) -> str:
+        names = ", ".join(action.option_strings) if action.dest == "help" else action.option_strings[0]
+        metavar = action.metavar or ("{" + ",".join(action.choices) + "}" if action.choices
+                                     else action.dest.upper() if action.nargs != 0 else "")
+        shown = f"{names} {metavar}" if metavar else names
+        return f"  {shown:<28} {action.help}"
+
     print(parser.format_usage().strip())
     print(f"\n{parser.description}\n\nconfig fields (current value shown; set with --FIELD VALUE):")
     for dotted, tp, field in iter_fields(type(config)):
@@ -136,21 +210,28 @@ def print_config_help(parser: argparse.ArgumentParser, method: Method, config: R
             continue
         value = get_path(config, dotted)
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-        print(f"  --{dotted:<26} {str(shown):<14} {field.metadata.get('help', '')}")
-    options = [(f.name + (f" {f.metavar}" if f.metavar else ""), f.help) for f in method.flags]
-    if len(method.choices) > 1:
-        options.insert(0, ("--variant NAME", f"{', '.join(method.choices)} (now: {config.method})"))
+        print(f"  --{dotted:<26} {str(shown):<14} {describe_field(tp, field.metadata.get('help', ''))}")
+    options = (["--variant"] if len(method.choices) > 1 else []) + [f.name for f in method.flags]
     if options:
         print(f"\n{method.name} options:")
-        for name, text in options:
-            print(f"  {name:<28} {text}")
+        for name in options:
+            print(row(actions[name]))
     print("\nruntime (not part of the run hash):")
-    for action in [a for a in parser._actions if a.dest in RUNTIME]:
-        print(f"  {action.option_strings[0]:<28} {action.help}")
-    print("  --preset NAME / --config FILE   starting point; flags override both")
+    for action in [a for a in parser._actions if a.dest in RUNTIME] + [actions["--preset"], actions["--config"]]:
+        print(row(action))
     owned = sorted(s for s in SECTION_OWNERS if s not in method_sections(method.config))
     if owned:
         print(f"\nsections of other commands ({', '.join(owned)}) are not accepted here")
+
+
+def check_names(config: RunConfig) -> None:
+    """The model and the data set are registered: a misspelt name is refused with the closest ones, on
+    ``--dry-run`` too, before any work."""
+    from ticketlab.data import DATASETS
+    from ticketlab.models import MODELS
+
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.dataset)
 
 
 def progress_mode(flag: str):
@@ -169,11 +250,14 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     missing = [f.name for f in method.flags if f.required and options.get(f.dest) is None]
     if missing:
         raise ConfigError(f"`ticketlab {method.name}` needs {', '.join(missing)}; see `ticketlab {method.name} --help`")
+    check_names(config)
     run_path = method.directory(config, Path(args.runs_dir))
     if args.dry_run:
         print(config.to_json())
         print(f"run directory: {run_path}")
         return 0
+    from ticketlab import distributed, runlock
+
     device = args.device
     if distributed.launched():
         if not method.distributed:
@@ -206,28 +290,11 @@ def report_table(path: Path) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ticketlab.analysis.table import render_table
-    from ticketlab.io import read_json
-    from ticketlab.runs import (clean_runs, find_runs, latest_test_accuracy, load_config, remove_run, resolve_run,
-                                run_status)
+    from ticketlab.runs import clean_runs, find_runs, remove_run, resolve_run
 
     runs_dir = Path(args.runs_dir)
     if args.action == "list":
-        rows = []
-        for path in find_runs(runs_dir):
-            try:
-                acc = latest_test_accuracy(path)
-                config = load_config(path)
-                data, model, status = config.data.dataset, config.model.name, run_status(path)
-            except TicketlabError as exc:
-                raw = _raw_config(path)
-                if raw is None:
-                    rows.append([path.name, "-", "-", "unreadable config.json or summary", "-"])
-                    continue
-                data, model = raw.get("data", {}).get("dataset", "-"), raw.get("model", {}).get("name", "-")
-                status, acc = f"{run_status(path)} (config not readable here: {str(exc)[:40]}...)", None
-            rows.append([path.name, data, model, status, "-" if acc is None else f"{100 * acc:.2f}"])
-        print(render_table(["run", "data", "model", "status", "test %"], rows) if rows else f"no runs in {runs_dir}")
+        print(runs_table(find_runs(runs_dir), runs_dir))
         return 0
     if args.action == "clean":
         print(clean_report(*clean_runs(runs_dir)))
@@ -236,10 +303,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         raise TicketlabError(f"`ticketlab runs {args.action}` needs a RUN (name, hash prefix or path)")
     path = resolve_run(runs_dir, args.run, exact=args.action == "rm")
     if args.action == "show":
-        print(json.dumps({"path": str(path), "status": run_status(path), "config": read_json(path / "config.json"),
-                          "manifest": read_json(path / "manifest.json"),
-                          "summary": read_json(path / "summary.json") if (path / "summary.json").exists() else None},
-                         indent=2))
+        print(json.dumps(run_details(path), indent=2))
     else:
         remove_run(path)
         print(f"removed {path}")
@@ -255,6 +319,53 @@ def clean_report(freed, busy) -> str:
     if busy:
         lines.append(f"skipped {len(busy)} run(s) in use: {', '.join(p.name for p in busy)}")
     return "\n".join(lines)
+
+
+def runs_table(paths: List[Path], runs_dir: Path) -> str:
+    """`ticketlab runs list`: one row per run, named by its path below ``runs_dir``."""
+    from ticketlab.analysis.table import render_table
+    from ticketlab.runs import latest_test_accuracy, load_config, run_status, trunk_levels
+
+    rows = []
+    for path in paths:
+        name = str(path.relative_to(runs_dir))
+        try:
+            acc, config = latest_test_accuracy(path), load_config(path)
+            data, model, seed, status = config.data.dataset, config.model.name, config.seed, run_status(path)
+        except TicketlabError as exc:
+            raw = _raw_config(path)
+            if raw is None:
+                rows.append([name, "-", "-", "-", "-", "unreadable config.json or summary", "-"])
+                continue
+            data, model = raw.get("data", {}).get("dataset", "-"), raw.get("model", {}).get("name", "-")
+            seed, acc = raw.get("seed", "-"), None
+            status = f"{run_status(path)} (config not readable here: {str(exc)[:40]}...)"
+        levels = len(trunk_levels(path))
+        rows.append([name, data, model, seed, levels or "-", status, "-" if acc is None else f"{100 * acc:.2f}"])
+    if not rows:
+        return f"no runs in {runs_dir} or below it"
+    return render_table(["run", "data", "model", "seed", "levels", "status", "test %"], rows)
+
+
+def run_details(path: Path) -> Dict[str, Any]:
+    """`ticketlab runs show`: the config and manifest, the run's own summary if it has one, and the
+    results of its finished phases (a lottery run's levels and branches)."""
+    from ticketlab.io import read_json
+    from ticketlab.runs import TRUNK, phase_rows, run_status
+
+    details: Dict[str, Any] = {"path": str(path), "status": run_status(path),
+                               "config": read_json(path / "config.json")}
+    for name in ("manifest", "summary"):
+        if (path / f"{name}.json").exists():
+            details[name] = read_json(path / f"{name}.json")
+    keys = ("final_test_accuracy", "test_accuracy_at_best_val", "steps")
+    phases = sorted(phase_rows(path), key=lambda item: (item[1]["row"].get("level", 0),
+                                                         item[1]["row"].get("branch") != TRUNK, str(item[0])))
+    details["phases"] = [{"phase": str(folder.relative_to(path)) if folder != path else ".",
+                          "level": s["row"].get("level"), "branch": s["row"].get("branch"),
+                          "density": s.get("density", s["row"].get("density")), **{k: s.get(k) for k in keys}}
+                         for folder, s in phases]
+    return details
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -334,70 +445,136 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import ticketlab.methods  # noqa: F401  (registers the built-in methods)
+# The help lines of the methods `ticketlab.methods` registers, so that `ticketlab --help` and `--version`
+# answer without importing the methods (and torch); tests/test_help.py holds them equal to the registry.
+BUILTIN_METHODS = {
+    "train": "train one model (dense, or sparse with --prune.density < 1)",
+    "lottery": "iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
+    "branch": "ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot, reorder",
+    "rst": "Dual Lottery Ticket: RST / RST_Iter on a random sparse network, L1 / L1_Iter / IMP baselines "
+           "(ratios are fractions PRUNED)",
+    "dst": "dynamic sparse training: RigL, SET, GraNet, GMP and static sparse training from a sparse (GMP: dense) "
+           "initialisation",
+    "suptickets": "Sup-tickets: a dst run whose last epochs take cheap tickets in cycles and superpose them into one",
+    "pools": "Lottery Pools: tickets of a finished lottery run improved by interpolating their neighbours "
+             "(no training)",
+    "lmc": "linear mode connectivity: error along the line between adjacent tickets, or a level and its reorder "
+           "branch (instability)",
+    "prac": "PrAC: lottery tickets found on a pruning-aware critical subset of the data, rounds stopped early",
+}
 
-    parser = OneLineParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    for name in METHODS.ordered():
-        method = METHODS.get(name)
-        p = sub.add_parser(name, help=method.help, description=method.help, add_help=False, allow_abbrev=False)
-        add_method_flags(p, method)
-        add_config_flags(p, method.config)
-        add_runtime_flags(p)
-    runs = sub.add_parser("runs", help="list, show or remove run directories, or clean up after killed runs")
+
+def method_helps() -> Dict[str, str]:
+    """Run commands and their help lines: the built-in ones, then any other method registered so far
+    (without importing the built-in methods' modules)."""
+    return {**BUILTIN_METHODS, **{name: method.help for name, method in METHODS.registered().items()}}
+
+
+def add_runs_flags(runs: argparse.ArgumentParser) -> None:
     runs.add_argument("action", choices=["list", "show", "rm", "clean"],
-                      help="clean: remove the temporary files and stale checkpoints killed runs left behind")
+                      help="list: the runs below --runs-dir; show: one run's config, manifest and results; "
+                           "rm: delete one run directory; clean: remove the temporary files and stale "
+                           "checkpoints killed runs left behind")
     runs.add_argument("run", nargs="?", help="run name, hash prefix or path (show); full name or path (rm)")
-    runs.add_argument("--runs-dir", default="runs")
-    sweep = sub.add_parser("sweep", help="run a study file: a grid of runs over fields, seeds and methods")
+    runs.add_argument("--runs-dir", default="runs", metavar="DIR", help=RUNS_DIR_HELP)
+
+
+def add_sweep_flags(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("study", help="the study file (TOML; see the README's `ticketlab sweep` section)")
-    sweep.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default: runs)")
+    sweep.add_argument("--runs-dir", default="runs", metavar="DIR", help=RUNS_DIR_HELP)
     sweep.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                        help="local: a pool of worker processes (default); slurm: array jobs through submitit; "
                             "submitit-local: submitit's local executor, the SLURM path on this machine")
-    sweep.add_argument("--workers", type=int, default=2,
+    sweep.add_argument("--workers", type=int, default=2, metavar="N",
                        help="runs at once: local processes, or the array's parallelism on SLURM (default 2)")
-    sweep.add_argument("--threads", type=int, default=1, help="CPU threads of each run (default 1)")
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    sweep.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads of each run (default 1)")
+    sweep.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, then stop")
-    sweep.add_argument("--partition", help="SLURM partition")
-    sweep.add_argument("--gpus-per-job", type=int, default=0, help="GPUs of each SLURM job (default 0)")
+    sweep.add_argument("--partition", metavar="NAME", help="SLURM partition (default: the cluster's)")
+    sweep.add_argument("--gpus-per-job", type=int, default=0, metavar="N", help="GPUs of each SLURM job (default 0)")
     sweep.add_argument("--time", type=int, default=60, metavar="MINUTES", help="time limit of each job (default 60)")
-    report = sub.add_parser("report", help="tables and plots of finished runs (seeds averaged)")
-    report.add_argument("runs", nargs="+", help="run directories, folders holding them, or study folders "
-                                                "(runs/studies/NAME)")
-    report.add_argument("--format", choices=["terminal", "md", "csv", "json"], default="terminal")
-    report.add_argument("--plot", help="path (stem, .png or .svg) of the accuracy-vs-density plot")
-    report.add_argument("--curves", help="path (stem, .png or .svg) of the training-curve plot")
-    report.add_argument("--out", help="folder for both plots (default: <first RUN>/report)")
+
+
+def add_report_flags(report: argparse.ArgumentParser) -> None:
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run directories, folders holding them, or study "
+                                                               "folders (runs/studies/NAME)")
+    report.add_argument("--format", choices=["terminal", "md", "csv", "json"], default="terminal",
+                        help="table format (default: terminal)")
+    report.add_argument("--plot", metavar="PATH", help="path (stem, .png or .svg) of the accuracy-vs-density plot")
+    report.add_argument("--curves", metavar="PATH", help="path (stem, .png or .svg) of the training-curve plot")
+    report.add_argument("--out", metavar="DIR", help="folder for both plots (default: <first RUN>/report)")
     report.add_argument("--metric", choices=["final", "best"], default="final",
                         help="plotted accuracy: final test, or test at the best validation evaluation")
     report.add_argument("--no-plots", action="store_true", help="print the table only")
-    scorer = sub.add_parser("eval", help="score finished runs' models on corrupted test data")
-    scorer.add_argument("runs", nargs="+", help="run directories, or folders holding them")
-    scorer.add_argument("--corruptions", default="all", help="names, comma-separated, or all (default)")
-    scorer.add_argument("--severity", default="1-5", help="severities in 1..5: 1-5 (default), 3 or 1,3")
+
+
+def add_eval_flags(scorer: argparse.ArgumentParser) -> None:
+    scorer.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or folders holding them")
+    scorer.add_argument("--corruptions", default="all", metavar="NAMES",
+                        help="names, comma-separated, or all (default; `ticketlab list corruptions`)")
+    scorer.add_argument("--severity", default="1-5", metavar="LEVELS",
+                        help="severities in 1..5: 1-5 (default), 3 or 1,3")
     scorer.add_argument("--checkpoint", choices=["final", "best"], default="final",
                         help="each phase's final or best-validation weights")
-    scorer.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions (default 0)")
-    scorer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    scorer.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    exporter = sub.add_parser("export", help="a finished run's ticket as a compressed, CSR-sparse, smaller or "
-                                             "torch-prune model (safetensors files)")
+    scorer.add_argument("--seed", type=int, default=0, metavar="INT",
+                        help="seed of the generated corruptions (default 0)")
+    scorer.add_argument("--device", default="auto", help=DEVICE_HELP)
+    scorer.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
+def add_export_flags(exporter: argparse.ArgumentParser) -> None:
     exporter.add_argument("run", help="run directory")
     exporter.add_argument("--format", choices=["safetensors", "sparse", "structured", "torch-prune"],
                           default="safetensors", help="safetensors: kept weights and a bitmap (default); sparse: CSR "
                           "Linear layers where they are faster; structured: an MLP without dead neurons; "
                           "torch-prune: torch.nn.utils.prune's weight_orig and weight_mask")
-    exporter.add_argument("--level", type=int, default=None, help="the trunk level to export (default: the last)")
-    exporter.add_argument("--out", help="output file (default: RUN/export/level_<k>_<format>.safetensors)")
-    exporter.add_argument("--batch", type=int, default=256, help="the batch size sparse layers are chosen for (256)")
+    exporter.add_argument("--level", type=int, default=None, metavar="K",
+                          help="the trunk level to export (default: the last)")
+    exporter.add_argument("--out", metavar="FILE",
+                          help="output file (default: RUN/export/level_<k>_<format>.safetensors)")
+    exporter.add_argument("--batch", type=int, default=256, metavar="N",
+                          help="the batch size sparse layers are chosen for (256)")
     exporter.add_argument("--checkpoint", choices=["final", "best"], default="final",
                           help="final or best-validation weights")
-    exporter.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    lister = sub.add_parser("list", help="list presets, models, data sets, methods or corruptions")
-    lister.add_argument("what", choices=["presets", "models", "datasets", "methods", "corruptions"])
+    exporter.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
+def add_list_flags(lister: argparse.ArgumentParser) -> None:
+    lister.add_argument("what", choices=["presets", "models", "datasets", "methods", "corruptions"],
+                        help="what to list")
+
+
+# The CLI's own commands (`ticketlab.method.RESERVED_COMMANDS`): help line and flags.
+TOOL_COMMANDS = {
+    "runs": ("list, show or remove run directories, or clean up after killed runs", add_runs_flags),
+    "sweep": ("run a study file: a grid of runs over fields, seeds and methods", add_sweep_flags),
+    "report": ("tables and plots of finished runs (seeds averaged)", add_report_flags),
+    "eval": ("score finished runs' models on corrupted test data", add_eval_flags),
+    "export": ("a finished run's ticket as a compressed, CSR-sparse, smaller or torch-prune model (safetensors "
+               "files)", add_export_flags),
+    "list": ("list presets, models, data sets, methods or corruptions", add_list_flags),
+}
+
+
+def build_parser(methods: bool = True) -> argparse.ArgumentParser:
+    """The parser of every command; ``methods=False``: the run commands without their flags (enough for
+    ``ticketlab --help`` and ``--version``, and needs neither the method modules nor torch)."""
+    if methods:
+        import ticketlab.methods  # noqa: F401  (registers the built-in methods)
+
+    parser = OneLineParser(prog="ticketlab", description="Find, train and study sparse subnetworks.")
+    parser.add_argument("--version", action="version", version=f"ticketlab {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    for name, text in method_helps().items():
+        p = sub.add_parser(name, help=text, description=text, add_help=False, allow_abbrev=False)
+        if methods:
+            method = METHODS.get(name)
+            add_method_flags(p, method)
+            add_config_flags(p, method.config)
+            add_runtime_flags(p)
+    for name, (text, add_flags) in TOOL_COMMANDS.items():
+        add_flags(sub.add_parser(name, help=text, description=text))
     return parser
 
 
@@ -464,7 +641,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TicketlabError as exc:
         print(f"ticketlab: error: {exc}", file=sys.stderr)
         return 2
-    parser = build_parser()
+    parser = build_parser(methods=bool(parse_argv) and parse_argv[0] not in ("-h", "--help", "--version"))
     try:  # argparse ends with SystemExit on bad flags (2) and on the top-level --help (0): return the code
         args, extra = parser.parse_known_args(parse_argv)
         sub = parser._subparsers._group_actions[0].choices[args.command]
@@ -472,6 +649,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             sub.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    from ticketlab import distributed
+
     try:
         if distributed.launched() and args.command not in METHODS:
             raise ConfigError(f"`ticketlab {args.command}` is not a run command: run it without torchrun")
@@ -491,6 +670,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except TicketlabError as exc:
         print(f"ticketlab: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`ticketlab runs show X | head`): nothing is wrong
+        _silence_stdout()
+        return 0
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"ticketlab: error: {exc.strerror or exc}{where}; check the path and its permissions", file=sys.stderr)
@@ -500,6 +682,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     finally:
         distributed.teardown()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not fail on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured output)
+        pass
 
 
 if __name__ == "__main__":

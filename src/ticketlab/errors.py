@@ -20,3 +20,7 @@ class DataError(TicketlabError):
 
 class CheckpointError(TicketlabError):
     """A checkpoint, mask or run directory is missing, corrupt or incompatible."""
+
+
+class MissingDependencyError(TicketlabError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""

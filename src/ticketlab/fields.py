@@ -239,20 +239,30 @@ def nested_keys(flat: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 def load_config_file(path: str) -> Dict[str, Any]:
-    """Read a TOML or JSON config file into a nested mapping (validated later by `merge`)."""
+    """Read a ``.toml`` or ``.json`` config file (by its extension) into a nested mapping (validated later
+    by `merge`)."""
     import pathlib
 
     p = pathlib.Path(path)
+    if p.suffix not in (".toml", ".json"):
+        raise ConfigError(f"config file {path} is neither .toml nor .json; write the fields as TOML or JSON in a file "
+                          "of that extension")
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .json file")
     try:
-        if p.suffix == ".json":
-            return json.loads(p.read_text())
-        import tomllib
-
-        return tomllib.loads(p.read_text())
+        return json.loads(p.read_text()) if p.suffix == ".json" else toml_module().loads(p.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {p.suffix[1:] or 'TOML'}: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid {p.suffix[1:].upper()}: {exc}") from None
+
+
+def toml_module():
+    """The TOML reader: the standard library's ``tomllib`` (Python 3.11+), else ``tomli`` (a dependency
+    on 3.10)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        import tomli as tomllib
+    return tomllib
 
 
 def content_hash(obj, length: int = 12) -> str:

@@ -76,7 +76,7 @@ class Method:
         return config.method if config.method in self.choices else self.choices[0]
 
 
-METHODS: Registry[Method] = Registry("method")
+METHODS: Registry[Method] = Registry("method", builtins="ticketlab.methods")  # imported on first lookup
 
 
 RESERVED_COMMANDS = ("runs", "report", "list", "eval", "sweep", "export")  # the CLI's own commands

@@ -16,7 +16,7 @@ from ticketlab.errors import ConfigError
 from ticketlab.registry import Registry
 from ticketlab.steps import Steps
 
-PRESETS: Registry = Registry("preset")
+PRESETS: Registry = Registry("preset", builtins="ticketlab.methods")  # the methods' own, on first lookup
 
 
 def register_preset(name: str, config: RunConfig) -> RunConfig:

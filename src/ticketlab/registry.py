@@ -2,13 +2,16 @@
 
 A registry maps names to callables. Registration is a decorator that takes the name from the
 function (or an explicit ``name=``); registering a name twice is an error. Looking up an unknown name
-raises `ConfigError` listing the valid names and the closest matches.
+raises `ConfigError` listing the valid names and the closest matches. A registry whose built-in entries
+are registered by another module (``builtins=``, e.g. the methods) imports it on its first lookup, so that
+importing the package does not import them (and torch) until something asks for them.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from typing import Dict, Generic, Iterator, List, Optional, TypeVar
 
 from ticketlab.errors import ConfigError
@@ -17,9 +20,17 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins: Optional[str] = None):
         self.kind = kind
+        self._builtins = builtins  # the module that registers the built-in entries, until it is imported
         self._entries: Dict[str, T] = {}
+
+    def _loaded(self) -> Dict[str, T]:
+        """The entries, the built-in ones included (their module is imported on first use)."""
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None  # first: its registrations look entries up
+            importlib.import_module(module)
+        return self._entries
 
     def register(self, obj: Optional[T] = None, *, name: Optional[str] = None, replace: bool = False):
         """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
@@ -28,7 +39,7 @@ class Registry(Generic[T]):
             key = name or getattr(item, "__name__", None)
             if not key:
                 raise ValueError(f"cannot infer a {self.kind} name for {item!r}; pass name=")
-            if key in self._entries and not replace:
+            if key in self._entries and not replace:  # registering does not import the built-ins
                 raise ValueError(f"{self.kind} {key!r} is already registered; pass replace=True to override")
             self._entries[key] = item
             return item
@@ -37,7 +48,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         try:
-            return self._entries[name]
+            return self._loaded()[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._entries, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -52,16 +63,20 @@ class Registry(Generic[T]):
 
     def ordered(self) -> List[str]:
         """Names in registration order (`names` sorts them)."""
-        return list(self._entries)
+        return list(self._loaded())
+
+    def registered(self) -> Dict[str, T]:
+        """The entries registered so far, without importing the built-in ones."""
+        return dict(self._entries)
 
     def names(self, pattern: str = "*") -> List[str]:
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+        return sorted(n for n in self._loaded() if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._loaded()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._loaded())

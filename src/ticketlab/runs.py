@@ -240,23 +240,28 @@ def load_config(run_path: Path) -> RunConfig:
 
 
 def find_runs(runs_dir: Path) -> List[Path]:
-    """Every run directory (a folder with a config.json) directly under ``runs_dir``."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    return sorted(p for p in runs_dir.iterdir() if not p.name.startswith(".") and (p / CONFIG).is_file())
+    """Every run directory (a folder with a config.json) at any depth below ``runs_dir`` (``runs/demo/...``),
+    not looking inside run directories or hidden folders."""
+    found: List[Path] = []
+    for folder, subfolders, files in os.walk(Path(runs_dir)):
+        if CONFIG in files and Path(folder) != Path(runs_dir):
+            found.append(Path(folder))
+            subfolders.clear()
+        else:
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+    return sorted(found)
 
 
 def resolve_run(runs_dir: Path, name: str, exact: bool = False) -> Path:
     """A run given by path, by directory name or (unless ``exact``) by a unique prefix of its name or hash."""
-    direct = Path(name)
-    if (direct / CONFIG).is_file():
-        return direct
+    for direct in (Path(name), Path(runs_dir) / name):  # a path, or one relative to runs_dir (demo/train_...)
+        if (direct / CONFIG).is_file():
+            return direct
     if exact:
         matches = [p for p in find_runs(runs_dir) if p.name == name]
     else:
-        matches = [p for p in find_runs(runs_dir)
-                   if p.name.startswith(name) or p.name.split("_")[-1].startswith(name)]
+        matches = [p for p in find_runs(runs_dir) if p.name.startswith(name) or p.name.split("_")[-1].startswith(name)
+                   or str(p.relative_to(runs_dir)).startswith(name)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -270,14 +275,19 @@ def run_status(path: Path) -> str:
     path = Path(path)
     if (path / SUMMARY).exists():
         return "done"
-    try:
-        levels = sorted({s["row"]["level"] for _, s in phase_rows(path) if s["row"].get("branch") == TRUNK})
-    except TicketlabError:
-        levels = []
+    levels = trunk_levels(path)
     unfinished = unfinished_phases(path)
     if levels:
         return f"levels {levels[0]}-{levels[-1]} done" + (", partial" if unfinished else "")
     return "partial" if unfinished else "new"
+
+
+def trunk_levels(path: Path) -> List[int]:
+    """The finished trunk levels of a run (lottery levels, cycles; ``[0]`` for a single training)."""
+    try:
+        return sorted({s["row"]["level"] for _, s in phase_rows(path) if s["row"].get("branch") == TRUNK})
+    except TicketlabError:
+        return []
 
 
 def latest_test_accuracy(path: Path) -> Optional[float]:

@@ -29,6 +29,7 @@ import torch
 from ticketlab import distributed
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import CheckpointError, DataError
+from ticketlab.extras import require
 from ticketlab.io import load_torch, remove_file, save_torch
 from ticketlab.status import note
 
@@ -100,11 +101,7 @@ def cache_key(root: pathlib.Path, classes: Sequence[str], train: Listing, test: 
 
 def _decode(items: Listing, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Decode every file to RGB uint8 (N, 3, H, W); ``size`` (width, height) defaults to the first file's."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("the imagefolder data set needs Pillow; run `pip install pillow` "
-                        "(or `pip install ticketlab[data]`)") from None
+    Image = require("PIL.Image", "the imagefolder data set")
 
     def read(path: pathlib.Path, size=None) -> np.ndarray:
         try:
@@ -176,13 +173,10 @@ def streamed_images(root: Optional[pathlib.Path], memory_gb: Optional[float]):
         raise DataError(f"imagefolder needs --data.root FOLDER; {LAYOUT}")
     classes, train, test = list_images(root)
     if memory_gb is not None:
+        Image = require("PIL.Image", "the imagefolder data set")
         try:
-            from PIL import Image
-
             with Image.open(train[0][0]) as first:
                 width, height = first.size
-        except ImportError:
-            raise DataError("the imagefolder data set needs Pillow; run `pip install pillow`") from None
         except OSError as exc:
             raise DataError(f"cannot read image {train[0][0]} ({exc}); remove or replace the file") from None
         if len(train) * 3 * width * height <= memory_gb * 2**30:

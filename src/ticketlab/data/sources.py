@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ticketlab.data.cache import data_home
 from ticketlab.data.idx import load_idx_folder
-from ticketlab.errors import DataError
+from ticketlab.extras import missing, require
 from ticketlab.registry import Registry
 
 
@@ -93,13 +93,10 @@ def _digits_table() -> np.ndarray:
 
     spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the digits data set needs scikit-learn; "
-                        "run `pip install scikit-learn` (or `pip install ticketlab[data]`)")
+        raise missing("sklearn", "the digits data set")
     path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
     if not path.is_file():  # a layout this reader does not know: let scikit-learn read it
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
+        bunch = require("sklearn.datasets", "the digits data set").load_digits()
         return np.concatenate([bunch.data, bunch.target[:, None]], axis=1)
     return np.loadtxt(path, delimiter=",")
 
@@ -125,11 +122,8 @@ def digits(root: Optional[pathlib.Path], download: bool) -> RawData:
 
 @functools.lru_cache(maxsize=1)
 def _mnist1d_arrays():
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError:
-        raise DataError("the mnist1d data set needs the mnist1d package; "
-                        "run `pip install mnist1d` (or `pip install ticketlab[data]`)") from None
+    mnist1d_data = require("mnist1d.data", "the mnist1d data set")
+    get_dataset_args, make_dataset = mnist1d_data.get_dataset_args, mnist1d_data.make_dataset
     # make_dataset reseeds the global NumPy and `random` generators; leave them as they were.
     np_state, py_state = np.random.get_state(), random.getstate()
     try:

@@ -28,6 +28,7 @@ from torch import Tensor
 from ticketlab import distributed, seeds
 from ticketlab.data.order import epoch_permutation, iters_per_epoch
 from ticketlab.errors import DataError
+from ticketlab.extras import require
 
 EVAL_CROP = 0.875  # the centre crop is this fraction of the resized shorter side (224 of 256)
 
@@ -79,7 +80,7 @@ class StreamingImages:
         return out.sub_(mean).div_(std)
 
     def _one(self, path: str, generator: Optional[torch.Generator]) -> Tensor:
-        from PIL import Image
+        Image = require("PIL.Image", "the imagefolder data set")
 
         try:
             with Image.open(path) as image:

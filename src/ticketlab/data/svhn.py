@@ -17,6 +17,7 @@ from ticketlab.data.cache import decoded
 from ticketlab.data.download import fetch
 from ticketlab.data.sources import RawData, register_dataset
 from ticketlab.errors import DataError
+from ticketlab.extras import require
 
 # Official files: name -> (urls, MD5). Tests swap in file:// URLs.
 FILES: Dict[str, Tuple[Sequence[str], Optional[str]]] = {
@@ -30,11 +31,7 @@ MEAN, STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 
 def read_mat(path: pathlib.Path) -> Tuple[torch.Tensor, torch.Tensor]:
     """One SVHN .mat file -> images (N, 3, 32, 32) uint8 and labels (N,) int64 in 0..9."""
-    try:
-        from scipy.io import loadmat
-    except ImportError:
-        raise DataError("the svhn data set needs SciPy to read .mat files; "
-                        "run `pip install scipy` (or `pip install ticketlab[data]`)") from None
+    loadmat = require("scipy.io", "the svhn data set (its .mat files)").loadmat
     try:
         mat = loadmat(str(path), variable_names=("X", "y"))
         x, y = mat["X"], mat["y"]

@@ -25,22 +25,15 @@ from torch import nn
 
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.export.source import Ticket, build_from_spec
+from ticketlab.extras import require
 from ticketlab.io import atomic_write_bytes
 from ticketlab.sparsity import Mask
 
 FORMATS = ("safetensors", "sparse", "structured", "torch-prune")
 
 
-def _safetensors():
-    try:
-        from safetensors.torch import save
-    except ImportError:
-        raise ConfigError("exports are safetensors files; pip install safetensors (or 'ticketlab[io]')") from None
-    return save
-
-
 def write(path: Path, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Path:
-    save = _safetensors()
+    save = require("safetensors.torch", "exporting a ticket (safetensors files)").save
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                 metadata={"ticketlab": json.dumps(meta, sort_keys=True)})
     atomic_write_bytes(path, data)
@@ -49,8 +42,7 @@ def write(path: Path, tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) ->
 
 def read(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """The tensors and the ``ticketlab`` metadata of an export file."""
-    _safetensors()
-    from safetensors import safe_open
+    safe_open = require("safetensors", "reading an export (safetensors files)").safe_open
 
     if not Path(path).is_file():
         raise CheckpointError(f"no export at {path}; check the path")

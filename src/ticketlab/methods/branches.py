@@ -227,5 +227,5 @@ register_method(Method(
     help="ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot, reorder",
     run_dir=lambda config, runs_dir: runs_dir / trunk_config(config).run_name,
     flags=(Flag("--levels", "finished trunk levels to branch from, e.g. 1,3-5", required=True, metavar="LEVELS"),
-           Flag("--branch", "retrain, reinit, random-prune or oneshot (same as --branch.name)", field="branch.name",
+           Flag("--branch", "which ablation (same as --branch.name)", field="branch.name",
                 metavar="NAME"), *TRUNK_FLAGS)))

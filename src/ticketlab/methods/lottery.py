@@ -305,7 +305,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 
 # short forms of the trunk's settings, shared with `ticketlab branch` (which names the same trunk)
-TRUNK_FLAGS = (Flag("--retrain", "rewind, lr-rewind, finetune or scratch (same as --lottery.retrain)",
+TRUNK_FLAGS = (Flag("--retrain", "how levels k >= 1 retrain (same as --lottery.retrain)",
                     field="lottery.retrain", metavar="MODE"),
                Flag("--rewind", "rewind step, e.g. 1000it or 2ep (same as --lottery.rewind)", field="lottery.rewind",
                     metavar="STEPS"))

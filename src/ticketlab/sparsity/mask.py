@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError
+from ticketlab.extras import require
 from ticketlab.io import DamagedFileError, atomic_write_bytes, read_checked
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -253,8 +254,7 @@ class Mask(Mapping):
         path = Path(path)
         tensors = {k: t.cpu().contiguous() for k, t in self._t.items()}
         if path.suffix == ".safetensors":
-            from safetensors.torch import save
-
+            save = require("safetensors.torch", "writing a .safetensors mask").save
             data = save(tensors, metadata={"format": "ticketlab-mask"})
         else:
             buffer = io.BytesIO()
@@ -268,10 +268,11 @@ class Mask(Mapping):
         if not path.is_file():
             raise CheckpointError(f"mask file {path} does not exist; check the path or re-create the mask")
         fix = "delete it and re-create the mask (a run's own: run the command that made the run again)"
+        load_file = require("safetensors.torch", "reading a .safetensors mask").load_file if \
+            path.suffix == ".safetensors" else None
         try:
             data = read_checked(path, fix)  # verified against its checksum record
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
+            if load_file is not None:
                 state = load_file(str(path))  # (load of the bytes would not keep the order of the names)
             else:
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

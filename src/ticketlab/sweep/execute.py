@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ticketlab.errors import ConfigError, TicketlabError
+from ticketlab.extras import require
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
@@ -104,11 +105,7 @@ def submitit_jobs(jobs: List[Job], folder: Path, cluster: str, partition: Option
                   minutes: int, parallel: int) -> Iterator[Dict[str, Any]]:
     """Results of an array job through submitit (``cluster`` "slurm", or "local": submitit's local
     executor, the same path on this machine). Logs go to ``folder``."""
-    try:
-        import submitit
-    except ImportError:
-        raise ConfigError("--executor slurm needs submitit; pip install 'ticketlab[slurm]' (or pip install "
-                          "submitit)") from None
+    submitit = require("submitit", f"--executor {'slurm' if cluster == 'slurm' else 'submitit-local'}")
     if not jobs:
         return iter(())
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
