@@ -46,8 +46,8 @@ def test_the_next_start_of_a_run_removes_its_leftovers(tmp_path, capsys):
 
 def test_runs_clean_removes_leftovers_of_every_run_and_says_what_it_freed(tmp_path, capsys):
     train = ["train", *LOTTERY[1:5], "--progress", "none", "--threads", "1"]
-    runs = [finished(tmp_path, capsys, train, "--seed", str(seed)) for seed in (0, 1)]
-    other = finished(tmp_path / "other", capsys, train)  # another --runs-dir: not cleaned
+    runs = [finished(tmp_path / "runs", capsys, train, "--seed", str(seed)) for seed in (0, 1)]
+    other = finished(tmp_path / "other", capsys, train)  # another --runs-dir (not below it): not cleaned
     planted = []
     for run in (*runs, other):
         planted += [run / ".final.pt.k1ll3d.tmp", run / "checkpoint.pt"]
@@ -56,13 +56,13 @@ def test_runs_clean_removes_leftovers_of_every_run_and_says_what_it_freed(tmp_pa
     cache_tmp = cache_folder() / ".mnist-0123.pt.abcdef.tmp"
     cache_tmp.parent.mkdir(parents=True, exist_ok=True)
     cache_tmp.write_bytes(b"\0" * 3000)
-    assert main(["runs", "clean", "--runs-dir", str(tmp_path)]) == 0
+    assert main(["runs", "clean", "--runs-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert not any(p.exists() for p in planted[:4]) and all(p.exists() for p in planted[4:])
     assert not cache_tmp.exists() and (runs[0] / "final.pt").is_file()
     assert f"removed {planted[0]} (0.0 MB)" in out and f"removed {cache_tmp}" in out
     assert "in 5 file(s) or folder(s)" in out
-    assert main(["runs", "clean", "--runs-dir", str(tmp_path)]) == 0
+    assert main(["runs", "clean", "--runs-dir", str(tmp_path / "runs")]) == 0
     assert "freed 0.0 MB in 0 file(s)" in capsys.readouterr().out
 
 

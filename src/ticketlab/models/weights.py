@@ -45,11 +45,9 @@ def read_state_dict(path: str, digest: str) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"model.weights: {path} changed since this run was configured (sha256 {found}, the run "
                               f"has {digest}); restore that file, or drop the run's config to start a new run")
     if Path(path).suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ConfigError("model.weights: reading .safetensors needs the safetensors package: "
-                              "pip install 'ticketlab[safetensors]'") from None
+        from ticketlab.extras import require
+
+        load_file = require("safetensors.torch", "model.weights: reading a .safetensors file").load_file
         try:
             state = load_file(path)
         except Exception as exc:  # noqa: BLE001  (safetensors raises its own types for foreign files)
