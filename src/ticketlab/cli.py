@@ -109,8 +109,12 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     """Preset (its core sections, plus its own when it is this command's), then file, then flags."""
+    for flag, value in (("--preset", args.preset), ("--config", args.config)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} was given an empty name; pass a {'preset name' if flag == '--preset' else 'file'}"
+                              f" or leave {flag} out")
     layers: List[Dict[str, Any]] = []
-    if args.config:  # another command's sections at their defaults change nothing (an old run's config.json)
+    if args.config is not None:  # another command's sections at their defaults change nothing (an old run's config.json)
         layers.append(drop_idle_sections(method.config, load_config_file(args.config)))
     overrides = nested_keys({key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")})
     config, lost = compose_config(method, args.preset, [*layers, overrides], getattr(args, "variant", None))
