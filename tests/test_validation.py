@@ -179,3 +179,137 @@ def test_erk_allocation_refuses_powers_it_cannot_compute(power):
     with pytest.raises(ConfigError, match="makes the layer scores overflow or vanish"):
         layer_densities(shapes, 0.5, "erk", power=power)
     assert layer_densities(shapes, 0.5, "erk", power=2.0)["b"] < 1.0
+
+
+# -- sizes, threads and files (item 8) ---------------------------------------------------------------------
+
+TINY = ["--preset", "digits_mlp", "--model.hidden", "16", "--train.steps", "2it", "--progress", "none"]
+
+
+def run_refused(capsys, tmp_path, *args):
+    """A real (not dry) run refused in one line before its run directory exists."""
+    runs = tmp_path / "runs"
+    code = main([*args, "--runs-dir", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ticketlab: error: ") and len(err.strip().splitlines()) == 1, err
+    assert not runs.exists()
+    return err
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_is_allocated(capsys, tmp_path, monkeypatch):
+    import ticketlab.resources
+
+    monkeypatch.setattr(ticketlab.resources, "available_memory", lambda: 8 << 30)
+    err = run_refused(capsys, tmp_path, "train", *TINY, "--model.hidden", "100000000")
+    assert "a model of 7,500,000,010 parameters (trained) needs about 111.8 GiB but 8.0 GiB" in err
+    assert "--model.hidden" in err
+    assert "needs about" in run_refused(capsys, tmp_path, "rst", *TINY, "--model.hidden", "100000000")
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(capsys, tmp_path):
+    err = run_refused(capsys, tmp_path, "train", *TINY, "--train.batch-size", "1000000000000")
+    assert "train.batch_size=1000000000000 is larger than the 1257 training examples; give at most 1257" in err
+    err = run_refused(capsys, tmp_path, "rst", *TINY, "--rst.layer-ratios", "0-1:0.5", "--rst.batch-size-prune",
+                      "1258")
+    assert "rst.batch_size_prune=1258 is larger than the 1257 training examples" in err
+
+
+def test_thread_counts_beyond_the_machine_are_refused(capsys, tmp_path):
+    from ticketlab.resources import cpu_count
+
+    for args in (["--threads", "100000", "--dry-run"], ["--threads", str(cpu_count() + 1)], ["--threads", "0"]):
+        err = run_refused(capsys, tmp_path, "train", *TINY, *args)
+        assert "--threads" in err
+    assert f"this machine has {cpu_count()} CPUs" in run_refused(capsys, tmp_path, "train", *TINY, "--threads", "100000")
+    assert "is not an integer" in run_refused(capsys, tmp_path, "train", *TINY, "--threads", "٣")
+    assert main(["sweep", "missing.toml", "--threads", "100000", "--dry-run"]) == 2
+    assert "this machine has" in capsys.readouterr().err
+
+
+def _idx(dims, payload=b""):
+    import struct
+
+    return bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + payload
+
+
+@pytest.mark.parametrize("dims, message", [
+    ((65536,) * 4, "holds 0 data bytes but its header (65536, 65536, 65536, 65536) needs 18446744073709551616"),
+    ((2**32 - 1,) * 3, "holds 0 data bytes"),
+    ((0,) * 100, "claims 100 dimensions"),
+])
+def test_idx_headers_whose_dimensions_overflow_get_one_line(capsys, tmp_path, dims, message):
+    from ticketlab.data.idx import IDX_FILES, read_idx
+    from ticketlab.errors import DataError
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for role, name in IDX_FILES.items():
+        (folder / name).write_bytes(_idx(dims) if role == "train_x" else _idx((3,), b"\0\1\2"))
+    with pytest.raises(DataError, match="replace"):
+        read_idx(folder / IDX_FILES["train_x"])
+    err = run_refused(capsys, tmp_path, "train", "--data.dataset", "mnist", "--data.root", str(folder))
+    assert message in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("finished")
+    assert main(["train", *TINY, "--runs-dir", str(runs)]) == 0
+    return next(runs.iterdir())
+
+
+@pytest.fixture
+def damaged(finished_run, tmp_path):
+    """A copy of a finished run with one file replaced: ``damaged(name, text) -> (runs dir, run dir)``."""
+    import shutil
+
+    def make(name, text):
+        run = tmp_path / "runs" / finished_run.name
+        shutil.copytree(finished_run, run)
+        (run / name).write_text(text)
+        return run.parent, run
+
+    return make
+
+
+def one_line_error(capsys, args):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ticketlab: error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("summary.json", "[1, 2]", "summary.json holds a list, not a summary (a JSON object)"),
+    ("summary.json", '"done"', "summary.json holds a str, not a summary"),
+    ("summary.json", '{"row": 3}', "is not a summary ticketlab wrote (no steps, density, final"),
+    ("summary.json", '{"steps": 2, "density": 1, "final": {}, "final_test_accuracy": "x"}',
+     "final_test_accuracy is 'x', not a number"),
+    ("manifest.json", "[]", "manifest.json holds a list, not a manifest"),
+    ("config.json", "[1, 2]", "config.json holds a different config"),
+])
+def test_run_files_of_the_wrong_shape_get_one_line(capsys, damaged, name, text, message):
+    runs, run = damaged(name, text)
+    assert message in one_line_error(capsys, ["train", *TINY, "--runs-dir", str(runs)])
+    assert main(["runs", "list", "--runs-dir", str(runs)]) == 0  # listed (as unreadable), no traceback
+    assert run.name in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "3", '"text"', "null", '{"loss": 1.0}'])
+def test_metrics_lines_that_are_not_records_get_one_line(capsys, damaged, line):
+    runs, run = damaged("metrics.jsonl", line + "\n")
+    err = one_line_error(capsys, ["report", str(run), "--out", str(runs / "plots")])
+    assert "metrics.jsonl line 1 is not a metrics record" in err
+
+
+def test_report_plot_paths_in_missing_folders_create_nothing(capsys, finished_run, tmp_path):
+    missing = tmp_path / "missing"
+    for flag, value in (("--plot", missing / "sub" / "acc.png"), ("--curves", missing / "curves"),
+                        ("--out", missing / "sub")):
+        err = one_line_error(capsys, ["report", str(finished_run), flag, str(value)])
+        assert f"{flag} " in err and "does not exist; create it first" in err
+    assert not missing.exists()
+    assert main(["report", str(finished_run), "--out", str(tmp_path / "plots")]) == 0  # its parent exists
+    assert (tmp_path / "plots" / "accuracy_vs_density.png").is_file()
+    assert "does not exist" in one_line_error(capsys, ["export", str(finished_run), "--out", str(missing / "t.st")])
+    assert not missing.exists()

@@ -24,6 +24,7 @@ from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.fields import nested_keys
 from ticketlab.method import METHODS, Method, compose_config, options_of
 from ticketlab.presets import get_preset
+from ticketlab.resources import check_threads
 
 RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress")
 
@@ -62,6 +63,17 @@ def _owner_message(flag: str, prog: str) -> Optional[str]:
     return f"{flag} is {what} of {commands}, not of `{prog}`; run {commands} to use it"
 
 
+def integer(low: int = 0, high: int = 2**63 - 1):
+    """An argparse type: an integer in [low, high] written in ASCII digits (``int`` also takes ``"٣"``)."""
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*[+-]?[0-9]{1,20}\s*", text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in [{low}, {high}]")
+        return int(text)
+
+    parse.__name__ = "integer"  # argparse names the type in its message
+    return parse
+
+
 def _type_name(tp: Any) -> str:
     text = getattr(tp, "__name__", None) or str(tp)
     return text.replace("typing.", "").replace("ticketlab.steps.", "")
@@ -80,7 +92,8 @@ def add_method_flags(parser: argparse.ArgumentParser, method: Method) -> None:
             parser.add_argument(flag.name, dest=f"cfg:{flag.field}", default=argparse.SUPPRESS,
                                 metavar=flag.metavar or None, help=flag.help)
         else:
-            parser.add_argument(flag.name, dest=flag.dest, type=flag.type, default=flag.default,
+            parser.add_argument(flag.name, dest=flag.dest, type=integer() if flag.type is int else flag.type,
+                                default=flag.default,
                                 metavar=flag.metavar or None, help=flag.help)
 
 
@@ -100,7 +113,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime (not part of the run hash)")
     group.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default: runs)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    group.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: torch's)")
     group.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then stop")
     group.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                        help="progress output (default: a bar on a terminal, plain lines otherwise)")
@@ -166,6 +179,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     missing = [f.name for f in method.flags if f.required and options.get(f.dest) is None]
     if missing:
         raise ConfigError(f"`ticketlab {method.name}` needs {', '.join(missing)}; see `ticketlab {method.name} --help`")
+    check_threads(args.threads)
     run_path = method.directory(config, Path(args.runs_dir))
     if args.dry_run:
         print(config.to_json())
@@ -253,6 +267,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ticketlab.analysis.report import report_main
     from ticketlab.sweep.report import is_study, plot_study, study_table
 
+    for flag, value in (("--plot", args.plot), ("--curves", args.curves), ("--out", args.out)):
+        check_output_parent(flag, value)
     studies = [p for p in args.runs if is_study(Path(p))]
     runs = [p for p in args.runs if p not in studies]
     for folder in studies:  # a study folder (`ticketlab sweep`): its own table and plot
@@ -267,10 +283,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output_parent(flag: str, value: Optional[str]) -> None:
+    """An output path must lie in an existing folder (``--out``: the folder itself is made, not its parents),
+    so a mistyped path is an error rather than a tree of new folders (at the filesystem root, say)."""
+    if value is None:
+        return
+    parent = Path(value).expanduser().parent
+    if not value.strip() or not parent.is_dir():
+        raise ConfigError(f"{flag} {value!r}: the folder {str(parent)!r} does not exist; create it first or give a "
+                          "path in an existing folder")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ticketlab.export import export_main
     from ticketlab.methods import RunContext
 
+    check_output_parent("--out", args.out)
     RunContext(device="cpu", threads=args.threads)
     print(export_main(args.run, args.format, args.out, args.level, args.batch, args.checkpoint))
     return 0
@@ -279,6 +307,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ticketlab.sweep import sweep_main
 
+    check_threads(args.threads)
     return sweep_main(args.study, args.runs_dir, args.executor, args.workers, args.dry_run, args.device,
                       args.threads, args.partition, args.gpus_per_job, args.time)
 
@@ -328,14 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                        help="local: a pool of worker processes (default); slurm: array jobs through submitit; "
                             "submitit-local: submitit's local executor, the SLURM path on this machine")
-    sweep.add_argument("--workers", type=int, default=2,
+    sweep.add_argument("--workers", type=integer(1, 4096), default=2,
                        help="runs at once: local processes, or the array's parallelism on SLURM (default 2)")
-    sweep.add_argument("--threads", type=int, default=1, help="CPU threads of each run (default 1)")
+    sweep.add_argument("--threads", type=integer(1), default=1, help="CPU threads of each run (default 1)")
     sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, then stop")
     sweep.add_argument("--partition", help="SLURM partition")
-    sweep.add_argument("--gpus-per-job", type=int, default=0, help="GPUs of each SLURM job (default 0)")
-    sweep.add_argument("--time", type=int, default=60, metavar="MINUTES", help="time limit of each job (default 60)")
+    sweep.add_argument("--gpus-per-job", type=integer(0, 1024), default=0, help="GPUs of each SLURM job (default 0)")
+    sweep.add_argument("--time", type=integer(1), default=60, metavar="MINUTES", help="time limit of each job (default 60)")
     report = sub.add_parser("report", help="tables and plots of finished runs (seeds averaged)")
     report.add_argument("runs", nargs="+", help="run directories, folders holding them, or study folders "
                                                 "(runs/studies/NAME)")
@@ -352,9 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--severity", default="1-5", help="severities in 1..5: 1-5 (default), 3 or 1,3")
     scorer.add_argument("--checkpoint", choices=["final", "best"], default="final",
                         help="each phase's final or best-validation weights")
-    scorer.add_argument("--seed", type=int, default=0, help="seed of the generated corruptions (default 0)")
+    scorer.add_argument("--seed", type=integer(0, 2**64 - 1), default=0, help="seed of the generated corruptions (default 0)")
     scorer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    scorer.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    scorer.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: torch's)")
     exporter = sub.add_parser("export", help="a finished run's ticket as a compressed, CSR-sparse, smaller or "
                                              "torch-prune model (safetensors files)")
     exporter.add_argument("run", help="run directory")
@@ -362,12 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
                           default="safetensors", help="safetensors: kept weights and a bitmap (default); sparse: CSR "
                           "Linear layers where they are faster; structured: an MLP without dead neurons; "
                           "torch-prune: torch.nn.utils.prune's weight_orig and weight_mask")
-    exporter.add_argument("--level", type=int, default=None, help="the trunk level to export (default: the last)")
+    exporter.add_argument("--level", type=integer(), default=None, help="the trunk level to export (default: the last)")
     exporter.add_argument("--out", help="output file (default: RUN/export/level_<k>_<format>.safetensors)")
-    exporter.add_argument("--batch", type=int, default=256, help="the batch size sparse layers are chosen for (256)")
+    exporter.add_argument("--batch", type=integer(1), default=256, help="the batch size sparse layers are chosen for (256)")
     exporter.add_argument("--checkpoint", choices=["final", "best"], default="final",
                           help="final or best-validation weights")
-    exporter.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    exporter.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: torch's)")
     lister = sub.add_parser("list", help="list presets, models, data sets, methods or corruptions")
     lister.add_argument("what", choices=["presets", "models", "datasets", "methods", "corruptions"])
     return parser

@@ -36,6 +36,7 @@ from ticketlab.config import RunConfig, content_hash, get_path, iter_fields, to_
 from ticketlab.errors import CheckpointError, TicketlabError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.method import config_from_dict
+from ticketlab.runfiles import read_object, read_summary
 from ticketlab.version import __version__
 
 CONFIG, MANIFEST, SUMMARY = "config.json", "manifest.json", "summary.json"
@@ -82,7 +83,7 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
         manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv), save=save_json,
-                          load=read_json)
+                          load=lambda p: read_object(p, "manifest", "delete it and run the command again to write it"))
         _warn_if_environment_changed(manifest, device, threads)
         return cls(path, config)
 
@@ -245,7 +246,7 @@ def latest_test_accuracy(path: Path) -> Optional[float]:
     """The run's final test accuracy: its own summary's, else that of its last finished trunk level."""
     path = Path(path)
     if (path / SUMMARY).exists():
-        return read_json(path / SUMMARY).get("final_test_accuracy")
+        return read_summary(path / SUMMARY).get("final_test_accuracy")
     trunk = [s for _, s in phase_rows(path) if s["row"].get("branch") == TRUNK]
     return max(trunk, key=lambda s: s["row"]["level"]).get("final_test_accuracy") if trunk else None
 

@@ -36,6 +36,7 @@ from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.branches import check_levels, parse_levels
 from ticketlab.methods.experiment import Weights, masked, save_mask
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
+from ticketlab.runfiles import REBUILD, read_summary
 from ticketlab.runs import CONFIG, SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, select_topk
 from ticketlab.train import evaluate, interpolate, recompute_bn, training_batches
@@ -170,7 +171,8 @@ class Pools:
         ensure(out / "pools.json", lambda: to_jsonable(self.cfg), save=save_json, load=read_json)
         kinds = ["pools"] + (["swa", "ema"] if self.cfg.baselines else [])
         for kind in kinds:
-            ensure(out / kind / SUMMARY, lambda: self.result(target, kind, out / kind), save=save_json, load=read_json)
+            ensure(out / kind / SUMMARY, lambda: self.result(target, kind, out / kind), save=save_json,
+                   load=lambda p: read_summary(p, fix=REBUILD))
         return out
 
     def result(self, target: int, kind: str, out: Path) -> Dict[str, Any]:

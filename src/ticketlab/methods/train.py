@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from ticketlab.config import RunConfig, adopt
-from ticketlab.io import read_json
+from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.method import Method, register_method
 from ticketlab.methods.context import RunContext
 from ticketlab.methods.experiment import Experiment, prune_options, save_mask, scoring_batch
@@ -83,4 +83,4 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx: RunContext) -> Pat
 
 register_method(Method(
     name="train", help="train one model (dense, or sparse with --prune.density < 1)", config=RunConfig,
-    run=_cli_run, show=lambda path: format_summary(read_json(path / SUMMARY))))
+    run=_cli_run, show=lambda path: format_summary(read_summary(path / SUMMARY, TRAINER_KEYS))))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ticketlab import distributed
+from ticketlab.errors import CheckpointError
 
 
 class MetricsLog:
@@ -41,11 +42,18 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> List[Dict[str, Any]]:
-    """Records of a metrics file; a torn last line (killed mid-write) is ignored."""
+    """Records of a metrics file; a torn last line (killed mid-write) is ignored. A line that is JSON but
+    not a record (an object with a step and a split) is a `CheckpointError`: the file was damaged."""
+    path = Path(path)
     records = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             break
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int) and "split" in record):
+            raise CheckpointError(f"{path} line {number} is not a metrics record (a JSON object with a step and a "
+                                  f"split); restore the file, or remove {path.parent} and run the command again to "
+                                  "train that phase again")
+        records.append(record)
     return records

@@ -27,7 +27,8 @@ from ticketlab import distributed
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import load_torch, read_json, save_torch, write_json
+from ticketlab.io import load_torch, save_torch, write_json
+from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
 from ticketlab.train.callbacks import Callback, StepState
@@ -209,7 +210,7 @@ class Trainer:
     # -- public -----------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
         if self.out_dir is not None and (self.out_dir / SUMMARY).exists():
-            return read_json(self.out_dir / SUMMARY)
+            return read_summary(self.out_dir / SUMMARY, TRAINER_KEYS)
         began = time.perf_counter()
         self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
         resumed = self._resume()
