@@ -313,3 +313,22 @@ def test_report_plot_paths_in_missing_folders_create_nothing(capsys, finished_ru
     assert (tmp_path / "plots" / "accuracy_vs_density.png").is_file()
     assert "does not exist" in one_line_error(capsys, ["export", str(finished_run), "--out", str(missing / "t.st")])
     assert not missing.exists()
+
+
+# -- found by tests/test_fuzz_cli.py ------------------------------------------------------------------------
+
+
+def test_a_study_planning_too_many_runs_is_refused_at_once(capsys, tmp_path):
+    study = tmp_path / "study.toml"
+    for text in (f'command = "train"\nseeds = {2**70}\n',
+                 'command = "train"\nseeds = 1000\n[grid]\n"train.lr" = [' + ", ".join(["0.1"] * 200) + "]\n"):
+        study.write_text(text)
+        err = one_line_error(capsys, ["sweep", str(study), "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+        assert "seeds" in err or "more than 100000" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_line_breaks_in_what_was_typed_stay_on_the_error_line(capsys, tmp_path):
+    assert "'a\\nb'" in refused(capsys, tmp_path, "train", "--train.lr", "a\nb")
+    assert "x\\ny" in refused(capsys, tmp_path, "train", "--dry-run", "x\ny")  # an unrecognized argument
+    assert "\\u2028" in refused(capsys, tmp_path, "train", "--preset", "a\u2028b")

@@ -33,6 +33,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line with the closest flag (or the command owning a section), exit status 2."""
 
     def error(self, message: str):
+        message = one_line(message)
         unknown = re.findall(r"(--[\w.\-]+)", message) if "unrecognized" in message else []
         flags = [s for a in self._actions for s in a.option_strings]
         hint = ""
@@ -45,6 +46,14 @@ class OneLineParser(argparse.ArgumentParser):
                 hint = f" (did you mean {close[0]}?)"
                 break
         self.exit(2, f"ticketlab: error: {message}{hint}; see `{self.prog} --help`\n")
+
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines breaks at
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: an error quotes what was typed, which may hold some."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in str(text))
 
 
 def _owner_message(flag: str, prog: str) -> Optional[str]:
@@ -429,11 +438,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_eval(args)
         return cmd_list(args)
     except TicketlabError as exc:
-        print(f"ticketlab: error: {exc}", file=sys.stderr)
+        print(f"ticketlab: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"ticketlab: error: {exc.strerror or exc}{where}; check the path and its permissions", file=sys.stderr)
+        print(f"ticketlab: error: {one_line(exc.strerror or exc)}{one_line(where)}; check the path and its permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
