@@ -332,3 +332,24 @@ def test_line_breaks_in_what_was_typed_stay_on_the_error_line(capsys, tmp_path):
     assert "'a\\nb'" in refused(capsys, tmp_path, "train", "--train.lr", "a\nb")
     assert "x\\ny" in refused(capsys, tmp_path, "train", "--dry-run", "x\ny")  # an unrecognized argument
     assert "\\u2028" in refused(capsys, tmp_path, "train", "--preset", "a\u2028b")
+
+
+def test_an_empty_class_folder_is_an_error_not_a_class(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ticketlab.data import DATASETS
+    from ticketlab.errors import DataError
+
+    for split in ("train", "val"):
+        for name in ("ant", "bee"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / split / name / "0.png")
+    (tmp_path / "train" / "cat" / "notes").mkdir(parents=True)  # a class folder without images
+    (tmp_path / "train" / "cat" / "notes" / "readme.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"class folder\(s\) cat in .* hold no images"):
+        DATASETS.get("imagefolder")(tmp_path, False)
+    (tmp_path / "train" / "cat" / "notes" / "readme.txt").unlink()
+    (tmp_path / "train" / "cat" / "notes").rmdir()
+    (tmp_path / "train" / "cat").rmdir()
+    assert DATASETS.get("imagefolder")(tmp_path, False).num_classes == 2
