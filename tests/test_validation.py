@@ -68,7 +68,7 @@ def test_empty_preset_and_config_names_are_refused(capsys, tmp_path, flag, what)
     (".json", '{"train": {"weight_decay": Infinity}}', "train.weight_decay=inf is not a finite number"),
     (".toml", "[train]\nlr = inf\n", "train.lr=inf is not a finite number"),
     (".toml", "[train]\ngamma = nan\n", "train.gamma=nan is not a finite number"),
-    (".toml", "seed = -3\n", "seed=-3 is out of range"),
+    (".toml", "[train]\nbatch_size = -3\n", "train.batch_size=-3 is out of range"),
     (".json", '[{"train": {"lr": 0.1}}]', "must hold a table of fields"),
     (".json", "3", "must hold a table of fields"),
 ])
@@ -119,7 +119,7 @@ def test_declared_intervals():
     (["--seed", str(2**64)], "seed=18446744073709551616 does not fit in 64 bits"),
     (["--seed", "9" * 5000], "does not fit in 64 bits"),
     (["--model.init-seed", str(2**70)], "model.init_seed=1180591620717411303424 does not fit in 64 bits"),
-    (["--prune.seed", "-1"], "prune.seed=-1 is out of range; it must lie in [0, 18446744073709551615]"),
+    (["--prune.seed", str(-(2**63) - 1)], "prune.seed=-9223372036854775809 does not fit in 64 bits"),
 ])
 def test_non_ascii_digits_and_oversized_integers_are_refused(capsys, tmp_path, args, message):
     assert message in refused(capsys, tmp_path, "train", *args)
@@ -220,7 +220,8 @@ def test_thread_counts_beyond_the_machine_are_refused(capsys, tmp_path):
     for args in (["--threads", "100000", "--dry-run"], ["--threads", str(cpu_count() + 1)], ["--threads", "0"]):
         err = run_refused(capsys, tmp_path, "train", *TINY, *args)
         assert "--threads" in err
-    assert f"this machine has {cpu_count()} CPUs" in run_refused(capsys, tmp_path, "train", *TINY, "--threads", "100000")
+    err = run_refused(capsys, tmp_path, "train", *TINY, "--threads", "100000")
+    assert f"this machine has {cpu_count()} CPUs" in err
     assert "is not an integer" in run_refused(capsys, tmp_path, "train", *TINY, "--threads", "٣")
     assert main(["sweep", "missing.toml", "--threads", "100000", "--dry-run"]) == 2
     assert "this machine has" in capsys.readouterr().err

@@ -133,10 +133,10 @@ def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     """Preset (its core sections, plus its own when it is this command's), then file, then flags."""
     for flag, value in (("--preset", args.preset), ("--config", args.config)):
         if value is not None and not value.strip():
-            raise ConfigError(f"{flag} was given an empty name; pass a {'preset name' if flag == '--preset' else 'file'}"
-                              f" or leave {flag} out")
+            what = "preset name" if flag == "--preset" else "file"
+            raise ConfigError(f"{flag} was given an empty name; pass a {what} or leave {flag} out")
     layers: List[Dict[str, Any]] = []
-    if args.config is not None:  # another command's sections at their defaults change nothing (an old run's config.json)
+    if args.config is not None:  # other commands' sections at their defaults change nothing (an old config.json)
         layers.append(drop_idle_sections(method.config, load_config_file(args.config)))
     overrides = nested_keys({key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")})
     config, lost = compose_config(method, args.preset, [*layers, overrides], getattr(args, "variant", None))
@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, then stop")
     sweep.add_argument("--partition", help="SLURM partition")
     sweep.add_argument("--gpus-per-job", type=integer(0, 1024), default=0, help="GPUs of each SLURM job (default 0)")
-    sweep.add_argument("--time", type=integer(1), default=60, metavar="MINUTES", help="time limit of each job (default 60)")
+    sweep.add_argument("--time", type=integer(1), default=60, metavar="MINUTES",
+                       help="time limit of each job (default 60)")
     report = sub.add_parser("report", help="tables and plots of finished runs (seeds averaged)")
     report.add_argument("runs", nargs="+", help="run directories, folders holding them, or study folders "
                                                 "(runs/studies/NAME)")
@@ -390,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--severity", default="1-5", help="severities in 1..5: 1-5 (default), 3 or 1,3")
     scorer.add_argument("--checkpoint", choices=["final", "best"], default="final",
                         help="each phase's final or best-validation weights")
-    scorer.add_argument("--seed", type=integer(0, 2**64 - 1), default=0, help="seed of the generated corruptions (default 0)")
+    scorer.add_argument("--seed", type=integer(0, 2**64 - 1), default=0,
+                        help="seed of the generated corruptions (default 0)")
     scorer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     scorer.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: torch's)")
     exporter = sub.add_parser("export", help="a finished run's ticket as a compressed, CSR-sparse, smaller or "
@@ -402,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "torch-prune: torch.nn.utils.prune's weight_orig and weight_mask")
     exporter.add_argument("--level", type=integer(), default=None, help="the trunk level to export (default: the last)")
     exporter.add_argument("--out", help="output file (default: RUN/export/level_<k>_<format>.safetensors)")
-    exporter.add_argument("--batch", type=integer(1), default=256, help="the batch size sparse layers are chosen for (256)")
+    exporter.add_argument("--batch", type=integer(1), default=256,
+                          help="the batch size sparse layers are chosen for (256)")
     exporter.add_argument("--checkpoint", choices=["final", "best"], default="final",
                           help="final or best-validation weights")
     exporter.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: torch's)")

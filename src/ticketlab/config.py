@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 from ticketlab.errors import ConfigError
 from ticketlab.fields import (  # noqa: F401  (re-exported: the config API in one place)
-    SEED, Section, check_range, coerce, content_hash, field_types, from_mapping, get_path, hashed_fields, is_section,
+    Section, check_range, coerce, content_hash, field_types, from_mapping, get_path, hashed_fields, is_section,
     load_config_file, merge, option, to_jsonable,
 )
 from ticketlab.fields import iter_fields as _iter_fields
@@ -37,10 +37,10 @@ class DataConfig(Section):
         "none", "label noise on the training split")
     noise_rate: float = option(0.0, "label-noise rate r in [0, 1]", within="[0, 1]")
     augment: bool = option(False, "batched pad-crop and flip augmentation (image data)")
-    split_seed: int = option(0, "seed of the validation split and subset (fixed across replicates)", within=SEED)
-    noise_seed: Optional[int] = option(None, "seed of the label noise (default: derived from --seed)", within=SEED)
-    order_seed: Optional[int] = option(None, "seed of the batch order (default: derived from --seed)", within=SEED)
-    augment_seed: Optional[int] = option(None, "seed of the augmentation (default: derived from --seed)", within=SEED)
+    split_seed: int = option(0, "seed of the validation split and subset (fixed across replicates)")
+    noise_seed: Optional[int] = option(None, "seed of the label noise (default: derived from --seed)")
+    order_seed: Optional[int] = option(None, "seed of the batch order (default: derived from --seed)")
+    augment_seed: Optional[int] = option(None, "seed of the augmentation (default: derived from --seed)")
     root: Optional[str] = option(None, "folder of this data set's files (default $TICKETLAB_DATA/<name>)",
                                  hash=False)
     download: bool = option(False, "download missing files from the official source", hash=False)
@@ -80,7 +80,7 @@ class ModelConfig(Section):
     init: Literal["kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"] = option(
         "kaiming_normal", "initialisation of Conv/Linear weights (biases 0)")
     bn_init: Literal["ones", "uniform"] = option("ones", "BatchNorm weights: 1, or U(0, 1) as in OpenLTH (biases 0)")
-    init_seed: Optional[int] = option(None, "seed of the initialisation (default: derived from --seed)", within=SEED)
+    init_seed: Optional[int] = option(None, "seed of the initialisation (default: derived from --seed)")
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class PruneConfig(Section):
         "exact", "iterative counting: exact (round((1-f)^k n) kept), openlth (ceil(f R) of all R remaining, output "
         "layer included, then a strict threshold: OpenLTH's), torch (round(f R) of the pruned layers: "
         "global_unstructured's)")
-    seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)", within=SEED)
+    seed: Optional[int] = option(None, "seed of random scores and the scoring batch (default: derived)")
 
     def validate(self) -> None:
         if self.rule != "exact" and (self.criterion != "magnitude" or self.scope != "global"
@@ -169,7 +169,7 @@ class RunConfig(Section):
     field_prefix = ""  # error messages name top-level fields without a section prefix
 
     method: str = option("train", "what the run does (set by the command; a variant for commands with several)")
-    seed: int = option(0, "master seed; init, data order, noise and pruning seeds derive from it", within=SEED)
+    seed: int = option(0, "master seed; init, data order, noise and pruning seeds derive from it")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -54,8 +54,7 @@ def _bound(text: str):
     return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else float(text)
 
 
-SEED = "[0, 18446744073709551615]"  # the `within` of a seed: what torch.Generator.manual_seed takes (64 bits)
-INT_LIMITS = (-(2**63), 2**64 - 1)  # every integer field fits in 64 bits, whatever its own range
+INT_LIMITS = (-(2**63), 2**64 - 1)  # every integer fits in 64 bits: the seeds torch.Generator.manual_seed takes
 
 
 class Section:
@@ -173,8 +172,8 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{name} must be an integer (ASCII digits); got {value!r}")
         number = int(value) if isinstance(value, int) or len(value) < 100 else None  # int() refuses 4300 digits
         if number is None or not INT_LIMITS[0] <= number <= INT_LIMITS[1]:
-            raise ConfigError(f"{name}={str(value).strip()[:40]} does not fit in 64 bits; give an integer between {INT_LIMITS[0]} "
-                              f"and {INT_LIMITS[1]}")
+            raise ConfigError(f"{name}={str(value).strip()[:40]} does not fit in 64 bits; give an integer between "
+                              f"{INT_LIMITS[0]} and {INT_LIMITS[1]}")
         return number
     if tp is float:
         number = None

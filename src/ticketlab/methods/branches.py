@@ -20,8 +20,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import torch
 
-from ticketlab.config import (SEED, RunConfig, Section, TrainConfig, content_hash, convert, option, run_config,
-                              to_jsonable)
+from ticketlab.config import RunConfig, Section, TrainConfig, content_hash, convert, option, run_config, to_jsonable
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
 from ticketlab.method import Flag, Method, register_method
@@ -44,8 +43,7 @@ class BranchConfig(Section):
     regain: Steps = option(Steps(), "retrain: step at which pruned weights become trainable (0: train.steps)")
     steps: Steps = option(Steps(), "retrain: total training length (0: twice train.steps)")
     layerwise: bool = option(True, "random-prune: keep each layer's count (false: only the global count)")
-    seed: Optional[int] = option(None, "seed of the branch's new initialisation or random mask (default: derived)",
-                                 within=SEED)
+    seed: Optional[int] = option(None, "seed of the branch's new initialisation or random mask (default: derived)")
 
 
 # The branch command holds the trunk's sections and its own; the trunk's run is the config without `branch`.
