@@ -269,11 +269,23 @@ def test_cli_rst_variants_and_report(tmp_path, capsys):
     assert '"method": "rst-iter"' in out and "rst-iter_" in out and '"stage_ratios": [' in out
 
 
-def test_rst_iter_with_default_settings_finishes_with_every_cycles_figures(digits, tmp_path):
+def _files(folder):
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("weight_delete", [False, True])
+@pytest.mark.parametrize("iter_finetune", [False, True])
+def test_rst_iter_finishes_for_every_flag_combination_and_a_rerun_is_a_no_op(digits, tmp_path, weight_delete,
+                                                                            iter_finetune):
     """Without weight_delete or iter_finetune the intermediate cycles hand on unpruned weights; the run's
     summary still reads every cycle's prune.json (it was missing, so such runs never finished)."""
-    summary = make(cfg("rst-iter", num_cycles=2, reg_granularity=0.5, stabilize_reg_interval="2it"), digits,
-                   tmp_path).run()
+    config = cfg("rst-iter", num_cycles=2, reg_granularity=0.5, stabilize_reg_interval="2it",
+                 weight_delete=weight_delete, iter_finetune=iter_finetune, steps_mini="3it" if iter_finetune else "0it")
+    summary = make(config, digits, tmp_path).run()
     assert [c["cycle"] for c in summary["cycles"]] == [1, 2]
     assert all((tmp_path / f"cycle_{c}" / "prune.json").is_file() for c in (1, 2))
-    assert (tmp_path / "summary.json").is_file()
+    assert (tmp_path / "cycle_1" / "train").is_dir() == iter_finetune and not (tmp_path / "cycle_2" / "train").exists()
+    assert read_json(tmp_path / "summary.json") == summary
+    before = _files(tmp_path)
+    assert make(config, digits, tmp_path).run() == summary
+    assert _files(tmp_path) == before  # nothing trained, written or replaced again

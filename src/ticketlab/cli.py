@@ -27,6 +27,7 @@ from ticketlab.method import METHODS, Method, compose_config, options_of
 from ticketlab.presets import get_preset
 from ticketlab.steps import Steps
 from ticketlab.version import __version__
+from ticketlab.resources import check_threads
 
 RUNTIME = ("runs_dir", "device", "threads", "dry_run", "progress", "log", "imports", "help")
 RUNS_DIR_HELP = "parent folder of run directories (default: runs)"
@@ -38,6 +39,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line with the closest flag (or the command owning a section), exit status 2."""
 
     def error(self, message: str):
+        message = one_line(message)
         unknown = re.findall(r"(--[\w.\-]+)", message) if "unrecognized" in message else []
         flags = [s for a in self._actions for s in a.option_strings]
         hint = ""
@@ -67,6 +69,14 @@ def close_flags(flag: str, flags: List[str]) -> List[str]:
         return close
     by_leaf = difflib.get_close_matches(leaf(flag), [leaf(f) for f in canonical], n=1)
     return [f for f in canonical if by_leaf and leaf(f) == by_leaf[0]][:3]
+
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines breaks at
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: an error quotes what was typed, which may hold some."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in str(text))
 
 
 def _owner_message(flag: str, prog: str) -> Optional[str]:
@@ -112,6 +122,18 @@ def describe_field(tp: Any, help_text: str) -> str:
     return f"{help_text}; one of: {', '.join(str(c) or repr(c) for c in choices)}"
 
 
+def integer(low: int = 0, high: int = 2**63 - 1):
+    """An argparse type: an integer in [low, high] written in ASCII digits (``int`` also takes ``"٣"``)."""
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*[+-]?[0-9]{1,20}\s*", text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in [{low}, {high}]")
+        return int(text)
+
+    parse.__name__ = "integer"  # argparse names the type in its message
+    return parse
+
+
+
 def _flag_names(dotted: str) -> List[str]:
     return [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
 
@@ -143,8 +165,8 @@ def add_method_flags(parser: argparse.ArgumentParser, method: Method) -> None:
             parser.add_argument(flag.name, dest=f"cfg:{flag.field}", default=argparse.SUPPRESS, metavar=metavar,
                                 help=text)
         else:
-            parser.add_argument(flag.name, dest=flag.dest, type=flag.type, default=flag.default, metavar=metavar,
-                                help=text)
+            parser.add_argument(flag.name, dest=flag.dest, type=integer() if flag.type is int else flag.type,
+                                default=flag.default, metavar=metavar, help=text)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
@@ -163,7 +185,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime (not part of the run hash)")
     group.add_argument("--runs-dir", default="runs", metavar="DIR", help=RUNS_DIR_HELP)
     group.add_argument("--device", default="auto", help=DEVICE_HELP)
-    group.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+    group.add_argument("--threads", type=integer(1), default=None, metavar="N", help=THREADS_HELP)
     group.add_argument("--dry-run", action="store_true", help="print the resolved config and run directory, then stop")
     group.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                        help="progress output (default: a bar on a terminal, plain lines otherwise)")
@@ -177,8 +199,12 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     """Preset (its core sections, plus its own when it is this command's), then file, then flags."""
+    for flag, value in (("--preset", args.preset), ("--config", args.config)):
+        if value is not None and not value.strip():
+            what = "preset name" if flag == "--preset" else "file"
+            raise ConfigError(f"{flag} was given an empty name; pass a {what} or leave {flag} out")
     layers: List[Dict[str, Any]] = []
-    if args.config:  # another command's sections at their defaults change nothing (an old run's config.json)
+    if args.config is not None:  # other commands' sections at their defaults change nothing (an old config.json)
         layers.append(drop_idle_sections(method.config, load_config_file(args.config)))
     overrides = nested_keys({key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")})
     if "weights" in overrides.get("model", {}):  # other weights than a --config file's: their own digest
@@ -250,6 +276,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     missing = [f.name for f in method.flags if f.required and options.get(f.dest) is None]
     if missing:
         raise ConfigError(f"`ticketlab {method.name}` needs {', '.join(missing)}; see `ticketlab {method.name} --help`")
+    check_threads(args.threads)
     check_names(config)
     run_path = method.directory(config, Path(args.runs_dir))
     if args.dry_run:
@@ -391,6 +418,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ticketlab.analysis.report import report_main
     from ticketlab.sweep.report import is_study, plot_study, study_table
 
+    for flag, value in (("--plot", args.plot), ("--curves", args.curves), ("--out", args.out)):
+        check_output_parent(flag, value)
     studies = [p for p in args.runs if is_study(Path(p))]
     runs = [p for p in args.runs if p not in studies]
     for folder in studies:  # a study folder (`ticketlab sweep`): its own table and plot
@@ -405,10 +434,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output_parent(flag: str, value: Optional[str]) -> None:
+    """An output path must lie in an existing folder (``--out``: the folder itself is made, not its parents),
+    so a mistyped path is an error rather than a tree of new folders (at the filesystem root, say)."""
+    if value is None:
+        return
+    parent = Path(value).expanduser().parent
+    if not value.strip() or not parent.is_dir():
+        raise ConfigError(f"{flag} {value!r}: the folder {str(parent)!r} does not exist; create it first or give a "
+                          "path in an existing folder")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ticketlab.export import export_main
     from ticketlab.methods import RunContext
 
+    check_output_parent("--out", args.out)
     RunContext(device="cpu", threads=args.threads)
     print(export_main(args.run, args.format, args.out, args.level, args.batch, args.checkpoint))
     return 0
@@ -417,6 +458,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ticketlab.sweep import sweep_main
 
+    check_threads(args.threads)
     return sweep_main(args.study, args.runs_dir, args.executor, args.workers, args.dry_run, args.device,
                       args.threads, args.partition, args.gpus_per_job, args.time)
 
@@ -485,14 +527,14 @@ def add_sweep_flags(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                        help="local: a pool of worker processes (default); slurm: array jobs through submitit; "
                             "submitit-local: submitit's local executor, the SLURM path on this machine")
-    sweep.add_argument("--workers", type=int, default=2, metavar="N",
+    sweep.add_argument("--workers", type=integer(1, 4096), default=2, metavar="N",
                        help="runs at once: local processes, or the array's parallelism on SLURM (default 2)")
-    sweep.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads of each run (default 1)")
+    sweep.add_argument("--threads", type=integer(1), default=1, metavar="N", help="CPU threads of each run (default 1)")
     sweep.add_argument("--device", default="auto", help=DEVICE_HELP)
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are finished, then stop")
     sweep.add_argument("--partition", metavar="NAME", help="SLURM partition (default: the cluster's)")
-    sweep.add_argument("--gpus-per-job", type=int, default=0, metavar="N", help="GPUs of each SLURM job (default 0)")
-    sweep.add_argument("--time", type=int, default=60, metavar="MINUTES", help="time limit of each job (default 60)")
+    sweep.add_argument("--gpus-per-job", type=integer(0, 1024), default=0, metavar="N", help="GPUs of each SLURM job (default 0)")
+    sweep.add_argument("--time", type=integer(1), default=60, metavar="MINUTES", help="time limit of each job (default 60)")
 
 
 def add_report_flags(report: argparse.ArgumentParser) -> None:
@@ -516,10 +558,10 @@ def add_eval_flags(scorer: argparse.ArgumentParser) -> None:
                         help="severities in 1..5: 1-5 (default), 3 or 1,3")
     scorer.add_argument("--checkpoint", choices=["final", "best"], default="final",
                         help="each phase's final or best-validation weights")
-    scorer.add_argument("--seed", type=int, default=0, metavar="INT",
+    scorer.add_argument("--seed", type=integer(0, 2**64 - 1), default=0, metavar="INT",
                         help="seed of the generated corruptions (default 0)")
     scorer.add_argument("--device", default="auto", help=DEVICE_HELP)
-    scorer.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+    scorer.add_argument("--threads", type=integer(1), default=None, metavar="N", help=THREADS_HELP)
 
 
 def add_export_flags(exporter: argparse.ArgumentParser) -> None:
@@ -528,15 +570,15 @@ def add_export_flags(exporter: argparse.ArgumentParser) -> None:
                           default="safetensors", help="safetensors: kept weights and a bitmap (default); sparse: CSR "
                           "Linear layers where they are faster; structured: an MLP without dead neurons; "
                           "torch-prune: torch.nn.utils.prune's weight_orig and weight_mask")
-    exporter.add_argument("--level", type=int, default=None, metavar="K",
+    exporter.add_argument("--level", type=integer(), default=None, metavar="K",
                           help="the trunk level to export (default: the last)")
     exporter.add_argument("--out", metavar="FILE",
                           help="output file (default: RUN/export/level_<k>_<format>.safetensors)")
-    exporter.add_argument("--batch", type=int, default=256, metavar="N",
+    exporter.add_argument("--batch", type=integer(1), default=256, metavar="N",
                           help="the batch size sparse layers are chosen for (256)")
     exporter.add_argument("--checkpoint", choices=["final", "best"], default="final",
                           help="final or best-validation weights")
-    exporter.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+    exporter.add_argument("--threads", type=integer(1), default=None, metavar="N", help=THREADS_HELP)
 
 
 def add_list_flags(lister: argparse.ArgumentParser) -> None:
@@ -668,14 +710,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_eval(args)
         return cmd_list(args)
     except TicketlabError as exc:
-        print(f"ticketlab: error: {exc}", file=sys.stderr)
+        print(f"ticketlab: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`ticketlab runs show X | head`): nothing is wrong
         _silence_stdout()
         return 0
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"ticketlab: error: {exc.strerror or exc}{where}; check the path and its permissions", file=sys.stderr)
+        print(f"ticketlab: error: {one_line(exc.strerror or exc)}{one_line(where)}; check the path and its permissions",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
@@ -32,11 +31,11 @@ from ticketlab.steps import Steps
 @dataclass(frozen=True)
 class DataConfig(Section):
     dataset: str = option("digits", "data source (see `ticketlab list datasets`)")
-    val_size: int = option(0, "examples carved from the training set for validation")
-    subset: float = option(1.0, "fraction of the training split kept, in (0, 1]")
+    val_size: int = option(0, "examples carved from the training set for validation", within="[0, inf)")
+    subset: float = option(1.0, "fraction of the training split kept, in (0, 1]", within="(0, 1]")
     noise: Literal["none", "random", "symmetric", "pairflip", "asymmetric"] = option(
         "none", "label noise on the training split")
-    noise_rate: float = option(0.0, "label-noise rate r in [0, 1]")
+    noise_rate: float = option(0.0, "label-noise rate r in [0, 1]", within="[0, 1]")
     augment: bool = option(False, "batched pad-crop and flip augmentation (image data)")
     split_seed: int = option(0, "seed of the validation split and subset (fixed across replicates)")
     noise_seed: Optional[int] = option(None, "seed of the label noise (default: derived from --seed)")
@@ -48,19 +47,14 @@ class DataConfig(Section):
     stream: Literal["off", "on", "auto"] = option(
         "off", "imagefolder: decode batches in DataLoader workers instead of holding the images in memory "
         "(auto: when the decoded training images would exceed data.memory_gb)")
-    memory_gb: float = option(8.0, "the memory budget of --data.stream auto, in GiB")
-    image_size: int = option(0, "side of a streamed image folder's square inputs (0: 224)")
-    workers: int = option(4, "DataLoader worker processes that decode a streamed image folder", hash=False)
+    memory_gb: float = option(8.0, "the memory budget of --data.stream auto, in GiB", within="(0, inf)")
+    image_size: int = option(0, "side of a streamed image folder's square inputs (0: 224)", within="[0, 8192]")
+    workers: int = option(4, "DataLoader worker processes that decode a streamed image folder", hash=False,
+                          within="[0, 256]")
     tag: str = option("", "a name for this data, in the run's hash: trains other data of the same data set "
                       "(another --data.root) as a separate run")
 
     def validate(self) -> None:
-        check_range("data.subset", self.subset, 0.0, 1.0, low_open=True)
-        check_range("data.noise_rate", self.noise_rate, 0.0, 1.0)
-        check_range("data.val_size", self.val_size, 0, math.inf)
-        check_range("data.image_size", self.image_size, 0, math.inf)
-        check_range("data.workers", self.workers, 0, math.inf)
-        check_range("data.memory_gb", self.memory_gb, 0.0, math.inf, low_open=True)
         if self.stream != "off" and self.dataset != "imagefolder":
             raise ConfigError(f"data.stream={self.stream} is for the imagefolder data set; {self.dataset} is held in "
                               "memory (leave --data.stream off)")
@@ -77,9 +71,10 @@ class DataConfig(Section):
 @dataclass(frozen=True)
 class ModelConfig(Section):
     name: str = option("mlp", "architecture (see `ticketlab list models`)")
-    hidden: Tuple[int, ...] = option((), "hidden widths of an MLP, e.g. 300,100 (empty: the model's default)")
-    depth: int = option(0, "depth of a Wide ResNet (0: the model's default)")
-    width: int = option(0, "width multiplier of a Wide ResNet or a ResNet (0: the model's default)")
+    hidden: Tuple[int, ...] = option((), "hidden widths of an MLP, e.g. 300,100 (empty: the model's default)",
+                                     within="[1, inf)")
+    depth: int = option(0, "depth of a Wide ResNet (0: the model's default)", within="[0, inf)")
+    width: int = option(0, "width multiplier of a Wide ResNet or a ResNet (0: the model's default)", within="[0, inf)")
     shortcut: Literal["", "A", "B"] = option(
         "", "CIFAR ResNet shortcuts: A parameter-free (default), B 1x1 conv ('': the model's default)")
     stem: Literal["", "cifar", "imagenet"] = option(
@@ -104,21 +99,21 @@ class ModelConfig(Section):
 @dataclass(frozen=True)
 class TrainConfig(Section):
     steps: Steps = option(Steps(40), "training length (40ep, 1000it, 2ep100it)")
-    batch_size: int = option(128, "examples per step")
+    batch_size: int = option(128, "examples per step", within="[1, inf)")
     optimizer: Literal["sgd", "adam", "adamw"] = option("sgd", "optimizer")
-    lr: float = option(0.1, "learning rate")
-    momentum: float = option(0.0, "SGD momentum")
+    lr: float = option(0.1, "learning rate", within="[0, inf)")
+    momentum: float = option(0.0, "SGD momentum", within="[0, 1]")
     nesterov: bool = option(False, "Nesterov momentum (SGD)")
-    weight_decay: float = option(0.0, "weight decay")
+    weight_decay: float = option(0.0, "weight decay", within="[0, inf)")
     schedule: Literal["constant", "multistep", "cosine", "piecewise", "cyclic"] = option(
         "constant", "learning-rate schedule")
     milestones: Tuple[Steps, ...] = option((), "multistep milestones, e.g. 80ep,120ep")
-    gamma: float = option(0.1, "multistep decay factor")
+    gamma: float = option(0.1, "multistep decay factor", within="(0, inf)")
     warmup: Steps = option(Steps(), "linear warm-up length (factor step/warmup, 0 at step 0)")
     piecewise: str = option("", "piecewise lr 'epoch:lr,...', e.g. 0:0.1,100:0.01")
     cycle: Steps = option(Steps(), "cyclic: length of one triangular cycle (lr at its ends, cycle_lr mid-way)")
-    cycle_lr: float = option(0.0, "cyclic: learning rate at the middle of each cycle")
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
+    cycle_lr: float = option(0.0, "cyclic: learning rate at the middle of each cycle", within="[0, inf)")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)", within="[0, 1)")
     amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision on CUDA (ignored on CPU)")
     eval_every: Steps = option(Steps(1), "evaluation interval (validation and test)")
     checkpoint_every: Steps = option(Steps(1), "interval of resumable checkpoints", hash=False)
@@ -128,17 +123,12 @@ class TrainConfig(Section):
     def validate(self) -> None:
         if self.steps.is_zero:
             raise ConfigError("train.steps must be positive, e.g. --train.steps 40ep")
-        check_range("train.batch_size", self.batch_size, 1, math.inf)
-        check_range("train.lr", self.lr, 0.0, math.inf)
-        check_range("train.momentum", self.momentum, 0.0, 1.0)
-        check_range("train.weight_decay", self.weight_decay, 0.0, math.inf)
         if self.eval_every.is_zero:
             raise ConfigError("train.eval_every must be positive, e.g. --train.eval_every 1ep")
         if self.checkpoint_every.is_zero:
             raise ConfigError("train.checkpoint_every must be positive, e.g. --train.checkpoint_every 1ep")
-        if self.schedule == "piecewise":
+        if self.schedule == "piecewise" or self.piecewise.strip():
             parse_piecewise(self.piecewise)
-        check_range("train.label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         if self.schedule == "cyclic" and (self.cycle.is_zero or self.cycle_lr <= 0):
             raise ConfigError("train.schedule=cyclic needs --train.cycle (e.g. 8ep) and --train.cycle_lr > 0")
         if self.schedule == "multistep" and not self.milestones:
@@ -149,22 +139,24 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class PruneConfig(Section):
-    density: float = option(1.0, "fraction of prunable weights kept, in (0, 1]; 1 = dense")
+    density: float = option(1.0, "fraction of prunable weights kept, in (0, 1]; 1 = dense", within="(0, 1]")
     criterion: Literal["magnitude", "gradient", "random"] = option(
         "magnitude", "score: |w|, |w * dL/dw| on one batch, or random")
     scope: Literal["global", "layer", "uniform", "erk", "er"] = option(
         "global", "global: one threshold; layer: every layer at the density; uniform: as layer, first layer dense; "
                   "erk / er: Erdos-Renyi(-Kernel) per-layer densities")
     output_rate: float = option(
-        1.0, "pruning rate of the output layer relative to the others (0 keeps it dense, 0.5 half the rate)")
-    erk_power: float = option(1.0, "erk / er: power applied to the layer scores (RigL's erk_power_scale)")
+        1.0, "pruning rate of the output layer relative to the others (0 keeps it dense, 0.5 half the rate)",
+        within="[0, 1]")
+    erk_power: float = option(1.0, "erk / er: power applied to the layer scores (RigL's erk_power_scale)",
+                              within="[0, inf)")
     erk_budget: Literal["density", "rigl"] = option(
         "density", "erk / er: the shared budget as D * n (Sup-tickets) or n - floor((1 - D) n) per layer (RigL, "
                    "JaxPruner)")
     include_first: bool = option(True, "count the first prunable layer in the budget (false: keep it dense)")
     layer_density: str = option("", "explicit per-layer densities by name glob, e.g. 'conv1.*:1.0,fc*:0.1' "
                                 "(last match wins; unmatched layers dense; overrides scope)")
-    fraction: float = option(0.2, "fraction pruned per level in iterative pruning, in (0, 1)")
+    fraction: float = option(0.2, "fraction pruned per level in iterative pruning, in (0, 1)", within="(0, 1)")
     rule: Literal["exact", "openlth", "torch"] = option(
         "exact", "iterative counting: exact (round((1-f)^k n) kept), openlth (ceil(f R) of all R remaining, output "
         "layer included, then a strict threshold: OpenLTH's), torch (round(f R) of the pruned layers: "
@@ -177,10 +169,6 @@ class PruneConfig(Section):
         unknown = [m for m in self.modules if m not in ("embedding", "attention")]
         if unknown:
             raise ConfigError(f"prune.modules: unknown {', '.join(unknown)}; choose from embedding, attention")
-        check_range("prune.density", self.density, 0.0, 1.0, low_open=True)
-        check_range("prune.output_rate", self.output_rate, 0.0, 1.0)
-        check_range("prune.erk_power", self.erk_power, 0.0, math.inf)
-        check_range("prune.fraction", self.fraction, 0.0, 1.0, low_open=True, high_open=True)
         if self.rule != "exact" and (self.criterion != "magnitude" or self.scope != "global"
                                      or self.output_rate not in (0.0, 1.0) or self.layer_density):
             raise ConfigError(f"prune.rule={self.rule} counts global magnitude pruning: use --prune.criterion "
@@ -379,17 +367,21 @@ def _idle_foreign_section(cls: type, key: str, value: Any) -> bool:
 # helpers
 
 
-def parse_piecewise(text: str) -> Tuple[Tuple[float, float], ...]:
-    """``"0:0.1,100:0.01"`` -> ((0, 0.1), (100, 0.01)); keys are epochs (may be fractional)."""
+def parse_piecewise(text: str, name: str = "train.piecewise") -> Tuple[Tuple[float, float], ...]:
+    """``"0:0.1,100:0.01"`` -> ((0, 0.1), (100, 0.01)); keys are epochs (may be fractional), both finite
+    and non-negative. ``name`` is the field named in errors."""
     entries = []
     for part in [p for p in text.replace("{", "").replace("}", "").replace(";", ",").split(",") if p.strip()]:
         try:
-            key, value = part.split(":")
-            entries.append((float(key), float(value)))
-        except ValueError:
-            raise ConfigError(f"train.piecewise entry {part!r} is not 'epoch:lr'; e.g. 0:0.1,100:0.01") from None
+            key, value = (coerce(f"{name} entry {part.strip()!r}", float, v) for v in part.split(":"))
+        except ValueError:  # ConfigError too: a non-finite number or an entry without one ':'
+            raise ConfigError(f"{name} entry {part.strip()!r} is not 'epoch:lr' with finite numbers; "
+                              "e.g. 0:0.1,100:0.01") from None
+        if key < 0 or value < 0:
+            raise ConfigError(f"{name} entry {part.strip()!r} is negative; epochs and learning rates are >= 0")
+        entries.append((key, value))
     if not entries:
-        raise ConfigError("train.schedule=piecewise needs --train.piecewise, e.g. 0:0.1,100:0.01")
+        raise ConfigError(f"{name} is empty; give 'epoch:lr' entries, e.g. 0:0.1,100:0.01")
     return tuple(sorted(entries))
 
 

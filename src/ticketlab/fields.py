@@ -10,17 +10,51 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import typing
-from dataclasses import field
-from typing import Any, Dict, Literal, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Mapping, Optional
 
 from ticketlab.errors import ConfigError
 from ticketlab.steps import Steps
 
 
-def option(default, help: str, hash: bool = True, **kwargs):
-    """A dataclass field with help text; ``hash=False`` keeps it out of the run hash."""
-    return field(default=default, metadata={"help": help, "hash": hash}, **kwargs)
+def option(default, help: str, hash: bool = True, within: Optional[str] = None, **kwargs):
+    """A dataclass field with help text; ``hash=False`` keeps it out of the run hash. ``within`` is the
+    interval a number (or each number of a list) must lie in, e.g. ``"[0, inf)"`` or ``"(0, 1]"``; every
+    field is checked against it on construction, before the section's own `Section.validate`."""
+    metadata = {"help": help, "hash": hash}
+    if within is not None:
+        metadata["within"] = Interval.parse(within)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A field's allowed range; ``inf`` as a bound only says "unbounded": values are finite (see `coerce`)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "Interval":
+        match = re.fullmatch(r"\s*([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])\s*", text)
+        if not match:
+            raise ValueError(f"not an interval: {text!r}; write e.g. '[0, inf)' or '(0, 1]'")
+        low, high = (_bound(match.group(i)) for i in (2, 3))
+        return cls(low, high, match.group(1) == "(", match.group(4) == ")")
+
+    def check(self, name: str, value) -> None:
+        check_range(name, value, self.low, self.high, self.low_open, self.high_open)
+
+
+def _bound(text: str):
+    return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else float(text)
+
+
+INT_LIMITS = (-(2**63), 2**64 - 1)  # every integer fits in 64 bits: the seeds torch.Generator.manual_seed takes
 
 
 class Section:
@@ -40,7 +74,14 @@ class Section:
                 elif not isinstance(value, tp):
                     raise ConfigError(f"{f.name} must be a {tp.__name__} or a table of its fields; got {value!r}")
             else:
-                object.__setattr__(self, f.name, coerce(f"{_section_name(self)}{f.name}", tp, value))
+                name = f"{_section_name(self)}{f.name}"
+                value = coerce(name, tp, value)
+                object.__setattr__(self, f.name, value)
+                within = f.metadata.get("within")
+                if within is not None:
+                    for number in value if isinstance(value, tuple) else (value,):
+                        if number is not None:
+                            within.check(f"{name} entry" if isinstance(value, tuple) else name, number)
         self.validate()
 
     def validate(self) -> None:
@@ -116,7 +157,10 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{name} must be a list, e.g. 1,2,3; got {value!r}")
         return tuple(coerce(name, inner, v) for v in value)
     if tp is Steps:
-        return Steps.parse(value)
+        try:
+            return Steps.parse(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -125,15 +169,25 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
         raise ConfigError(f"{name} must be true or false; got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _is_int(value))):
-            raise ConfigError(f"{name} must be an integer; got {value!r}")
-        return int(value)
+            raise ConfigError(f"{name} must be an integer (ASCII digits); got {value!r}")
+        number = int(value) if isinstance(value, int) or len(value) < 100 else None  # int() refuses 4300 digits
+        if number is None or not INT_LIMITS[0] <= number <= INT_LIMITS[1]:
+            raise ConfigError(f"{name}={str(value).strip()[:40]} does not fit in 64 bits; give an integer between "
+                              f"{INT_LIMITS[0]} and {INT_LIMITS[1]}")
+        return number
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name} must be a number; got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number; got {value!r}") from None
+        number = None
+        if not isinstance(value, bool) and (isinstance(value, (int, float)) or (isinstance(value, str)
+                                                                               and value.isascii())):
+            try:
+                number = float(value)
+            except (TypeError, ValueError, OverflowError):
+                pass
+        if number is None:
+            raise ConfigError(f"{name} must be a number (ASCII digits); got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}={value!r} is not a finite number; give a finite value")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string; got {value!r}")
@@ -142,7 +196,8 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
 
 
 def _is_int(text: str) -> bool:
-    return text.strip().lstrip("+-").isdigit()
+    """ASCII digits only: ``str.isdigit`` also takes superscripts (``"²"``), which ``int`` then refuses."""
+    return re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) is not None
 
 
 def from_mapping(cls, data: Mapping[str, Any], prefix: str, command: str = ""):
@@ -238,21 +293,50 @@ def nested_keys(flat: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+MAX_NESTING = 16  # tables (or lists) in tables: a config needs 3, a study file 4
+
+
 def load_config_file(path: str) -> Dict[str, Any]:
-    """Read a ``.toml`` or ``.json`` config file (by its extension) into a nested mapping (validated later
-    by `merge`)."""
+    """Read a ``.toml`` or ``.json`` config file (by its extension) into a nested mapping (validated later by `merge`); the top level
+    must be a table and the nesting at most `MAX_NESTING` deep."""
     import pathlib
 
     p = pathlib.Path(path)
     if p.suffix not in (".toml", ".json"):
         raise ConfigError(f"config file {path} is neither .toml nor .json; write the fields as TOML or JSON in a file "
                           "of that extension")
+    kind = "JSON" if p.suffix == ".json" else "TOML"
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .json file")
     try:
-        return json.loads(p.read_text()) if p.suffix == ".json" else toml_module().loads(p.read_text())
+        text = p.read_text()
+        if kind == "JSON":
+            tree = json.loads(text)
+        else:
+            tree = toml_module().loads(text)
+        if nesting_depth(tree) > MAX_NESTING:
+            raise RecursionError
+    except RecursionError:  # the parsers recurse once per level
+        raise ConfigError(f"config file {path} nests tables or lists more than {MAX_NESTING} deep; a config has "
+                          "sections of fields (e.g. [train] lr = 0.1)") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {p.suffix[1:].upper()}: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid {kind}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a table of fields (e.g. {{\"train\": {{\"lr\": 0.1}}}}); "
+                          f"it holds a {type(tree).__name__}")
+    return tree
+
+
+def nesting_depth(tree: Any) -> int:
+    """How deep tables and lists nest in ``tree`` (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        children = node.values() if isinstance(node, Mapping) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def toml_module():

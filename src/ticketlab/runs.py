@@ -38,6 +38,7 @@ from ticketlab.data.fingerprint import differing
 from ticketlab.errors import CheckpointError, TicketlabError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.method import config_from_dict
+from ticketlab.runfiles import read_object, read_summary
 from ticketlab.version import __version__
 
 CONFIG, MANIFEST, SUMMARY = "config.json", "manifest.json", "summary.json"
@@ -99,7 +100,8 @@ class RunDir:
         ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
         runlock.watch(path)
         manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, record, data_fingerprint),
-                          save=save_json, load=read_json)
+                          save=save_json,
+                          load=lambda p: read_object(p, "manifest", "delete it and run the command again to write it"))
         precision = (record or {}).get("precision")
         if precision and manifest.get("precision", precision) != precision:
             raise CheckpointError(f"{path} was trained in {manifest['precision']} on {manifest.get('device')}; this "
@@ -294,7 +296,7 @@ def latest_test_accuracy(path: Path) -> Optional[float]:
     """The run's final test accuracy: its own summary's, else that of its last finished trunk level."""
     path = Path(path)
     if (path / SUMMARY).exists():
-        return read_json(path / SUMMARY).get("final_test_accuracy")
+        return read_summary(path / SUMMARY).get("final_test_accuracy")
     trunk = [s for _, s in phase_rows(path) if s["row"].get("branch") == TRUNK]
     return max(trunk, key=lambda s: s["row"]["level"]).get("final_test_accuracy") if trunk else None
 

@@ -12,7 +12,8 @@ from typing import Union
 
 from ticketlab.errors import ConfigError
 
-_PATTERN = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*it)?\s*$")
+_PATTERN = re.compile(r"^\s*(?:([0-9]+)\s*ep)?\s*(?:([0-9]+)\s*it)?\s*$")  # ASCII digits: int() refuses "²"
+_LIMIT = 2**63 - 1  # a count of steps fits in int64
 
 
 @dataclass(frozen=True, order=True)
@@ -23,6 +24,8 @@ class Steps:
     def __post_init__(self):
         if self.ep < 0 or self.it < 0:
             raise ConfigError(f"steps must not be negative, got {self.ep}ep{self.it}it")
+        if self.ep > _LIMIT or self.it > _LIMIT:
+            raise ConfigError(f"steps must be below 2**63, got {self.ep}ep{self.it}it; write a shorter duration")
 
     @classmethod
     def parse(cls, text: Union[str, int, "Steps"]) -> "Steps":
@@ -33,9 +36,10 @@ class Steps:
             raise ConfigError(f"not a duration: {text!r}; write e.g. 40ep, 1000it or 2ep100it")
         if isinstance(text, int):
             return cls(0, text)
-        match = _PATTERN.match(str(text))
+        text = str(text)
+        match = _PATTERN.match(text) if len(text) < 100 else None  # int() refuses 4300 digits
         if not match or not (match.group(1) or match.group(2)):
-            if str(text).strip().isdigit():
+            if len(text) < 100 and re.fullmatch(r"\s*[0-9]+\s*", text):
                 return cls(0, int(text))
             raise ConfigError(f"not a duration: {text!r}; write e.g. 40ep, 1000it or 2ep100it")
         return cls(int(match.group(1) or 0), int(match.group(2) or 0))

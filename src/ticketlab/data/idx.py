@@ -7,6 +7,7 @@ uint32 per dimension, then the data (big-endian). Files may be raw or gzip-compr
 from __future__ import annotations
 
 import gzip
+import math
 import pathlib
 import zlib
 from typing import Dict, Optional, Sequence, Tuple
@@ -21,6 +22,7 @@ from ticketlab.errors import DataError
 _TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
           0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_DIMS = 8  # more than any IDX data set uses; numpy refuses arrays of over 64
 
 # The four files of MNIST-style data sets, by role.
 IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -46,10 +48,13 @@ def read_idx(path) -> torch.Tensor:
                         "replace it with the original IDX file")
     dtype, ndim = _TYPES[data[2]], data[3]
     header = 4 + 4 * ndim
+    if ndim > MAX_DIMS:
+        raise DataError(f"{path} claims {ndim} dimensions (IDX data sets have 1 to 4); the header is corrupt, "
+                        "replace the file with the original IDX file")
     if len(data) < header:
         raise DataError(f"{path} is truncated (header incomplete); replace it with an intact copy")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: numpy's int64 product wraps for a corrupt header
     if len(data) - header != expected:
         raise DataError(f"{path} holds {len(data) - header} data bytes but its header {shape} needs "
                         f"{expected}; the file is truncated or corrupt, replace it with an intact copy")

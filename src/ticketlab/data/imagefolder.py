@@ -54,6 +54,10 @@ def list_images(root: pathlib.Path) -> Tuple[List[str], Listing, Listing]:
         raise DataError(f"imagefolder: {train_dir} has no class folders; {LAYOUT}")
     index = {name: i for i, name in enumerate(classes)}
     train = [(p, i) for i, name in enumerate(classes) for p in _images_below(train_dir / name)]
+    empty = [name for i, name in enumerate(classes) if not any(label == i for _, label in train)]
+    if empty:  # a class without examples would still be an output of the model and count in the class total
+        raise DataError(f"imagefolder: class folder(s) {', '.join(empty)} in {train_dir} hold no images "
+                        f"({', '.join(sorted(EXTENSIONS))}); add images or remove the folder(s)")
     eval_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if eval_dir is None:
         raise DataError(f"imagefolder: no val/ or test/ folder in {root}; {LAYOUT}")

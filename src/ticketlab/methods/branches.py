@@ -24,7 +24,7 @@ from ticketlab.config import RunConfig, Section, TrainConfig, content_hash, conv
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
 from ticketlab.method import Flag, Method, register_method
-from ticketlab.methods.experiment import masked, save_mask, with_summary_extra
+from ticketlab.methods.experiment import masked, save_mask, trainer_summary, with_summary_extra
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
 from ticketlab.registry import Registry
 from ticketlab.runs import CONFIG, SUMMARY, ensure, save_json
@@ -86,7 +86,7 @@ def run_branch(lottery: Lottery, branch: BranchConfig, level: int, plan: Optiona
     out = branch_dir(lottery, branch, level)
     if (out / SUMMARY).exists():
         extra = branch_extra(lottery, branch, level, Mask.load(out / "mask.pt"))
-        return with_summary_extra(out, read_json(out / SUMMARY), extra)
+        return with_summary_extra(out, trainer_summary(out / SUMMARY), extra)
     plan = plan or BRANCHES.get(branch.name)(lottery, branch, level)
     ensure(out / "branch.json", lambda: to_jsonable(branch), save=save_json, load=read_json)
 

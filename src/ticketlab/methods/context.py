@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from ticketlab.errors import ConfigError
+from ticketlab.resources import check_threads
 from ticketlab.train.trackers import Tracker
 
 
@@ -42,6 +43,5 @@ class RunContext:
         self.runs_dir = Path(self.runs_dir)
         self.torch_device = resolve_device(self.device)
         if self.threads is not None:
-            if self.threads < 1:
-                raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+            check_threads(self.threads)
             torch.set_num_threads(self.threads)

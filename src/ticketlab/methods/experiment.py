@@ -16,9 +16,10 @@ import torch
 
 from ticketlab.config import PruneConfig, RunConfig, TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, load_data
-from ticketlab.errors import CheckpointError
-from ticketlab.io import read_json, write_json
+from ticketlab.errors import CheckpointError, ConfigError
+from ticketlab.io import write_json
 from ticketlab.methods.context import RunContext
+from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.models import build_model
 from ticketlab.models.weights import load_pretrained
 from ticketlab.runs import SUMMARY, TRUNK, RunDir, ensure, report_row
@@ -63,7 +64,15 @@ class Experiment:
 
     def validate(self) -> None:
         """Refuse bad settings before the run directory exists (subclasses add their checks)."""
+        self.check_batch_size("train.batch_size", self.config.train.batch_size)
         self.initial_model()
+
+    def check_batch_size(self, name: str, size: int) -> None:
+        """A batch holds at most the whole training split (one full-batch step per epoch)."""
+        n = len(self.data.train)
+        if size > n:
+            raise ConfigError(f"{name}={size} is larger than the {n} training examples; give at most {n} "
+                              f"(--{name} {n} trains on the whole split at every step)")
 
     # -- weights ----------------------------------------------------------------------------------
     def initial_model(self) -> torch.nn.Module:
@@ -110,7 +119,7 @@ class Experiment:
         if finished(out) and current_phase() is None:  # within `phases` that said it already
             note(f"{label} already finished", self.progress)
 
-        return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=read_json), extra)
+        return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=trainer_summary), extra)
 
     def phases(self, what: str, keys: Sequence[int], folder: Callable[[int], Path],
                train: Callable[[int], T], name: str = "") -> List[T]:
@@ -221,6 +230,11 @@ def scoring_batch(data: DataBundle, seed: int, batch_size: int, augment_step: in
     return (data.augment(x, augment_step) if data.augment is not None else x), data.train.y[index]
 
 
+def trainer_summary(path: Path) -> Dict[str, Any]:
+    """A phase's ``summary.json`` as the trainer wrote it (its shape checked)."""
+    return read_summary(path, TRAINER_KEYS)
+
+
 def prune_options(p: PruneConfig, model: torch.nn.Module) -> Dict[str, Any]:
     """Keyword arguments of `ticketlab.sparsity.prune` that come straight from the prune config."""
     options: Dict[str, Any] = {"criterion": p.criterion, "scope": p.scope, "output_rate": p.output_rate,
@@ -236,4 +250,4 @@ def save_mask(mask: Mask, path: Path) -> None:
 
 __all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "run_record", "check_data_state",
            "config_model_factory", "masked",
-           "scoring_batch", "prune_options", "save_mask", "with_summary_extra"]
+           "scoring_batch", "prune_options", "save_mask", "trainer_summary", "with_summary_extra"]

@@ -17,13 +17,12 @@ line per level).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from ticketlab.analysis.table import render_table
-from ticketlab.config import RunConfig, Section, check_range, content_hash, convert, option, run_config
+from ticketlab.config import RunConfig, Section, content_hash, convert, option, run_config
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
 from ticketlab.method import Flag, Method, register_method
@@ -41,12 +40,9 @@ LMC_STEP = 4 * 10**9  # augmentation stream of the BatchNorm passes
 class LMCConfig(Section):
     pairs: Literal["adjacent", "instability"] = option("adjacent", "adjacent levels' tickets, or a level and its "
                                                                    "reorder branch")
-    points: int = option(11, "alphas evenly spaced in [0, 1], the ends included")
+    points: int = option(11, "alphas evenly spaced in [0, 1], the ends included", within="[2, inf)")
     checkpoint: Literal["best", "final"] = option("final", "adjacent: each level's final or best-validation weights")
     bn: bool = option(True, "recompute BatchNorm statistics at every point")
-
-    def validate(self) -> None:
-        check_range("lmc.points", self.points, 2, math.inf)
 
 
 LMCRunConfig = run_config("lmc", variants=("lottery",), lottery=LotteryConfig, lmc=LMCConfig)

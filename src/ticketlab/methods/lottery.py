@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
@@ -25,7 +24,7 @@ from typing import Any, Dict, List, Literal, Optional
 import torch
 
 from ticketlab import runlock
-from ticketlab.config import (DataConfig, ModelConfig, PruneConfig, RunConfig, Section, TrainConfig, adopt, check_range,
+from ticketlab.config import (DataConfig, ModelConfig, PruneConfig, RunConfig, Section, TrainConfig, adopt,
                               option, run_config)
 from ticketlab.data import DataBundle, iters_per_epoch
 from ticketlab.errors import ConfigError
@@ -45,11 +44,9 @@ class LotteryConfig(Section):
     retrain: Literal["rewind", "lr-rewind", "finetune", "scratch"] = option(
         "rewind", "how each level k >= 1 retrains after pruning")
     rewind: Steps = option(Steps(), "rewind point: weights (rewind) or schedule (lr-rewind) restart at this step")
-    finetune_lr: float = option(0.0, "finetune: constant learning rate of levels k >= 1 (0: train.lr)")
+    finetune_lr: float = option(0.0, "finetune: constant learning rate of levels k >= 1 (0: train.lr)",
+                                within="[0, inf)")
     finetune_steps: Steps = option(Steps(), "finetune: training length of levels k >= 1 (0: train.steps)")
-
-    def validate(self) -> None:
-        check_range("lottery.finetune_lr", self.finetune_lr, 0.0, math.inf)
 
 
 LotteryRunConfig = run_config("lottery", lottery=LotteryConfig)
@@ -195,6 +192,8 @@ class Lottery(Experiment):
             raise ConfigError(f"lottery.rewind ({config.lottery.rewind}) lies after the end of training "
                               f"({config.train.steps}); choose a rewind step within --train.steps")
         super().validate()
+        if not (self.level_dir(1) / "mask.pt").exists():  # the first pruning on the initialisation: bad prune
+            self.prune_to(1, self.fresh_initial_weights(), None)  # settings fail now, not after level 0 trains
 
 
 def lottery_config(config: RunConfig) -> RunConfig:

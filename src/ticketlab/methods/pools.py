@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 
-from ticketlab.config import RunConfig, Section, check_range, content_hash, convert, option, run_config, to_jsonable
+from ticketlab.config import RunConfig, Section, content_hash, convert, option, run_config, to_jsonable
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.branches import check_levels, parse_levels
 from ticketlab.methods.experiment import Weights, masked, save_mask
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
+from ticketlab.runfiles import REBUILD, read_summary
 from ticketlab.runs import CONFIG, SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, select_topk
 from ticketlab.train import evaluate, interpolate, recompute_bn, training_batches
@@ -47,21 +48,17 @@ ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # the README
 @dataclass(frozen=True)
 class PoolsConfig(Section):
     checkpoint: Literal["best", "final"] = option("best", "each level's ticket: best-validation or final weights")
-    search_num: int = option(3, "tickets searched per target, the target counted [search_num]")
+    search_num: int = option(3, "tickets searched per target, the target counted [search_num]", within="[1, inf)")
     alphas: Tuple[float, ...] = option(ALPHAS, "weights tried on each candidate (0.5 alone: Lottery Pools "
-                                               "(average)) [interpolation_value_list]")
-    ema_value: float = option(0.95, "ema baseline: the weight of each new candidate [EMA_value]")
+                                               "(average)) [interpolation_value_list]", within="(0, 1]")
+    ema_value: float = option(0.95, "ema baseline: the weight of each new candidate [EMA_value]", within="(0, 1]")
     mask: Literal["fresh", "ticket"] = option("fresh", "re-sparsify by a fresh global magnitude mask at the "
                                                        "target's count, or keep the target's own mask")
     baselines: bool = option(True, "also the swa and ema baselines over the same candidates")
 
     def validate(self) -> None:
-        check_range("pools.search_num", self.search_num, 1, math.inf)
-        check_range("pools.ema_value", self.ema_value, 0.0, 1.0, low_open=True)
         if not self.alphas:
             raise ConfigError("pools.alphas is empty; give at least one weight in (0, 1], e.g. 0.5")
-        for alpha in self.alphas:
-            check_range("pools.alphas entry", alpha, 0.0, 1.0, low_open=True)
 
 
 PoolsRunConfig = run_config("pools", variants=("lottery",), lottery=LotteryConfig, pools=PoolsConfig)
@@ -174,7 +171,8 @@ class Pools:
         ensure(out / "pools.json", lambda: to_jsonable(self.cfg), save=save_json, load=read_json)
         kinds = ["pools"] + (["swa", "ema"] if self.cfg.baselines else [])
         for kind in kinds:
-            ensure(out / kind / SUMMARY, lambda: self.result(target, kind, out / kind), save=save_json, load=read_json)
+            ensure(out / kind / SUMMARY, lambda: self.result(target, kind, out / kind), save=save_json,
+                   load=lambda p: read_summary(p, fix=REBUILD))
         return out
 
     def result(self, target: int, kind: str, out: Path) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from ticketlab import runlock
 from ticketlab.config import RunConfig, adopt
-from ticketlab.io import read_json
+from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.method import Method, register_method
 from ticketlab.methods.context import RunContext
 from ticketlab.methods.experiment import Experiment, prune_options, save_mask, scoring_batch
@@ -85,4 +85,4 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx: RunContext) -> Pat
 
 register_method(Method(
     name="train", help="train one model (dense, or sparse with --prune.density < 1)", config=RunConfig,
-    run=_cli_run, show=lambda path: format_summary(read_json(path / SUMMARY))))
+    run=_cli_run, show=lambda path: format_summary(read_summary(path / SUMMARY, TRAINER_KEYS))))

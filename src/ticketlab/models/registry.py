@@ -7,8 +7,9 @@ classifier, which `sparsity` reads to decide whether the output layer is pruned.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from ticketlab.config import ModelConfig
 from ticketlab.errors import ConfigError
 from ticketlab.models.init import init_weights
 from ticketlab.registry import Registry
+from ticketlab.resources import check_model_size
 from ticketlab.sparsity.mask import output_layer_name  # noqa: F401  (one definition, re-exported)
 
 MODELS: Registry = Registry("model")
@@ -30,6 +32,19 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int, 
     Deterministic: the same seed gives bit-identical parameters and buffers. Construction runs under a
     forked, seeded CPU RNG, so neither construction nor init changes torch's global RNG state.
     """
+    fn, kwargs = _constructor(cfg)
+    count = parameter_count(cfg, tuple(input_shape), num_classes)
+    if count is not None:
+        check_model_size(count)  # before allocating: a model that cannot fit is one line, not a failed allocation
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # covers anything init_weights does not set
+        model = fn(tuple(input_shape), num_classes, **kwargs)
+    init_weights(model, cfg.init, seed, bn_init=cfg.bn_init)
+    return model
+
+
+def _constructor(cfg: ModelConfig):
+    """The registered function of ``cfg.name`` and the architecture keywords ``cfg`` sets for it."""
     fn = MODELS.get(cfg.name)
     kwargs = {}
     for key in ARCHITECTURE_FIELDS:
@@ -40,11 +55,22 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int, 
             hint = " (hidden widths apply only to MLPs; use --model.name mlp)" if key == "hidden" else ""
             raise ConfigError(f"model.{key} does not apply to model {cfg.name!r}{hint}; drop --model.{key}")
         kwargs[key] = tuple(value) if isinstance(value, tuple) else value
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # covers anything init_weights does not set
-        model = fn(tuple(input_shape), num_classes, **kwargs)
-    init_weights(model, cfg.init, seed, bn_init=cfg.bn_init)
-    return model
+    return fn, kwargs
+
+
+@functools.lru_cache(maxsize=64)
+def parameter_count(cfg: ModelConfig, input_shape: Tuple[int, ...], num_classes: int) -> Optional[int]:
+    """Parameters of the model ``cfg`` describes, counted on the meta device (nothing allocated); None for a
+    model that cannot be built there (a user's model that makes real tensors while it is built)."""
+    fn, kwargs = _constructor(cfg)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = fn(input_shape, num_classes, **kwargs)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001  (the real build reports whatever is wrong with it)
+        return None
+    return sum(p.numel() for p in model.parameters())
 
 
 def _accepts(fn, keyword: str) -> bool:

@@ -95,7 +95,14 @@ def raw_score(shape: Tuple[int, ...], kernel: bool = True) -> float:
 def _erdos_renyi(shapes: Dict[str, Tuple[int, ...]], density: float, power: float, dense: Set[str],
                  kernel: bool, rule: str = "density") -> Dict[str, float]:
     sizes = {k: math.prod(s) for k, s in shapes.items()}
-    raw = {k: raw_score(s, kernel) ** power for k, s in shapes.items()}
+    try:
+        raw = {k: raw_score(s, kernel) ** power for k, s in shapes.items()}
+    except OverflowError:
+        raw = {}
+    total = sum(raw[k] * sizes[k] for k in raw)
+    if len(raw) < len(shapes) or not all(0.0 < r < math.inf for r in raw.values()) or not 0.0 < total < math.inf:
+        raise ConfigError(f"ERK power {power:g} makes the layer scores overflow or vanish (score ** power); use a "
+                          "smaller --prune.erk_power, e.g. 1 (RigL's) or 0 (one density for every layer)")
     if rule == "rigl":  # kept and removed counts per layer, as RigL / JaxPruner round them
         removed = {k: math.floor(round((1.0 - density) * n, 9)) for k, n in sizes.items()}
         kept = {k: n - removed[k] for k, n in sizes.items()}

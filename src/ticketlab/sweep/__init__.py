@@ -20,8 +20,10 @@ from ticketlab.sweep.study import Study, describe, find_duplicates, load_study
 
 def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local", workers: int = 2,
                dry_run: bool = False, device: str = "auto", threads: int = 1, partition: Optional[str] = None,
-               gpus: int = 0, minutes: int = 60, out=sys.stdout) -> int:
-    """Plan, skip, run; returns the exit status (1 when a run failed)."""
+               gpus: int = 0, minutes: int = 60, out=None) -> int:
+    """Plan, skip, run; returns the exit status (1 when a run failed). ``out``: where it prints (default: the
+    ``sys.stdout`` of the call, not of the import)."""
+    out = sys.stdout if out is None else out
     if workers < 1 or threads < 1 or gpus < 0 or minutes < 1:
         raise ConfigError("--workers, --threads and --time must be at least 1 and --gpus-per-job at least 0")
     if executor not in EXECUTORS:

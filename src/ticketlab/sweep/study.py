@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -36,6 +37,7 @@ from ticketlab.fields import dotted_keys, nested_keys
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.method import METHODS, Method, compose_config
 
+MAX_RUNS = 100_000  # runs one study may plan: each is built and checked before anything runs
 STUDY_KEYS = ("name", "command", "variant", "preset", "seeds", "fields", "options", "grid", "method")
 METHOD_KEYS = ("name", "command", "variant", "preset", "fields", "options")
 
@@ -89,6 +91,10 @@ def load_study(path: Path) -> Study:
     methods = raw.get("method", [{}])
     if not isinstance(methods, list) or not all(isinstance(m, dict) for m in methods) or not methods:
         raise ConfigError(f"`method` of {path} must be an array of tables: [[method]] blocks")
+    planned = len(seeds) * len(methods) * math.prod(len(values) for values in grid.values())
+    if planned > MAX_RUNS:
+        raise ConfigError(f"{path} plans {planned} runs (seeds x grid x methods), more than {MAX_RUNS}; split it "
+                          "into smaller studies")
     runs: List[PlannedRun] = []
     labels = set()
     for entry in methods:
@@ -138,7 +144,7 @@ def _table(raw: Mapping[str, Any], key: str, path: Path) -> Dict[str, Any]:
 
 
 def _seeds(value: Any, path: Path) -> List[int]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_RUNS:
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         if len(set(value)) != len(value):

@@ -32,6 +32,7 @@ from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import DamagedFileError, load_torch, move_file, read_json, remove_file, save_torch, write_json
+from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
 from ticketlab.train.callbacks import Callback, StepState
@@ -231,7 +232,7 @@ class Trainer:
     # -- public -----------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
         if self.out_dir is not None and finished(self.out_dir):
-            return read_json(self.out_dir / SUMMARY)
+            return read_summary(self.out_dir / SUMMARY, TRAINER_KEYS)
         began = time.perf_counter()
         self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
         resumed = self._resume()

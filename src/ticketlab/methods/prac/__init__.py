@@ -23,14 +23,13 @@ choice: the next round trains on the full split and says so (``subset_fallback``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Tuple
 
 import torch
 
-from ticketlab.config import (ModelConfig, RunConfig, Section, TrainConfig, adopt, check_range, convert, merge, option,
+from ticketlab.config import (ModelConfig, RunConfig, Section, TrainConfig, adopt, convert, merge, option,
                               run_config)
 from ticketlab.data import DataBundle, examples_seen, iters_per_epoch
 from ticketlab.errors import ConfigError
@@ -49,25 +48,18 @@ from ticketlab.train import predict
 @dataclass(frozen=True)
 class PracConfig(Section):
     eb_eps: float = option(0.08, "early bird: stop a round once the last 5 mask distances are all below this "
-                                 "[eb_eps]")
+                                 "[eb_eps]", within="(0, 1]")
     early_bird: bool = option(True, "stop rounds early when the would-be mask stabilises")
-    queue: int = option(5, "early bird: distances in the FIFO [queue_length]")
-    warmup: int = option(0, "early bird: epochs before distances count [warmup]")
+    queue: int = option(5, "early bird: distances in the FIFO [queue_length]", within="[1, 1000]")
+    warmup: int = option(0, "early bird: epochs before distances count [warmup]", within="[0, inf)")
     selection: Literal["forgotten", "top"] = option(
         "forgotten", "forgotten: every example forgotten more than threshold times; top: the most forgotten "
                      "int(N (1 - data_rate)^k) [data_prune zero_out | constent]")
-    threshold: int = option(0, "forgotten: the forgetting count an example must exceed [threshold]")
-    data_rate: float = option(0.2, "top: the fraction dropped per round [data_rate]")
+    threshold: int = option(0, "forgotten: the forgetting count an example must exceed [threshold]", within="[0, inf)")
+    data_rate: float = option(0.2, "top: the fraction dropped per round [data_rate]", within="[0, 1)")
     disagreement: bool = option(True, "add the examples the dense model and the last ticket predict differently")
     evaluate: Literal["last", "all", "none"] = option("last", "retrain found tickets on the full split with the "
                                                               "standard schedule (main_train.py)")
-
-    def validate(self) -> None:
-        check_range("prac.eb_eps", self.eb_eps, 0.0, 1.0, low_open=True)
-        check_range("prac.queue", self.queue, 1, 1000)
-        check_range("prac.warmup", self.warmup, 0, math.inf)
-        check_range("prac.threshold", self.threshold, 0, math.inf)
-        check_range("prac.data_rate", self.data_rate, 0.0, 1.0, high_open=True)
 
 
 PracRunConfig = run_config("prac", lottery=LotteryConfig, prac=PracConfig)

@@ -40,12 +40,13 @@ import torch
 from ticketlab.config import RunConfig, TrainConfig, adopt
 from ticketlab.data import iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import load_torch, read_json, write_json
+from ticketlab.io import load_torch, write_json
 from ticketlab.methods.experiment import Experiment, Weights, masked, save_mask
 from ticketlab.methods.rst.config import ITERATIVE, VARIANTS, RSTRunConfig
 from ticketlab.methods.rst.ratios import choose_pruned, cumulative_ratio, pruned_count, pruned_fractions
 from ticketlab.methods.rst.reg import GrowingPenalty, expected_updates, phase_bound
 from ticketlab.runs import SUMMARY, ensure, save_json
+from ticketlab.runfiles import REBUILD, TRAINER_KEYS, read_object, read_summary
 from ticketlab.sparsity import Mask, prunable_parameters
 from ticketlab.status import note, phase
 from ticketlab.steps import Steps
@@ -71,6 +72,7 @@ class RSTRun(Experiment):
                               "--rst.layer_ratios or --rst.ratio_globs")
         if variant in ("rst", "rst-iter"):  # refuses a granularity too small to pass the ceiling
             expected_updates(rst.reg_granularity, rst.reg_upper_limit, rst.reg_schedule)
+            self.check_batch_size("rst.batch_size_prune", rst.batch_size_prune)
         if rst.base not in ("init", "trained"):
             load_base(rst.base, self.make_model(0).state_dict())
         super().validate()
@@ -98,14 +100,14 @@ class RSTRun(Experiment):
                     "cycles": [self.cycle_info(c) for c in range(1, self.cycles + 1)],
                     **last_n_statistics(self.level_dir(), self.rst.last_n)}
 
-        return ensure(self.path / SUMMARY, summarise, save=save_json, load=read_json)
+        return ensure(self.path / SUMMARY, summarise, save=save_json, load=lambda p: read_summary(p, fix=REBUILD))
 
     def cycle_info(self, c: int) -> Dict[str, Any]:
         self.pruned(c)  # writes prune.json (an intermediate cycle of rst-iter may hand on unpruned weights)
         folder = self.cycle_dir(c)
         remake = "delete it and {} and run the same command again to make both again"  # side files of those
-        return {"cycle": c, **read_json(folder / "prune.json", fix=remake.format(folder / "pruned.pt")),
-                "layers": read_json(folder / "ratios.json", fix=remake.format(folder / "mask.pt"))}
+        return {"cycle": c, **read_object(folder / "prune.json", fix=remake.format(folder / "pruned.pt")),
+                "layers": read_object(folder / "ratios.json", fix=remake.format(folder / "mask.pt"))}
 
     # -- weights ----------------------------------------------------------------------------------------
     def base_weights(self) -> Weights:
@@ -197,7 +199,7 @@ class RSTRun(Experiment):
             info = {"density": mask.density(), "pruned_max_abs": float(max((d.max() for d in dropped), default=0.0)),
                     "before": self.losses(source), "after": self.losses(after)}
             if self.variant in ("rst", "rst-iter"):
-                reg = read_json(self.cycle_dir(c) / "reg" / SUMMARY)
+                reg = read_summary(self.cycle_dir(c) / "reg" / SUMMARY, ("switch_step", *TRAINER_KEYS))
                 info["switch_step"], info["reg_steps"] = reg["switch_step"], reg["steps"]
             write_json(self.cycle_dir(c) / "prune.json", info)
             return after

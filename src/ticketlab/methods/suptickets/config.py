@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Tuple
 
-from ticketlab.config import Section, check_range, option, run_config
+from ticketlab.config import Section, option, run_config
 from ticketlab.methods.dst.config import VARIANTS as BASES
 from ticketlab.methods.dst.config import DSTConfig
 
@@ -19,26 +18,20 @@ class SupTicketsConfig(Section):
                                           "[method]")
     superposition: Literal["caa", "cima"] = option(
         "caa", "caa: running uniform average; cima: a fixed factor on each new ticket [superposing_method]")
-    cima_factor: float = option(0.5, "cima: the weight of the new ticket [CIMA_factor]")
-    cycle: int = option(8, "epochs per cycle; each ends with a cheap ticket")
-    cycle_rate: float = option(0.2, "fraction of the epochs for the cyclic phase (rounded down to whole cycles)")
-    lr_1: float = option(0.05, "learning rate at each cycle's start and end, where the ticket is taken")
-    lr_2: float = option(0.0001, "learning rate in the middle of each cycle")
+    cima_factor: float = option(0.5, "cima: the weight of the new ticket [CIMA_factor]", within="(0, 1]")
+    cycle: int = option(8, "epochs per cycle; each ends with a cheap ticket", within="[1, inf)")
+    cycle_rate: float = option(0.2, "fraction of the epochs for the cyclic phase (rounded down to whole cycles)",
+                               within="[0, 1)")
+    lr_1: float = option(0.05, "learning rate at each cycle's start and end, where the ticket is taken",
+                         within="[0, inf)")
+    lr_2: float = option(0.0001, "learning rate in the middle of each cycle", within="[0, inf)")
     cyclic_lr: bool = option(True, "the triangular rate in the cyclic phase (false: the last pre-train rate) "
                                    "[cyc_lr]")
     re_explore: bool = option(True, "one drop-and-grow at large_death_rate at each cycle start [re_explore]")
-    large_death_rate: float = option(0.8, "the death rate of each re-exploration")
+    large_death_rate: float = option(0.8, "the death rate of each re-exploration", within="[0, 1]")
     cyclic_updates: bool = option(False, "keep the base's topology updates in the cyclic phase (false: "
                                          "--no_maskupdates)")
     update_bn: bool = option(True, "recompute BatchNorm statistics of each superposed model [update_bn]")
-
-    def validate(self) -> None:
-        check_range("suptickets.cima_factor", self.cima_factor, 0.0, 1.0, low_open=True)
-        check_range("suptickets.cycle", self.cycle, 1, math.inf)
-        check_range("suptickets.cycle_rate", self.cycle_rate, 0.0, 1.0, high_open=True)
-        check_range("suptickets.lr_1", self.lr_1, 0.0, math.inf)
-        check_range("suptickets.lr_2", self.lr_2, 0.0, math.inf)
-        check_range("suptickets.large_death_rate", self.large_death_rate, 0.0, 1.0)
 
 
 SupTicketsRunConfig = run_config("suptickets", dst=DSTConfig, suptickets=SupTicketsConfig)

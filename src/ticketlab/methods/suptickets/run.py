@@ -25,10 +25,11 @@ from typing import Any, Callable, Dict, List
 from ticketlab import seeds
 from ticketlab.config import RunConfig, adopt
 from ticketlab.errors import ConfigError
-from ticketlab.io import load_torch, read_json, save_torch
+from ticketlab.io import load_torch, save_torch
 from ticketlab.methods.dst.run import DSTRun
 from ticketlab.methods.suptickets.config import SupTicketsRunConfig, phase_epochs
 from ticketlab.methods.suptickets.superpose import Superposition
+from ticketlab.runfiles import REBUILD, read_summary
 from ticketlab.runs import SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask
 from ticketlab.steps import Steps
@@ -103,7 +104,8 @@ class SupTicketsRun(DSTRun):
         trained = self.train_phase(self.path, self.fresh_initial_weights, mask, self.config.train,
                                    order_seed=self.config.order_seed, extra={"init_density": mask.density()},
                                    callbacks=self.callbacks(), lr_at=self.lr_function())
-        return ensure(self.path / RESULT / SUMMARY, lambda: self.result(trained), save=save_json, load=read_json)
+        return ensure(self.path / RESULT / SUMMARY, lambda: self.result(trained), save=save_json,
+                      load=lambda p: read_summary(p, fix=REBUILD))
 
     def result(self, trained: Dict[str, Any]) -> Dict[str, Any]:
         """The last superposed model as the run's result (its test accuracy the final one; the superposed
