@@ -13,8 +13,8 @@ from ticketlab.data.fingerprint import differing
 
 from test_data import idx_bytes, NAMES
 
-COMMON = ["train", "--preset", "digits_mlp", "--data.val_size", "0", "--train.steps", "10", "--progress", "none",
-          "--threads", "1"]
+COMMON = ["train", "--preset", "digits_mlp", "--data.val_size", "0", "--train.steps", "10", "--train.batch_size", "4",
+          "--progress", "none", "--threads", "1"]
 
 
 def write_idx(folder, seed):

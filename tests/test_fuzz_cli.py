@@ -72,7 +72,7 @@ def assert_contract(argv, runs: Path):
 @pytest.fixture(autouse=True)
 def one_parser(monkeypatch):
     """The parser built once: ``main`` builds a new one per call, which would be most of the time here."""
-    monkeypatch.setattr(cli, "build_parser", lambda: PARSER)
+    monkeypatch.setattr(cli, "build_parser", lambda methods=True: PARSER)
 
 
 @st.composite

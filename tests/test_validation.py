@@ -189,7 +189,7 @@ TINY = ["--preset", "digits_mlp", "--model.hidden", "16", "--train.steps", "2it"
 def run_refused(capsys, tmp_path, *args):
     """A real (not dry) run refused in one line before its run directory exists."""
     runs = tmp_path / "runs"
-    code = main([*args, "--runs-dir", str(runs)])
+    code = main([*args, "--runs-dir", str(runs), "--progress", "none"])  # no "decoding ..." note
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("ticketlab: error: ") and len(err.strip().splitlines()) == 1, err
     assert not runs.exists()
@@ -268,6 +268,7 @@ def damaged(finished_run, tmp_path):
         run = tmp_path / "runs" / finished_run.name
         shutil.copytree(finished_run, run)
         (run / name).write_text(text)
+        (run / f"{name}.sha256").unlink(missing_ok=True)  # a file of the wrong shape that no checksum catches
         return run.parent, run
 
     return make

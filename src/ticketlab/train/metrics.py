@@ -83,12 +83,12 @@ def read_metrics(path: Path, strict: bool = True) -> List[Dict[str, Any]]:
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             record = None
-        if not isinstance(record, dict):
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int) and "split" in record):
             torn = number == len(lines)  # the last line, without its newline
             if strict and not torn:
-                raise DamagedFileError(path, f"{path} is damaged (line {number} is not a JSON object); delete the "
-                                             "summary.json beside it and run the command that made the run again, "
-                                             "which trains that phase again") from None
+                raise DamagedFileError(path, f"{path} line {number} is not a metrics record (a JSON object with a "
+                                             "step and a split); delete the summary.json beside it and run the "
+                                             "command that made the run again, which trains that phase again") from None
             break
         records.append(record)
     return records
