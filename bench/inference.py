@@ -9,7 +9,7 @@ throughput at batch 256, on one thread and on all cores, CPU time medians over i
 sizes: the dense checkpoint (`torch.save` of the state dict) against the `safetensors` export (kept
 values and a bitmap) and the `sparse` one. GPU: not measured (CSR kernels there are another study).
 
-    python bench/inference.py [--repeats 5] [--densities 0.2,0.05,0.02,0.01]
+    python bench/inference.py [--repeats 5] [--densities 0.2,0.05,0.02,0.01] [--models lenet_300_100,resnet20]
 """
 
 from __future__ import annotations
@@ -66,12 +66,16 @@ def size_of(state) -> int:
 def main() -> None:
     p = common.parser(__doc__, repeats=5)
     p.add_argument("--densities", default="0.2,0.05,0.02,0.01")
+    p.add_argument("--models", default=",".join(MODELS), help="a comma-separated subset of " + ", ".join(MODELS))
     args = p.parse_args()
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
     densities = [float(d) for d in args.densities.split(",")]
     cores = len(os.sched_getaffinity(0))
     rows, payload = [], []
     with tempfile.TemporaryDirectory() as folder:
-        for name in MODELS:
+        for name in args.models.split(","):
             for density in densities:
                 torch.set_num_threads(1)
                 ticket = make_ticket(name, density)
