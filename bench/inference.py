@@ -63,10 +63,53 @@ def size_of(state) -> int:
     return len(buffer.getvalue())
 
 
+def measure(name: str, label: str, ticket: Ticket, folder: Path, repeats: int, cores: int, payload: list) -> list:
+    """The table rows of one ticket: dense and each export timed side by side, and the file sizes."""
+    rows = []
+    kinds = {"dense": ticket.model}
+    sparse = export_ticket(ticket, "sparse", folder / "sparse.safetensors", batch=256)
+    kinds["sparse"] = load_export(sparse)
+    if name == "lenet_300_100":
+        kinds["structured"] = load_export(export_ticket(ticket, "structured", folder / "s.safetensors"))
+    packed = export_ticket(ticket, "safetensors", folder / "t.safetensors")
+    dense_bytes = size_of(ticket.model.state_dict())
+    x1 = torch.randn(1, *MODELS[name])
+    x256 = torch.randn(256, *MODELS[name])
+    calls1, calls256 = (200, 20) if name == "lenet_300_100" else (10, 1)
+    timings = {k: {"b1_1t": [], "b256_1t": [], "b256_all": []} for k in kinds}
+    for _ in range(repeats):  # interleaved: every kind once a round
+        for kind, model in kinds.items():
+            torch.set_num_threads(1)
+            timings[kind]["b1_1t"].append(per_call(model, x1, calls1))
+            timings[kind]["b256_1t"].append(per_call(model, x256, calls256))
+            torch.set_num_threads(cores)
+            began = time.perf_counter()
+            with torch.inference_mode():
+                for _ in range(calls256):
+                    model(x256)
+            timings[kind]["b256_all"].append((time.perf_counter() - began) / calls256)
+    base = {k: statistics.median(v) for k, v in timings["dense"].items()}
+    for kind in kinds:
+        med = {k: statistics.median(v) for k, v in timings[kind].items()}
+        row = [name, label, kind, f"{1e3 * med['b1_1t']:.3f}",
+               f"{base['b1_1t'] / med['b1_1t']:.2f}", f"{256 / med['b256_1t']:,.0f}",
+               f"{base['b256_1t'] / med['b256_1t']:.2f}", f"{base['b256_all'] / med['b256_all']:.2f}",
+               {"dense": f"{dense_bytes / 1024:.0f}", "sparse": f"{sparse.stat().st_size / 1024:.0f}"}.get(kind, "-")]
+        rows.append(row)
+        common.print_row(row)
+        payload.append({"model": name, "density": ticket.mask.density(), "ticket": label, "kind": kind, **med})
+    rows.append([name, label, "safetensors file", "-", "-", "-", "-", "-",
+                 f"{packed.stat().st_size / 1024:.0f} ({dense_bytes / packed.stat().st_size:.1f}x smaller)"])
+    common.print_row(rows[-1])
+    return rows
+
+
 def main() -> None:
     p = common.parser(__doc__, repeats=5)
     p.add_argument("--densities", default="0.2,0.05,0.02,0.01")
     p.add_argument("--models", default=",".join(MODELS), help="a comma-separated subset of " + ", ".join(MODELS))
+    p.add_argument("--run", help="also time this finished run's trained ticket (a lenet_300_100 or resnet20 run)")
+    p.add_argument("--level", type=int, help="the level of --run (default: its sparsest)")
     args = p.parse_args()
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
@@ -74,46 +117,20 @@ def main() -> None:
     densities = [float(d) for d in args.densities.split(",")]
     cores = len(os.sched_getaffinity(0))
     rows, payload = [], []
+    tickets = [(name, f"{100 * density:g}%", lambda name=name, density=density: make_ticket(name, density))
+               for name in args.models.split(",") for density in densities]
+    if args.run:
+        from ticketlab.export import load_ticket
+
+        trained = load_ticket(Path(args.run), args.level)
+        name = trained.spec["model"]["name"]
+        if name not in MODELS:
+            p.error(f"--run holds a {name} model; this bench times {', '.join(MODELS)}")
+        tickets.append((name, f"{100 * trained.mask.density():.3g}% trained", lambda: trained))
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.models.split(","):
-            for density in densities:
-                torch.set_num_threads(1)
-                ticket = make_ticket(name, density)
-                kinds = {"dense": ticket.model}
-                sparse = export_ticket(ticket, "sparse", Path(folder) / "sparse.safetensors", batch=256)
-                kinds["sparse"] = load_export(sparse)
-                if name == "lenet_300_100":
-                    kinds["structured"] = load_export(export_ticket(ticket, "structured", Path(folder) / "s.safetensors"))
-                packed = export_ticket(ticket, "safetensors", Path(folder) / "t.safetensors")
-                dense_bytes = size_of(ticket.model.state_dict())
-                x1 = torch.randn(1, *MODELS[name])
-                x256 = torch.randn(256, *MODELS[name])
-                calls1, calls256 = (200, 20) if name == "lenet_300_100" else (10, 1)
-                timings = {k: {"b1_1t": [], "b256_1t": [], "b256_all": []} for k in kinds}
-                for _ in range(args.repeats):  # interleaved: every kind once a round
-                    for kind, model in kinds.items():
-                        torch.set_num_threads(1)
-                        timings[kind]["b1_1t"].append(per_call(model, x1, calls1))
-                        timings[kind]["b256_1t"].append(per_call(model, x256, calls256))
-                        torch.set_num_threads(cores)
-                        began = time.perf_counter()
-                        with torch.inference_mode():
-                            for _ in range(calls256):
-                                model(x256)
-                        timings[kind]["b256_all"].append((time.perf_counter() - began) / calls256)
-                base = {k: statistics.median(v) for k, v in timings["dense"].items()}
-                for kind in kinds:
-                    med = {k: statistics.median(v) for k, v in timings[kind].items()}
-                    row = [name, f"{100 * density:g}%", kind, f"{1e3 * med['b1_1t']:.3f}",
-                           f"{base['b1_1t'] / med['b1_1t']:.2f}", f"{256 / med['b256_1t']:,.0f}",
-                           f"{base['b256_1t'] / med['b256_1t']:.2f}", f"{base['b256_all'] / med['b256_all']:.2f}",
-                           {"dense": f"{dense_bytes / 1024:.0f}", "sparse": f"{sparse.stat().st_size / 1024:.0f}"}.get(kind, "-")]
-                    rows.append(row)
-                    common.print_row(row)
-                    payload.append({"model": name, "density": density, "kind": kind, **med})
-                rows.append([name, f"{100 * density:g}%", "safetensors file", "-", "-", "-", "-", "-",
-                             f"{packed.stat().st_size / 1024:.0f} ({dense_bytes / packed.stat().st_size:.1f}x smaller)"])
-                common.print_row(rows[-1])
+        for name, label, ticket in tickets:
+            torch.set_num_threads(1)
+            rows += measure(name, label, ticket(), Path(folder), args.repeats, cores, payload)
     title = common.header("inference: exports against the dense masked model, CPU time (all cores: wall time)", 1)
     headers = ["model", "density", "kind", "batch-1 ms", "speed-up", "batch-256 img/s", "speed-up",
                f"speed-up, {cores} threads", "file KiB"]
