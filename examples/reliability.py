@@ -39,6 +39,7 @@ JOBS = {
     "train": ["train", "--preset", "digits_mlp", "--train.steps", "30ep"],
 }
 UNCOMPARED = ("manifest.json", "report/")  # times and the command line; figures are drawn from the rest
+SKIPPED = (".tmp", ".sha256")  # a checksum record follows its file, which is compared (its times aside)
 
 
 def ticketlab(args: List[str], runs: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -48,7 +49,7 @@ def ticketlab(args: List[str], runs: Path, timeout: float = 900) -> subprocess.C
 
 def files_of(runs: Path) -> Dict[str, Path]:
     return {str(p.relative_to(runs)): p for p in sorted(runs.rglob("*")) if p.is_file()
-            and not any(part in str(p.relative_to(runs)) for part in UNCOMPARED) and not p.name.endswith(".tmp")}
+            and not any(part in str(p.relative_to(runs)) for part in UNCOMPARED) and not p.name.endswith(SKIPPED)}
 
 
 def same_file(a: Path, b: Path) -> bool:
