@@ -335,6 +335,14 @@ def test_imagefolder_test_folder_grey_and_resized_images(tmp_path):
     assert (raw.train_x[-1] == 77).all() and (raw.test_x[2] == 200).all()
 
 
+def test_imagefolder_size_is_the_most_common_not_the_first_image_s(tmp_path):
+    write_tree(tmp_path, classes=("b", "c"))
+    write_png(tmp_path / "train/a/0.png", np.full((2, 2, 3), 9, np.uint8))  # sorted first: class a, 2x2
+    raw = DATASETS.get("imagefolder")(tmp_path, False)
+    assert raw.train_x.shape[1:] == raw.test_x.shape[1:] == (3, 12, 10)
+    assert (raw.train_x[0] == 9).all()  # the odd image resized up to the others
+
+
 def test_imagefolder_tiny_imagenet_layout(tmp_path):
     for wnid in ("n02", "n01"):
         for i in range(2):

@@ -8,20 +8,21 @@ Layout under ``--data.root``::
 Tiny-ImageNet's own layout also works: ``train/<wnid>/images/*.JPEG`` (images anywhere below the class
 folder) and ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt`` (file name, tab, class).
 
-Images are decoded with Pillow and converted to RGB; an image whose size differs from the first training
-image is resized to it (bilinear). The decoded uint8 tensors, the class names and the per-channel mean/std
+Images are decoded with Pillow and converted to RGB; an image whose size differs from the most common size
+of the training images (read from every header first) is resized to it (bilinear). The decoded uint8 tensors, the class names and the per-channel mean/std
 of the training images go to ``.ticketlab-cache-<key>.pt`` in the root, where ``key`` hashes the file list
 and sizes, so later loads read one file and open no images. Older caches of the same root are removed.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import pathlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -117,13 +118,28 @@ def _decode(items: Listing, size: Optional[Tuple[int, int]] = None) -> torch.Ten
             rgb = rgb.resize(size, Image.BILINEAR)
         return np.asarray(rgb, dtype=np.uint8)
 
-    first = read(items[0][0], size)
-    size = (first.shape[1], first.shape[0])
-    out = np.empty((len(items),) + first.shape, dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        size = size or common_size(pool.map(lambda item: _header_size(Image, item[0]), items))
+        out = np.empty((len(items), size[1], size[0], 3), dtype=np.uint8)
         for i, array in enumerate(pool.map(lambda item: read(item[0], size), items)):
             out[i] = array
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _header_size(Image, path: pathlib.Path) -> Tuple[int, int]:
+    """(width, height) of an image from its header (nothing decoded)."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {path} ({exc}); remove or replace the file") from None
+
+
+def common_size(sizes: Iterable[Tuple[int, int]]) -> Tuple[int, int]:
+    """The most common (width, height), the larger on a tie: every image is resized to it, so one odd
+    image (a 2x2 thumbnail listed first) cannot set the size of the data set."""
+    counts = collections.Counter(sizes)
+    return max(counts, key=lambda wh: (counts[wh], wh[0] * wh[1], wh))
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 4096) -> Tuple[torch.Tensor, torch.Tensor]:
