@@ -174,6 +174,19 @@ def test_corrupt_checkpoint_exits_2_and_keeps_the_run(tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+def test_the_checkpoint_interval_changes_no_result(tmp_path, capsys):
+    """Not in the hash, so it must not change a digit: the held batches travel with each checkpoint."""
+    common = ["train", "--preset", "digits_mlp", "--train.steps", "3ep", "--threads", "1", "--progress", "none"]
+    runs = {}
+    for every in ("1ep", "7it"):
+        assert main([*common, "--train.checkpoint_every", every, "--runs-dir", str(tmp_path / every)]) == 0
+        (runs[every],) = list((tmp_path / every).iterdir())
+    capsys.readouterr()
+    assert (runs["1ep"] / "metrics.jsonl").read_bytes() == (runs["7it"] / "metrics.jsonl").read_bytes()
+    final = [torch.load(runs[k] / "final.pt", weights_only=True) for k in runs]
+    assert all(torch.equal(final[0][name], final[1][name]) for name in final[0])
+
+
 def test_lottery_branch_and_report_from_the_command_line(tmp_path, capsys):
     common = ["--preset", "digits_mlp", "--train.steps", "3ep", "--model.hidden", "48", "--threads", "1",
               "--progress", "none", "--runs-dir", str(tmp_path)]

@@ -71,8 +71,8 @@ class RunningStats:
     matters more than it seems: right after a training step's large kernels each small tensor op costs
     10-20 us on the CPU (its code and data are out of cache), so the straightforward five ops a step
     would add 5% to a LeNet step. Call `flush` before reading ``loss_sum`` or ``correct``; flushing
-    happens at fixed points (full buffers, evaluations, checkpoints), so a resumed run sums in the same
-    groups as an uninterrupted one.
+    happens at fixed points (full buffers, evaluations), and a checkpoint carries the batches held, so a
+    resumed run, or one checkpointed at other steps, sums in the same groups as an uninterrupted one.
     """
 
     def __init__(self, device: torch.device, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] =
@@ -143,20 +143,30 @@ class RunningStats:
         self.count = 0
 
     def state(self) -> List[Any]:
-        """``[loss sum, correct, count]``; under torchrun one such list per rank, in rank order."""
+        """``[loss sum, correct, count, held logits, held labels, batches held]``: the batches not yet
+        counted travel with the checkpoint, so where checkpoints fall (``--train.checkpoint-every``)
+        cannot change how the loss is grouped, nor its last digits. Under torchrun, after a flush, one
+        ``[loss sum, correct, count]`` per rank, in rank order."""
         if distributed.active():
             return [[loss, int(correct), int(count)] for loss, correct, count in
                     distributed.all_gather(self._local()).tolist()]
-        self.flush()
-        return [self.loss_sum.item(), self.correct.item(), self.count]
+        rows = self._rows
+        held = (self._logits[:rows].cpu().clone(), self._labels[:rows].cpu().clone()) if rows else (None, None)
+        return [self.loss_sum.item(), self.correct.item(), self.count, *held, self._filled]
 
     def load(self, state: Sequence[Any]) -> None:
         """A `state`; from a torchrun checkpoint this rank's own sums, so its later sums group as before."""
         if state and isinstance(state[0], (list, tuple)):
             state = state[distributed.rank()]
-        loss_sum, correct, self.count = state
+        loss_sum, correct, self.count = state[:3]
         self._rows = self._filled = 0
         self.loss_sum.fill_(loss_sum), self.correct.fill_(correct)
+        logits, labels, filled = state[3:] if len(state) == 6 else (None, None, 0)  # older checkpoints: 3
+        if logits is not None and len(logits):
+            device = self.loss_sum.device
+            self._allocate(logits[:1].to(device), labels[:1].to(device))
+            self._logits[:len(logits)].copy_(logits), self._labels[:len(labels)].copy_(labels)
+            self._rows, self._filled = len(labels), filled
 
 
 class Trainer:
