@@ -8,8 +8,9 @@
    manifest, which records times and the command line, and the report's figures excepted).
 2. Damaged files: every file of a finished lottery run, and the checkpoint of a killed one, is damaged
    three ways (one byte flipped in the middle, cut to half, replaced by garbage), then the command runs
-   again. Each outcome is one of: refused in one line with exit 2; repaired or unused (exit 0, the result
-   equal to the reference); silently different (exit 0, another result); a traceback.
+   again. Each outcome is one of: refused in one line with exit 2; repaired (exit 0, every file equal to
+   the reference's); not read (exit 0, only the damaged file differs: the command did not need it);
+   silently different (exit 0, another result); a traceback.
 3. Concurrency: two identical commands started together; ``runs rm`` while the run trains.
 
     python examples/reliability.py [--kills 20] [--jobs lottery,rst-iter,train] [--work /tmp/reliability]
@@ -53,11 +54,14 @@ def files_of(runs: Path) -> Dict[str, Path]:
 
 
 def same_file(a: Path, b: Path) -> bool:
-    if a.suffix == ".pt":
-        x, y = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
-        return equal(x, y)
-    if a.suffix == ".json":
-        return without_times(json.loads(a.read_text())) == without_times(json.loads(b.read_text()))
+    try:
+        if a.suffix == ".pt":
+            x, y = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+            return equal(x, y)
+        if a.suffix == ".json":
+            return without_times(json.loads(a.read_text())) == without_times(json.loads(b.read_text()))
+    except Exception:  # noqa: BLE001  (a damaged file left in place: not the same)
+        return False
     return a.read_bytes() == b.read_bytes()
 
 
@@ -133,14 +137,17 @@ DAMAGES = {
 }
 
 
-def outcome(done: subprocess.CompletedProcess, reference: Path, runs: Path) -> str:
+def outcome(done: subprocess.CompletedProcess, reference: Path, runs: Path, damaged: str) -> str:
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     if "Traceback" in done.stderr:
         return "traceback"
     if done.returncode == 2 and len(lines) == 1:
         return "refused in one line"
     if done.returncode == 0:
-        return "repaired or unused" if not differences(reference, runs) else "silently different"
+        diff = differences(reference, runs)
+        if not diff:
+            return "repaired (exit 0, result equal)"
+        return "not read (exit 0, result equal)" if diff == [damaged] else "silently different"
     return f"exit {done.returncode}, {len(lines)} lines"
 
 
@@ -158,7 +165,7 @@ def damages(work: Path) -> Dict:
             shutil.copytree(reference, runs)
             target = runs / name
             target.write_bytes(damage(target.read_bytes()))
-            result = outcome(ticketlab(job, runs), reference, runs)
+            result = outcome(ticketlab(job, runs), reference, runs, name)
             counts[result] = counts.get(result, 0) + 1
             if result in ("traceback", "silently different") or result.startswith("exit"):
                 cases.append((name, kind, result))
@@ -180,7 +187,7 @@ def damages(work: Path) -> Dict:
             shutil.copytree(partial, runs)
             target = runs / checkpoint.relative_to(partial)
             target.write_bytes(damage(target.read_bytes()))
-            result = outcome(ticketlab(job, runs), reference, runs)
+            result = outcome(ticketlab(job, runs), reference, runs, str(checkpoint.relative_to(partial)))
             counts[result] = counts.get(result, 0) + 1
             if result in ("traceback", "silently different") or result.startswith("exit"):
                 cases.append((str(checkpoint.relative_to(partial)), kind, result))
