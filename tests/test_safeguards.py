@@ -60,6 +60,15 @@ def test_the_precision_is_recorded_and_another_one_refused(tmp_path, monkeypatch
     assert (run.path / "summary.json").exists()  # the finished run is untouched
 
 
+def test_amp_on_the_cpu_says_it_trains_in_fp32(tmp_path, capsys):
+    args = ["train", "--preset", "digits_mlp", "--train.steps", "3it", "--model.hidden", "16", "--train.amp", "bf16",
+            "--runs-dir", str(tmp_path), "--device", "cpu", "--progress", "none"]
+    assert main(args) == 0
+    assert "train.amp bf16 applies on CUDA only: this run trains in fp32 on cpu" in capsys.readouterr().err
+    assert main([a for a in args if a not in ("--train.amp", "bf16")]) == 0
+    assert "applies on CUDA only" not in capsys.readouterr().err
+
+
 def test_precision_of_each_setting():
     from ticketlab.train.accel import precision
 

@@ -193,7 +193,13 @@ def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optiona
 def run_record(config: RunConfig, device: torch.device, **more: Any) -> Dict[str, Any]:
     """What a run's manifest records besides the environment: the precision it trains in (resuming it
     in another is refused) and ``more`` (a user's module and data)."""
-    return {"precision": precision(config.train.amp, device), **more}
+    used = precision(config.train.amp, device)
+    if config.train.amp != "none" and used == "fp32":
+        from ticketlab.logs import logger
+
+        logger.warning(f"train.amp {config.train.amp} applies on CUDA only: this run trains in fp32 on {device} "
+                       "(its manifest records the precision)")
+    return {"precision": used, **more}
 
 
 def check_data_state(path: Path, data: DataBundle) -> None:
