@@ -200,3 +200,35 @@ def test_lightning_callback_keeps_pruned_weights_at_zero(tmp_path):
     for name, keep in mask.items():
         assert torch.count_nonzero(params[name][~keep]) == 0 and params[name][keep].abs().sum() > 0
 
+
+def test_import_flag_reaches_the_workers_of_a_sweep(tmp_path, monkeypatch, capsys):
+    """Spawned workers start without the sweep's imports: each imports the --import modules again."""
+    from ticketlab.cli import main
+
+    (tmp_path / "sweep_models_for_test.py").write_text(textwrap.dedent("""
+        import torch
+        import ticketlab
+
+        @ticketlab.register_model(name="sweep_tiny_mlp", replace=True)
+        def sweep_tiny_mlp(input_shape, num_classes, hidden=()):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))
+    """))
+    (tmp_path / "study.toml").write_text(textwrap.dedent("""
+        name = "imported"
+        preset = "digits_mlp"
+        command = "train"
+        seeds = 2
+        [fields]
+        model.name = "sweep_tiny_mlp"
+        train.steps = "3it"
+    """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    runs = tmp_path / "runs"
+    code = main(["sweep", "study.toml", "--import", "sweep_models_for_test.py", "--workers", "2",
+                 "--runs-dir", str(runs)])
+    out = capsys.readouterr()
+    assert code == 0, out
+    names = [json.loads((p / "config.json").read_text())["model"]["name"] for p in runs.glob("train_*")]
+    assert names == ["sweep_tiny_mlp"] * 2

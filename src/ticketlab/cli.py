@@ -460,7 +460,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     check_threads(args.threads)
     return sweep_main(args.study, args.runs_dir, args.executor, args.workers, args.dry_run, args.device,
-                      args.threads, args.partition, args.gpus_per_job, args.time)
+                      args.threads, args.partition, args.gpus_per_job, args.time, imports=args.imports)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -691,6 +691,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             sub.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    args.imports = modules  # taken out before parsing; sweep workers import them again
     from ticketlab import distributed
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ticketlab.errors import ConfigError
 from ticketlab.runs import run_status
@@ -20,9 +20,10 @@ from ticketlab.sweep.study import Study, describe, find_duplicates, load_study
 
 def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local", workers: int = 2,
                dry_run: bool = False, device: str = "auto", threads: int = 1, partition: Optional[str] = None,
-               gpus: int = 0, minutes: int = 60, out=None) -> int:
+               gpus: int = 0, minutes: int = 60, out=None, imports: Sequence[str] = ()) -> int:
     """Plan, skip, run; returns the exit status (1 when a run failed). ``out``: where it prints (default: the
-    ``sys.stdout`` of the call, not of the import)."""
+    ``sys.stdout`` of the call, not of the import). ``imports``: the ``--import`` modules, imported again
+    by every worker."""
     out = sys.stdout if out is None else out
     if workers < 1 or threads < 1 or gpus < 0 or minutes < 1:
         raise ConfigError("--workers, --threads and --time must be at least 1 and --gpus-per-job at least 0")
@@ -48,7 +49,9 @@ def sweep_main(study_file: str, runs_dir: str = "runs", executor: str = "local",
     write_record(folder, study, runs, entries)
     print(f"study {study.name}: {len(study.runs)} runs, {len(study.runs) - len(todo)} finished, {len(todo)} to run "
           f"on {executor}" + (f" ({workers} workers)" if executor == "local" else ""), file=out, flush=True)
-    jobs = [Job(r.key, r.command, r.config.to_dict(), r.options, str(runs.resolve()), device, threads) for r in todo]
+    imports = tuple(str(Path(m).resolve()) if m.endswith(".py") else m for m in imports)
+    jobs = [Job(r.key, r.command, r.config.to_dict(), r.options, str(runs.resolve()), device, threads, imports)
+            for r in todo]
     run_on = executor_for(executor, workers, folder / "submitit", partition, gpus, minutes)
     failed: List[str] = []
     for count, result in enumerate(run_on(jobs), 1):

@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.extras import require
@@ -34,6 +34,7 @@ class Job:
     runs_dir: str
     device: str
     threads: int
+    imports: Tuple[str, ...] = ()  # --import modules (or .py files, absolute) the run's registries need
 
 
 def run_job(job: Job) -> Dict[str, Any]:
@@ -49,6 +50,11 @@ def run_job(job: Job) -> Dict[str, Any]:
     torch.set_num_threads(job.threads)
     began = time.perf_counter()
     try:
+        if job.imports:  # a spawned worker or a SLURM job starts without the sweep's imports
+            from ticketlab.cli import import_user_module
+
+            for module in job.imports:
+                import_user_module(module)
         method = METHODS.get(job.command)
         ctx = RunContext(job.runs_dir, job.device, job.threads, progress=False,
                          argv=["ticketlab", "sweep", job.command])
