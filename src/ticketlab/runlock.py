@@ -49,13 +49,20 @@ def _identity(run: Path) -> Optional[Tuple[int, int]]:
     return stat.st_dev, stat.st_ino
 
 
-def holder(run: Path) -> str:
-    """Who holds ``run``'s lock, in words (from the file the holder wrote)."""
-    try:
-        info = json.loads((Path(run) / HOLDER).read_text())
-        return (f"process {info['pid']} on {info['host']} (`{info['command']}`, since {info['since']})")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+def holder(run: Path, wait: float = 1.0) -> str:
+    """Who holds ``run``'s lock, in words (from the file the holder writes right after taking it: a
+    holder that has only just taken it is given up to ``wait`` seconds to write it)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = json.loads((Path(run) / HOLDER).read_text())
+            return (f"process {info['pid']} on {info['host']} (`{info['command']}`, since {info['since']})")
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "another process"
+            time.sleep(0.05)
 
 
 def _acquire(run: Path):
