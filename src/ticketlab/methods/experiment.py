@@ -187,19 +187,23 @@ def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optiona
     run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path,
                       record=run_record(config, ctx.torch_device), data_fingerprint=data.fingerprint)
     check_data_state(run.path, data)
+    warn_unused_amp(config, ctx.torch_device)
     return run
 
 
 def run_record(config: RunConfig, device: torch.device, **more: Any) -> Dict[str, Any]:
     """What a run's manifest records besides the environment: the precision it trains in (resuming it
     in another is refused) and ``more`` (a user's module and data)."""
-    used = precision(config.train.amp, device)
-    if config.train.amp != "none" and used == "fp32":
+    return {"precision": precision(config.train.amp, device), **more}
+
+
+def warn_unused_amp(config: RunConfig, device: torch.device) -> None:
+    """Say once a run is open that ``--train.amp`` does nothing off CUDA (it trains in fp32 there)."""
+    if config.train.amp != "none" and precision(config.train.amp, device) == "fp32":
         from ticketlab.logs import logger
 
         logger.warning(f"train.amp {config.train.amp} applies on CUDA only: this run trains in fp32 on {device} "
                        "(its manifest records the precision)")
-    return {"precision": used, **more}
 
 
 def check_data_state(path: Path, data: DataBundle) -> None:

@@ -51,7 +51,7 @@ def run_job(job: Job) -> Dict[str, Any]:
     began = time.perf_counter()
     try:
         if job.imports:  # a spawned worker or a SLURM job starts without the sweep's imports
-            from ticketlab.cli import import_user_module
+            from ticketlab.user_modules import import_user_module
 
             for module in job.imports:
                 import_user_module(module)
