@@ -287,6 +287,8 @@ def one_line_error(capsys, args):
     ("summary.json", '{"row": 3}', "is not a summary ticketlab wrote (no steps, density, final"),
     ("summary.json", '{"steps": 2, "density": 1, "final": {}, "final_test_accuracy": "x"}',
      "final_test_accuracy is 'x', not a number"),
+    ("summary.json", '{"steps": 2, "density": 1, "final": {}, "final_test_accuracy": 0.5, "weights": "final.pt"}',
+     "weights is not a list of file names"),
     ("manifest.json", "[]", "manifest.json holds a list, not a manifest"),
     ("config.json", "[1, 2]", "config.json holds a different config"),
 ])

@@ -117,6 +117,9 @@ class TrainConfig(Section):
     amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision on CUDA (ignored on CPU)")
     eval_every: Steps = option(Steps(1), "evaluation interval (validation and test)")
     checkpoint_every: Steps = option(Steps(1), "interval of resumable checkpoints", hash=False)
+    keep_weights: Literal["all", "final"] = option(
+        "all", "weights files a phase keeps when it finishes: all (its start, best-validation and final "
+        "weights) or final (final.pt only, a third of the disk; the best figures stay in the summary)", hash=False)
     channels_last: bool = option(True, "channels_last memory format for conv nets on CUDA", hash=False)
     compile: bool = option(False, "torch.compile the model (CUDA; first steps pay the compile time)", hash=False)
 

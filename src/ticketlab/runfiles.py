@@ -56,6 +56,9 @@ def summary_problem(summary: Dict[str, Any], required: Sequence[str] = ()) -> st
     for key in _TABLES:
         if summary.get(key) is not None and not isinstance(summary[key], dict):
             return f"{key} is not an object"
+    weights = summary.get("weights")  # the weights files a trained phase keeps
+    if weights is not None and not (isinstance(weights, list) and all(isinstance(w, str) for w in weights)):
+        return "weights is not a list of file names"
     return ""
 
 

@@ -42,6 +42,7 @@ from ticketlab.runfiles import read_object, read_summary
 from ticketlab.version import __version__
 
 CONFIG, MANIFEST, SUMMARY = "config.json", "manifest.json", "summary.json"
+START = "start.pt"  # a phase's masked start weights, where its method keeps them
 TRUNK = "trunk"  # the branch of a row that is not an ablation
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ from ticketlab.errors import CheckpointError, ConfigError, TicketlabError
 from ticketlab.io import load_torch, write_json
 from ticketlab.models import build_model
 from ticketlab.runs import load_config, phase_rows
-from ticketlab.train import evaluate
+from ticketlab.train import evaluate, weights_path
 
 RESULT = "corruptions.json"
 PUBLISHED = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
@@ -93,9 +93,7 @@ def evaluate_run(run: Path, names: Sequence[str], severities: Sequence[int], che
     tests = CorruptedTests(config, data, seed)
     out = []
     for folder, summary in phase_rows(run):
-        path = folder / ("best.pt" if checkpoint == "best" else "final.pt")
-        if not path.exists() and checkpoint == "best":  # results that are not trained (Pools, Sup-tickets)
-            path = folder / "final.pt"
+        path = weights_path(folder, checkpoint)
         if not path.exists():
             raise CheckpointError(f"{path} is missing: this phase keeps no weights to score")
         model = build_model(config.model, data.input_shape, data.num_classes, seed=0)

@@ -14,6 +14,7 @@ from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import load_torch
 from ticketlab.runs import TRUNK, load_config, phase_rows
 from ticketlab.sparsity import Mask, prunable_parameters
+from ticketlab.train.trainer import weights_path
 
 
 @dataclass
@@ -68,7 +69,7 @@ def load_ticket(run: Path, level: Optional[int] = None, checkpoint: str = "final
     run = Path(run)
     config, data = run_data(run) if data is None else (load_config(run), data)
     folder, summary = find_phase(run, level)
-    path = folder / f"{checkpoint}.pt"
+    path = weights_path(folder, checkpoint)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; export --checkpoint final, or finish the phase")
     model = build_model(config.model, data.input_shape, data.num_classes, seed=0)

@@ -27,7 +27,7 @@ from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.experiment import masked, save_mask, trainer_summary, with_summary_extra
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
 from ticketlab.registry import Registry
-from ticketlab.runs import CONFIG, SUMMARY, ensure, save_json
+from ticketlab.runs import CONFIG, START, SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, select_topk
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
@@ -90,12 +90,9 @@ def run_branch(lottery: Lottery, branch: BranchConfig, level: int, plan: Optiona
     plan = plan or BRANCHES.get(branch.name)(lottery, branch, level)
     ensure(out / "branch.json", lambda: to_jsonable(branch), save=save_json, load=read_json)
 
-    def make_mask() -> Mask:  # the start weights first: the mask's file marks both as written
-        ensure(out / "start.pt", lambda: masked(plan.start, plan.mask))
-        return plan.mask
-
-    mask = ensure(out / "mask.pt", make_mask, save=save_mask, load=Mask.load)
-    return lottery.fit(out, lambda: load_torch(out / "start.pt"), mask, plan.cfg, plan.start_step,
+    mask = ensure(out / "mask.pt", lambda: plan.mask, save=save_mask, load=Mask.load)
+    start = lambda: ensure(out / START, lambda: masked(plan.start, mask))  # noqa: E731
+    return lottery.fit(out, start, mask, plan.cfg, plan.start_step,
                        branch_extra(lottery, branch, level, mask), plan.callbacks, order_seed=plan.order_seed)
 
 
@@ -156,8 +153,7 @@ def retrain(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
     if not start_step <= regain <= cfg.steps.to_iters(lottery.ipe):
         raise ConfigError(f"branch.regain ({branch.regain or train.steps}) must lie between the level's start step "
                           f"({start_step} it) and branch.steps ({total}); choose a regain step within the training")
-    start = load_torch(lottery.level_dir(level) / "start.pt")
-    return Plan(lottery.level_mask(level), start, cfg, start_step, [RegainDense(regain)])
+    return Plan(lottery.level_mask(level), lottery.level_start(level), cfg, start_step, [RegainDense(regain)])
 
 
 @BRANCHES.register(name="reorder")
@@ -165,8 +161,8 @@ def reorder(lottery: Lottery, branch: BranchConfig, level: int) -> Plan:
     """The level trained again from its own start weights and mask on another data order: its final
     weights and the level's are the pair of Frankle et al.'s instability analysis (`ticketlab lmc`)."""
     cfg, start_step = lottery.level_schedule(level)
-    start = load_torch(lottery.level_dir(level) / "start.pt")
-    return Plan(lottery.level_mask(level), start, cfg, start_step, order_seed=_seed(lottery, branch, level))
+    return Plan(lottery.level_mask(level), lottery.level_start(level), cfg, start_step,
+                order_seed=_seed(lottery, branch, level))
 
 
 @BRANCHES.register(name="oneshot")

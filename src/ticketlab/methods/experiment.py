@@ -17,12 +17,13 @@ import torch
 from ticketlab.config import PruneConfig, RunConfig, TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, load_data
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import write_json
+from ticketlab import distributed
+from ticketlab.io import remove_file, write_json
 from ticketlab.methods.context import RunContext
 from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.models import build_model
 from ticketlab.models.weights import load_pretrained
-from ticketlab.runs import SUMMARY, TRUNK, RunDir, ensure, report_row
+from ticketlab.runs import START, SUMMARY, TRUNK, RunDir, ensure, report_row
 from ticketlab.sparsity import Mask, MaskEnforcer, densities_from_globs, opt_in_modules, prunable_parameters
 from ticketlab.status import current_phase, note, output_mode, phase
 from ticketlab.train import Callback, Trainer
@@ -114,6 +115,8 @@ class Experiment:
                     enforcer=enforcer,
                     callbacks=callbacks, start_step=start_step, progress=self.progress, label=label,
                     summary_extra=extra, stop_at=stop_at, lr_at=lr_at, trackers=self.trackers).fit()
+            if cfg.keep_weights == "final" and distributed.is_writer():
+                remove_file(out / START)  # a method's start weights of the phase: made again when needed
 
         # a summary whose weights files were deleted goes too: the phase trains again
         if finished(out) and current_phase() is None:  # within `phases` that said it already

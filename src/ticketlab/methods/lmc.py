@@ -31,7 +31,7 @@ from ticketlab.methods.experiment import Weights, masked
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
 from ticketlab.runs import CONFIG, ensure, save_json
 from ticketlab.sparsity import Mask
-from ticketlab.train import evaluate, interpolate, recompute_bn, training_batches
+from ticketlab.train import evaluate, interpolate, recompute_bn, training_batches, weights_path
 
 LMC_STEP = 4 * 10**9  # augmentation stream of the BatchNorm passes
 
@@ -76,9 +76,8 @@ def pair(lottery: Lottery, cfg: LMCConfig, level: int, finished: Sequence[int]) 
         if level + 1 not in finished:
             raise ConfigError(f"level {level} has no finished next level to pair with; lower --levels or run "
                               f"`ticketlab lottery --levels {level + 1}`")
-        name = "best.pt" if cfg.checkpoint == "best" else "final.pt"
         ends = [lottery.level_dir(k) for k in (level, level + 1)]
-        weights = [masked(load_torch(d / name), Mask.load(d / "mask.pt")) for d in ends]
+        weights = [masked(load_torch(weights_path(d, cfg.checkpoint, "--lmc.checkpoint")), Mask.load(d / "mask.pt")) for d in ends]
     else:
         branches = sorted(p for p in folder.glob("branch_reorder_*") if (p / "summary.json").exists())
         if len(branches) != 1:

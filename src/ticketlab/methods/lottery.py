@@ -19,7 +19,7 @@ import copy
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional
 
 import torch
 
@@ -33,7 +33,7 @@ from ticketlab.method import Flag, Method, register_method
 from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, check_data_state, masked,
                                           prune_options, run_record, save_mask, scoring_batch)
 from ticketlab.methods.tickets import LotteryResult, level_tickets
-from ticketlab.runs import RunDir, ensure
+from ticketlab.runs import START, RunDir, ensure
 from ticketlab.sparsity import Mask, opt_in_modules, prune, prune_remaining
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
@@ -142,6 +142,16 @@ class Lottery(Experiment):
             return self.make_model(self.scratch_seed(level)).state_dict()
         return self.final_weights(level - 1)
 
+    def level_start(self, level: int) -> Dict[str, torch.Tensor]:
+        """A level's start weights under its mask: its ``start.pt``, or where a level trained with
+        ``--train.keep-weights final`` dropped that, the same weights made again from the run's files."""
+        path = self.level_dir(level) / START
+        return load_torch(path) if path.exists() else masked(self.start_weights(level), self.level_mask(level))
+
+    def _train_start(self, level: int) -> Callable[[], Dict[str, torch.Tensor]]:
+        """What a level's training starts from, written as its ``start.pt`` first (a restart rebuilds nothing)."""
+        return lambda: ensure(self.level_dir(level) / START, lambda: self.level_start(level))
+
     def level_schedule(self, level: int) -> tuple:
         """(train config, start step) of a level."""
         lottery, train = self.config.lottery, self.config.train
@@ -154,10 +164,9 @@ class Lottery(Experiment):
     def train_level(self, level: int) -> Dict[str, Any]:
         out = self.level_dir(level)
         mask = self.level_mask(level)
-        start = lambda: ensure(out / "start.pt", lambda: masked(self.start_weights(level), mask))  # noqa: E731
         cfg, start_step = self.level_schedule(level)
         extra = self.phase_extra(level, mask)
-        return self.fit(out, start, mask, cfg, start_step, extra)
+        return self.fit(out, self._train_start(level), mask, cfg, start_step, extra)
 
     @property
     def mode(self) -> str:

@@ -39,7 +39,7 @@ from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, Lotte
 from ticketlab.runfiles import REBUILD, read_summary
 from ticketlab.runs import CONFIG, SUMMARY, ensure, save_json
 from ticketlab.sparsity import Mask, select_topk
-from ticketlab.train import evaluate, interpolate, recompute_bn, training_batches
+from ticketlab.train import evaluate, interpolate, recompute_bn, training_batches, weights_path
 
 POOL_STEP = 3 * 10**9  # augmentation stream of the BatchNorm passes
 ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # the README's "interpolation" list
@@ -106,8 +106,7 @@ class Pools:
     def ticket(self, level: int) -> Tuple[Weights, Mask]:
         folder = self.lottery.level_dir(level)
         mask = Mask.load(folder / "mask.pt")
-        name = "best.pt" if self.cfg.checkpoint == "best" and (folder / "best.pt").exists() else "final.pt"
-        return masked(load_torch(folder / name), mask), mask
+        return masked(load_torch(weights_path(folder, self.cfg.checkpoint, "--pools.checkpoint")), mask), mask
 
     def score(self, weights: Weights, bn: bool = True) -> Dict[str, Optional[float]]:
         """Validation and test accuracy of ``weights`` (BatchNorm recomputed first when ``bn``)."""

@@ -14,6 +14,7 @@ import torch
 
 from ticketlab.io import load_torch
 from ticketlab.sparsity import Mask
+from ticketlab.train.trainer import weights_path
 
 Weights = Dict[str, torch.Tensor]
 
@@ -56,14 +57,13 @@ class Ticket(dict):
         return load_torch(self.folder / "final.pt")
 
     @property
-    def best_weights(self) -> Optional[Weights]:
-        path = self.folder / "best.pt"
-        return load_torch(path) if path.exists() else None
+    def best_weights(self) -> Weights:
+        """The best-validation weights (the final ones for a phase without a validation split)."""
+        return load_torch(weights_path(self.folder, "best"))
 
     def load_into(self, model: torch.nn.Module, best: bool = False) -> torch.nn.Module:
         """``model`` with this ticket's (final, or best-validation) weights loaded; returns it."""
-        weights = self.best_weights if best else None
-        model.load_state_dict(weights if weights is not None else self.weights)
+        model.load_state_dict(self.best_weights if best else self.weights)
         return model
 
     def __repr__(self) -> str:

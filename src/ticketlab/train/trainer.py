@@ -4,7 +4,8 @@
 under a `MaskEnforcer` (all-ones on a dense start), and writes into ``out_dir``: ``metrics.jsonl`` (one
 line per evaluation), ``checkpoint.pt`` (resumable, removed at the end, with the one before it kept as
 ``checkpoint.prev.pt``: a damaged checkpoint resumes from that one, with a warning), ``final.pt`` and
-``best.pt`` (model weights at the end and at the best validation accuracy) and ``summary.json``. An
+``best.pt`` (model weights at the end and at the best validation accuracy; ``best.pt`` only with
+``cfg.keep_weights="all"``) and ``summary.json`` (which lists the weights files kept). An
 ``out_dir`` that has a summary and the weights it describes is finished: ``fit`` returns it without
 training (deleting ``final.pt`` or ``best.pt`` trains the phase again).
 
@@ -31,7 +32,7 @@ from ticketlab import distributed, runlock
 from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import DamagedFileError, load_torch, move_file, read_json, remove_file, save_torch, write_json
+from ticketlab.io import DamagedFileError, load_torch, move_file, remove_file, save_torch, write_json
 from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
@@ -47,17 +48,43 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 RETRAIN = "delete it and run the same command again to train that phase again"
 
 
+def kept_weights(summary: Dict[str, Any]) -> Tuple[str, ...]:
+    """The weights files a finished phase's summary says it keeps (summaries before ``weights`` was
+    recorded: ``best.pt`` wherever there was a best validation accuracy)."""
+    if summary.get("weights") is not None:
+        return tuple(summary["weights"])
+    return (FINAL, BEST) if summary.get("best_val") else (FINAL,)
+
+
 def finished(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a finished phase: a summary and the weights files it describes. A
     summary whose ``final.pt`` (or ``best.pt``) was deleted is removed, so the phase trains again."""
     out_dir = Path(out_dir)
     if not (out_dir / SUMMARY).exists():
         return False
-    if (out_dir / FINAL).exists() and ((out_dir / BEST).exists() or not read_json(out_dir / SUMMARY).get("best_val")):
+    if all((out_dir / name).exists() for name in kept_weights(read_summary(out_dir / SUMMARY, TRAINER_KEYS)) + (FINAL,)):
         return True
     if distributed.is_writer():
         remove_file(out_dir / SUMMARY)
     return False
+
+
+def weights_path(folder: Path, checkpoint: str = "final", flag: str = "--checkpoint") -> Path:
+    """The file of a finished phase's ``final`` or ``best`` (best-validation) weights. A phase without a
+    validation split, or a result that is not trained (Pools, Sup-tickets), has only ``final.pt``: its
+    best is its final. One trained with ``--train.keep-weights final`` kept no best weights: an error
+    (``flag``: the option that chose ``checkpoint``, for its advice)."""
+    folder = Path(folder)
+    if checkpoint == "final" or (folder / BEST).exists():
+        return folder / (FINAL if checkpoint == "final" else BEST)
+    summary = read_summary(folder / SUMMARY) if (folder / SUMMARY).exists() else {}
+    if summary.get("best_val") and BEST not in kept_weights(summary):
+        raise ConfigError(f"{folder} kept only its final weights (trained with --train.keep-weights final); "
+                          f"use {flag} final, or train the run again without that setting")
+    if summary.get("best_val"):
+        raise CheckpointError(f"{folder / BEST} is missing; run the command that trained it again to train that "
+                              f"phase again, or use {flag} final")
+    return folder / FINAL
 
 
 class RunningStats:
@@ -403,7 +430,7 @@ class Trainer:
         if not self.best or results["val"]["accuracy"] > self.best["val_accuracy"]:
             self.best = {"step": self.step, "val_accuracy": results["val"]["accuracy"],
                          "test_accuracy": results.get("test", {}).get("accuracy")}
-            if self.out_dir is not None:
+            if self.out_dir is not None and self.cfg.keep_weights == "all":
                 save_torch(self.model.state_dict(), self.out_dir / BEST)
 
     def _save_checkpoint(self) -> None:
@@ -511,6 +538,7 @@ class Trainer:
             "best_val": self.best or None,
             "test_accuracy_at_best_val": self.best.get("test_accuracy") if self.best else None,
             "train_seconds": round(seconds, 3),
+            "weights": [FINAL, BEST] if self.best and self.cfg.keep_weights == "all" else [FINAL],
         }
         if self.out_dir is not None:
             runlock.check_present(self.out_dir, every_rank=True)
@@ -519,4 +547,6 @@ class Trainer:
             if distributed.is_writer():
                 remove_file(self.out_dir / CHECKPOINT)
                 remove_file(self.out_dir / PREVIOUS_CHECKPOINT)
+                if BEST not in summary["weights"]:  # one from before a resume that changed keep_weights
+                    remove_file(self.out_dir / BEST)
         return summary

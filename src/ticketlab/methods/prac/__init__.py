@@ -42,7 +42,7 @@ from ticketlab.presets import cifar_config, get_preset, register_preset
 from ticketlab.runs import ensure
 from ticketlab.sparsity import Mask
 from ticketlab.steps import Steps
-from ticketlab.train import predict
+from ticketlab.train import predict, weights_path
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,9 @@ class PracRun(Lottery):
         if train.steps.it or any(m.it for m in train.milestones) or train.warmup.it:
             raise ConfigError("prac scales whole epochs: give --train.steps, --train.milestones and --train.warmup "
                               "in epochs")
+        if self.prac.disagreement and train.keep_weights != "all":
+            raise ConfigError("prac.disagreement compares the best-validation weights of the dense model and the "
+                              "ticket, so it needs them kept: drop --train.keep-weights final, or give --prac.disagreement false")
         if self.config.lottery.retrain not in ("rewind",):
             raise ConfigError("prac rewinds every round to the rewind point (--retrain rewind, with --rewind 0 or "
                               "a step); other retrain modes do not apply")
@@ -143,7 +146,7 @@ class PracRun(Lottery):
         keep = int(n * (1 - self.prac.data_rate) ** (level + 1)) if self.prac.selection == "top" else None
         disagree = None
         if self.prac.disagreement and level >= 1:
-            dense, ticket = (self.model_with(load_torch(self.level_dir(k) / "best.pt")) for k in (0, level))
+            dense, ticket = (self.model_with(load_torch(weights_path(self.level_dir(k), "best"))) for k in (0, level))
             disagree = (predict(dense, self.data.train) != predict(ticket, self.data.train)).cpu()
         chosen = critical_set(counts.cpu(), self.prac.threshold, keep, disagree)
         return chosen if len(chosen) else torch.arange(n)
@@ -154,7 +157,6 @@ class PracRun(Lottery):
         mask = self.level_mask(level)
         data, positions = self.round_data(level)
         cfg, start_step = self.level_schedule(level)
-        start = lambda: ensure(out / "start.pt", lambda: masked(self.start_weights(level), mask))  # noqa: E731
         ipe = iters_per_epoch(len(data.train), cfg.batch_size)
         epochs = -(-cfg.steps.to_iters(ipe) // ipe) - start_step // ipe
         callbacks = [ExampleRecord(positions, len(self.data.train), epochs, out / "record.pt")]
@@ -165,7 +167,7 @@ class PracRun(Lottery):
             callbacks.append(EarlyBird(candidate, mask.num_kept(), self.prac.eb_eps, self.prac.queue,
                                        self.prac.warmup, out / "eb_mask.pt"))
         extra = self.phase_extra(level, mask)
-        summary = self.train_phase(out, start, mask, cfg, order_seed=self.config.order_seed, extra=extra,
+        summary = self.train_phase(out, self._train_start(level), mask, cfg, order_seed=self.config.order_seed, extra=extra,
                                    callbacks=callbacks, start_step=start_step, data=data)
         cost = {"subset_size": len(positions), "epochs": cfg.steps.ep,
                 "examples_seen": examples_seen(len(data.train), cfg.batch_size, start_step, summary["steps"]),
