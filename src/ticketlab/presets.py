@@ -16,7 +16,7 @@ from ticketlab.errors import ConfigError
 from ticketlab.registry import Registry
 from ticketlab.steps import Steps
 
-PRESETS: Registry = Registry("preset", builtins="ticketlab.methods")  # the methods' own, on first lookup
+PRESETS: Registry = Registry("preset")  # the core presets below, then the methods' own (see the end)
 
 
 def register_preset(name: str, config: RunConfig) -> RunConfig:
@@ -131,5 +131,7 @@ def describe_presets() -> Dict[str, str]:
                      f"batch {c.train.batch_size} / {c.train.steps}{command}")
     return out
 
+
+PRESETS.builtins_from("ticketlab.methods")  # the methods' presets, imported on first use
 
 __all__ = ["PRESETS", "register_preset", "cifar_config", "get_preset", "list_presets", "describe_presets", "ConfigError"]

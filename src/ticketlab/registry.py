@@ -3,8 +3,9 @@
 A registry maps names to callables. Registration is a decorator that takes the name from the
 function (or an explicit ``name=``); registering a name twice is an error. Looking up an unknown name
 raises `ConfigError` listing the valid names and the closest matches. A registry whose built-in entries
-are registered by another module (``builtins=``, e.g. the methods) imports it on its first lookup, so that
-importing the package does not import them (and torch) until something asks for them.
+are registered by another module (``builtins=``, e.g. the methods) imports it on its first lookup or
+registration, so that importing the package does not import them (and torch) until something asks for
+them, and a user's entry meets the built-in names when it is registered (``replace=True`` overrides one).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import weakref
 from typing import Dict, Generic, Iterator, List, Optional, TypeVar
 
 from ticketlab.errors import ConfigError
 
 T = TypeVar("T")
+_REGISTRIES: "weakref.WeakSet[Registry]" = weakref.WeakSet()  # registries sharing a built-ins module load it together
 
 
 class Registry(Generic[T]):
@@ -24,12 +27,27 @@ class Registry(Generic[T]):
         self.kind = kind
         self._builtins = builtins  # the module that registers the built-in entries, until it is imported
         self._entries: Dict[str, T] = {}
+        _REGISTRIES.add(self)
+
+    def builtins_from(self, module: str) -> None:
+        """From now on, ``module`` registers further built-in entries, imported on first use (for a
+        registry whose own module registers some built-ins first, which must not import the others)."""
+        self._builtins = module
 
     def _loaded(self) -> Dict[str, T]:
-        """The entries, the built-in ones included (their module is imported on first use)."""
-        if self._builtins is not None:
-            module, self._builtins = self._builtins, None  # first: its registrations look entries up
-            importlib.import_module(module)
+        """The entries, the built-in ones included (their module is imported on first use; if that import
+        fails, it is tried again on the next use rather than leaving the registry without them)."""
+        module = self._builtins
+        if module is not None:
+            sharing = [r for r in _REGISTRIES if r._builtins == module]
+            for registry in sharing:  # first: the module's registrations look entries up
+                registry._builtins = None
+            try:
+                importlib.import_module(module)
+            except BaseException:
+                for registry in sharing:
+                    registry._builtins = module
+                raise
         return self._entries
 
     def register(self, obj: Optional[T] = None, *, name: Optional[str] = None, replace: bool = False):
@@ -39,7 +57,7 @@ class Registry(Generic[T]):
             key = name or getattr(item, "__name__", None)
             if not key:
                 raise ValueError(f"cannot infer a {self.kind} name for {item!r}; pass name=")
-            if key in self._entries and not replace:  # registering does not import the built-ins
+            if key in self._loaded() and not replace:  # a built-in's name too: they are loaded first
                 raise ValueError(f"{self.kind} {key!r} is already registered; pass replace=True to override")
             self._entries[key] = item
             return item
