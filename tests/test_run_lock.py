@@ -90,13 +90,22 @@ def test_two_identical_commands_at_once_train_the_run_once(tmp_path, capsys):
     assert metric_lines(run_dir(tmp_path / "both", capsys)) == expected  # no line twice, none lost
 
 
-def test_runs_rm_refuses_a_run_in_use(tmp_path, holder, capsys):
+def looked_up(monkeypatch):
+    """The runs whose holder `runlock.holder` was asked for (each ask may wait up to a second)."""
+    asked, real = [], runlock.holder
+    monkeypatch.setattr(runlock, "holder", lambda run, *args: asked.append(Path(run)) or real(run, *args))
+    return asked
+
+
+def test_runs_rm_refuses_a_run_in_use(tmp_path, holder, capsys, monkeypatch):
     assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 0
     run = run_dir(tmp_path, capsys)
     process = holder(run)
+    asked = looked_up(monkeypatch)
     assert main(["runs", "rm", str(run), "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"process {process.pid}" in err and "nothing removed" in err
+    assert asked == [run]  # once, for the line printed
     assert (run / "config.json").is_file()
     holder.stop()
     assert main(["runs", "rm", str(run), "--runs-dir", str(tmp_path)]) == 0
@@ -150,14 +159,16 @@ def test_a_removal_cut_short_leaves_no_half_run_and_clean_finishes_it(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_runs_clean_skips_a_run_in_use(tmp_path, holder, capsys):
+def test_runs_clean_skips_a_run_in_use(tmp_path, holder, capsys, monkeypatch):
     assert main([*TRAIN, "--runs-dir", str(tmp_path)]) == 0
     run = run_dir(tmp_path, capsys)
     planted = run / ".final.pt.abc123.tmp"
     planted.write_bytes(b"x" * 1000)
     holder(run)
+    asked = looked_up(monkeypatch)
     assert main(["runs", "clean", "--runs-dir", str(tmp_path)]) == 0
     assert planted.exists() and f"skipped 1 run(s) in use: {run.name}" in capsys.readouterr().out
+    assert asked == []  # the holder is not named, so not waited for
 
 
 def test_the_lock_holder_file_names_this_process(tmp_path):

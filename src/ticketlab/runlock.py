@@ -65,9 +65,10 @@ def holder(run: Path, wait: float = 1.0) -> str:
             time.sleep(0.05)
 
 
-def _acquire(run: Path):
+def _acquire(run: Path, doing: Optional[str]):
     """The lock of ``run``, or None where its folder cannot be written (nobody can write the run there
-    either); raises CheckpointError when another process holds it."""
+    either); raises CheckpointError naming the holder, ending with ``doing``, when another process holds
+    it (``doing`` None: a caller that does not show the message, so the holder is not waited for)."""
     import filelock
 
     try:
@@ -75,8 +76,9 @@ def _acquire(run: Path):
         lock = filelock.FileLock(str(Path(run) / LOCK), timeout=0)
         lock.acquire()
     except filelock.Timeout:
-        raise CheckpointError(f"{run} is in use by {holder(run)}; wait for it to finish or stop it, then run the "
-                              "command again") from None
+        if doing is None:
+            raise CheckpointError(f"{run} is in use by another process") from None
+        raise CheckpointError(f"{run} is in use by {holder(run)}; {doing}") from None
     except OSError:
         return None
     info = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv[:8])[:200],
@@ -100,7 +102,7 @@ def hold(run: Path) -> None:
     lock, failure = None, None
     if distributed.is_writer():
         try:
-            lock = _acquire(key)
+            lock = _acquire(key, "wait for it to finish or stop it, then run the command again")
         except CheckpointError as exc:
             failure = exc
     if not distributed.gate(failure is None):
@@ -160,16 +162,14 @@ def session() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def holding(run: Path, doing: str) -> Iterator[None]:
-    """``run``'s lock for the block (`runs rm`, `runs clean`); ``doing`` ends the refusal's line."""
+def holding(run: Path, doing: Optional[str]) -> Iterator[None]:
+    """``run``'s lock for the block (`runs rm`, `runs clean`); ``doing`` ends the refusal's line (None: a
+    caller that only needs to know, see `_acquire`)."""
     key = Path(run).absolute()
     if key in _HELD:
         yield
         return
-    try:
-        lock = _acquire(key)
-    except CheckpointError:
-        raise CheckpointError(f"{run} is in use by {holder(key)}; {doing}") from None
+    lock = _acquire(Path(run), doing)
     try:
         yield
     finally:

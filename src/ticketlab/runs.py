@@ -353,7 +353,7 @@ def clean_runs(runs_dir: Path) -> Tuple[List[Tuple[Path, int]], List[Path]]:
     busy: List[Path] = []
     for run in find_runs(runs_dir):
         try:
-            with runlock.holding(run, "skipped"):
+            with runlock.holding(run, None):  # skipped, without waiting to learn who holds it
                 freed += leftovers.remove(leftovers.run_leftovers(run))
         except CheckpointError:
             busy.append(run)
