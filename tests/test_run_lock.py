@@ -180,6 +180,16 @@ def test_the_lock_holder_file_names_this_process(tmp_path):
     assert not (tmp_path / "some_run" / runlock.HOLDER).exists()  # only while held
 
 
+def test_releasing_a_run_moved_away_leaves_the_new_holder_s_file(tmp_path):
+    run = tmp_path / "some_run"
+    with runlock.session():
+        runlock.hold(run)
+        run.rename(tmp_path / "moved")  # removed (`runs rm` renames first), then made again by another process
+        run.mkdir()
+        (run / runlock.HOLDER).write_text('{"pid": 1, "host": "h", "command": "ticketlab train", "since": "now"}\n')
+    assert runlock.holder(run, wait=0).startswith("process 1 on h")  # not deleted by the old holder's release
+
+
 SWEEP = """
 name = "locked"
 preset = "digits_mlp"

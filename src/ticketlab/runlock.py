@@ -36,6 +36,7 @@ LOCK, HOLDER = ".lock", ".lock.holder"
 class _Held:
     lock: Optional[object]  # a filelock.FileLock; None on ranks other than 0, or where nothing can be written
     identity: Optional[Tuple[int, int]] = None  # (device, inode) of the folder once its config.json exists
+    note: bytes = b""  # what this process wrote into HOLDER (removed on release only while it is still that)
 
 
 _HELD: Dict[Path, _Held] = {}
@@ -65,9 +66,9 @@ def holder(run: Path, wait: float = 1.0) -> str:
             time.sleep(0.05)
 
 
-def _acquire(run: Path, doing: Optional[str]):
-    """The lock of ``run``, or None where its folder cannot be written (nobody can write the run there
-    either); raises CheckpointError naming the holder, ending with ``doing``, when another process holds
+def _acquire(run: Path, doing: Optional[str]) -> _Held:
+    """The lock of ``run`` (its ``lock`` None where the folder cannot be written: nobody can write the run
+    there either); raises CheckpointError naming the holder, ending with ``doing``, when another process holds
     it (``doing`` None: a caller that does not show the message, so the holder is not waited for)."""
     import filelock
 
@@ -80,14 +81,15 @@ def _acquire(run: Path, doing: Optional[str]):
             raise CheckpointError(f"{run} is in use by another process") from None
         raise CheckpointError(f"{run} is in use by {holder(run)}; {doing}") from None
     except OSError:
-        return None
+        return _Held(None)
     info = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv[:8])[:200],
             "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    note = (json.dumps(info) + "\n").encode()
     try:
-        atomic_write_bytes(Path(run) / HOLDER, (json.dumps(info) + "\n").encode(), checksum=False)  # never read back for results
+        atomic_write_bytes(Path(run) / HOLDER, note, checksum=False)  # never read back for results
     except OSError:  # only the message of a refused process would lack the details
-        pass
-    return lock
+        note = b""
+    return _Held(lock, note=note)
 
 
 def hold(run: Path) -> None:
@@ -99,16 +101,16 @@ def hold(run: Path) -> None:
         if held.identity is None or _identity(key) == held.identity:
             return
         release(key)  # the folder held before was removed since: this is a new run in its place
-    lock, failure = None, None
+    held, failure = _Held(None), None
     if distributed.is_writer():
         try:
-            lock = _acquire(key, "wait for it to finish or stop it, then run the command again")
+            held = _acquire(key, "wait for it to finish or stop it, then run the command again")
         except CheckpointError as exc:
             failure = exc
     if not distributed.gate(failure is None):
         raise failure if failure is not None else CheckpointError(f"{run} is in use by another process; see rank 0's "
                                                                   "error")
-    _HELD[key] = _Held(lock)
+    _HELD[key] = held
 
 
 def watch(run: Path) -> None:
@@ -121,16 +123,21 @@ def watch(run: Path) -> None:
 def release(run: Path) -> None:
     key = Path(run).absolute()
     held = _HELD.pop(key, None)
-    if held is not None and held.lock is not None:
-        _unlock(key, held.lock)
+    if held is not None:
+        _unlock(key, held)
 
 
-def _unlock(run: Path, lock) -> None:
+def _unlock(run: Path, held: _Held) -> None:
+    """Release ``held``; its holder file goes too, unless it is no longer ours (the folder was renamed
+    away or replaced since, and ``run`` is now another process's run)."""
+    if held.lock is None:
+        return
     try:
-        (run / HOLDER).unlink(missing_ok=True)
+        if held.note and (run / HOLDER).read_bytes() == held.note:
+            (run / HOLDER).unlink()
     except OSError:
         pass
-    lock.release()
+    held.lock.release()
 
 
 def check_present(path: Path, every_rank: bool = False) -> None:
@@ -169,12 +176,11 @@ def holding(run: Path, doing: Optional[str]) -> Iterator[None]:
     if key in _HELD:
         yield
         return
-    lock = _acquire(Path(run), doing)
+    held = _acquire(Path(run), doing)
     try:
         yield
     finally:
-        if lock is not None:
-            _unlock(key, lock)
+        _unlock(key, held)
 
 
 __all__ = ["hold", "watch", "release", "check_present", "session", "holding", "holder", "LOCK", "HOLDER"]
