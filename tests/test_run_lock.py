@@ -190,6 +190,44 @@ def test_releasing_a_run_moved_away_leaves_the_new_holder_s_file(tmp_path):
     assert runlock.holder(run, wait=0).startswith("process 1 on h")  # not deleted by the old holder's release
 
 
+def test_threads_release_only_their_own_locks(tmp_path):
+    """Two threads on the Python API: one's session ending does not let the other's run go, and a run
+    one thread holds is in use for another."""
+    import threading
+
+    b_holds, a_left, checked = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with runlock.session():
+            runlock.hold(tmp_path / "a")
+            b_holds.wait(60)
+        a_left.set()
+
+    def b():
+        with runlock.session():
+            runlock.hold(tmp_path / "b")
+            b_holds.set()
+            checked.wait(60)
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert a_left.wait(60)
+        with pytest.raises(CheckpointError, match=f"in use by process {os.getpid()} on "):
+            with runlock.holding(tmp_path / "b", "unexpected"):
+                pass
+        with runlock.session(), pytest.raises(CheckpointError, match="in use by"):
+            runlock.hold(tmp_path / "b")
+    finally:
+        checked.set()
+        for thread in threads:
+            thread.join(60)
+    for run in ("a", "b"):  # each session let its own go
+        with runlock.holding(tmp_path / run, "unexpected"):
+            pass
+
+
 SWEEP = """
 name = "locked"
 preset = "digits_mlp"

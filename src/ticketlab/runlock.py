@@ -7,7 +7,9 @@ while it holds the lock); `ticketlab runs rm` and `runs clean` take the same loc
 lock, so a removed run's lock file is never one that another process is about to take.
 
 A lock is held until the `session` it was taken in ends (a run command, a sweep job, a call of the Python
-API); taken outside any session, until the process ends. Under torchrun only rank 0 locks (the ranks are
+API); taken outside any session, until the process ends. What a thread holds is its own (each thread,
+and each session, has its own record of the runs it holds), so threads using the Python API neither
+release each other's locks nor share a run. Under torchrun only rank 0 locks (the ranks are
 one run) and every rank learns whether it got the lock, so none is left waiting. A held run whose
 directory disappears or is replaced by another (`check_present`) stops its process before anything is
 written into it again.
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
@@ -39,7 +42,16 @@ class _Held:
     note: bytes = b""  # what this process wrote into HOLDER (removed on release only while it is still that)
 
 
-_HELD: Dict[Path, _Held] = {}
+_HELD: ContextVar[Dict[Path, _Held]] = ContextVar("ticketlab_held_runs")
+
+
+def _held() -> Dict[Path, _Held]:
+    """The runs held in this context (a thread starts with none)."""
+    try:
+        return _HELD.get()
+    except LookupError:
+        _HELD.set({})
+        return _HELD.get()
 
 
 def _identity(run: Path) -> Optional[Tuple[int, int]]:
@@ -93,10 +105,10 @@ def _acquire(run: Path, doing: Optional[str]) -> _Held:
 
 
 def hold(run: Path) -> None:
-    """Take ``run``'s lock for this process (a no-op if it holds it already); raises CheckpointError with
+    """Take ``run``'s lock (a no-op if this thread holds it already); raises CheckpointError with
     one line when another process holds it. Under torchrun every rank calls this at the same point."""
     key = Path(run).absolute()
-    held = _HELD.get(key)
+    held = _held().get(key)
     if held is not None:
         if held.identity is None or _identity(key) == held.identity:
             return
@@ -110,19 +122,19 @@ def hold(run: Path) -> None:
     if not distributed.gate(failure is None):
         raise failure if failure is not None else CheckpointError(f"{run} is in use by another process; see rank 0's "
                                                                   "error")
-    _HELD[key] = held
+    _held()[key] = held
 
 
 def watch(run: Path) -> None:
     """From now on the held ``run`` must stay this folder with a ``config.json`` (`check_present`)."""
-    held = _HELD.get(Path(run).absolute())
+    held = _held().get(Path(run).absolute())
     if held is not None:
         held.identity = _identity(run)
 
 
 def release(run: Path) -> None:
     key = Path(run).absolute()
-    held = _HELD.pop(key, None)
+    held = _held().pop(key, None)
     if held is not None:
         _unlock(key, held)
 
@@ -146,7 +158,7 @@ def check_present(path: Path, every_rank: bool = False) -> None:
     torchrun only rank 0 knows; ``every_rank``: a point every rank reaches together, and all of them
     raise (else only rank 0 does, and reports it through `ticketlab.runs.ensure`)."""
     path = Path(path).absolute()
-    gone = next((run for run, held in _HELD.items()
+    gone = next((run for run, held in _held().items()
                  if held.identity is not None and held.lock is not None and (run == path or run in path.parents)
                  and (_identity(run) != held.identity or not (run / "config.json").is_file())), None)
     if every_rank and not distributed.gate(gone is None) and gone is None:
@@ -158,14 +170,20 @@ def check_present(path: Path, every_rank: bool = False) -> None:
 
 @contextlib.contextmanager
 def session() -> Iterator[None]:
-    """Release, on leaving, the locks taken inside (a run command, a sweep job, an API call); also a
-    decorator."""
-    before = set(_HELD)
+    """Release, on leaving, the locks taken inside (a run command, a sweep job, an API call) in this
+    context only; also a decorator."""
+    outer = _held()
+    token = _HELD.set(dict(outer))  # the session's own record, starting with what its context holds
     try:
         yield
     finally:
-        for run in [r for r in _HELD if r not in before]:
-            release(run)
+        inner = _HELD.get()
+        _HELD.reset(token)
+        for run in [r for r in outer if inner.get(r) is not outer[r]]:
+            del outer[run]  # released inside (its folder was replaced)
+        for run, held in inner.items():
+            if outer.get(run) is not held:
+                _unlock(run, held)
 
 
 @contextlib.contextmanager
@@ -173,7 +191,7 @@ def holding(run: Path, doing: Optional[str]) -> Iterator[None]:
     """``run``'s lock for the block (`runs rm`, `runs clean`); ``doing`` ends the refusal's line (None: a
     caller that only needs to know, see `_acquire`)."""
     key = Path(run).absolute()
-    if key in _HELD:
+    if key in _held():
         yield
         return
     held = _acquire(Path(run), doing)
