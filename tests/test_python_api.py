@@ -232,3 +232,47 @@ def test_import_flag_reaches_the_workers_of_a_sweep(tmp_path, monkeypatch, capsy
     assert code == 0, out
     names = [json.loads((p / "config.json").read_text())["model"]["name"] for p in runs.glob("train_*")]
     assert names == ["sweep_tiny_mlp"] * 2
+
+
+def test_a_py_file_imported_for_every_job_of_a_sweep_in_one_process_runs_once(tmp_path, monkeypatch, capsys):
+    """`--workers 1` runs the jobs in this process, each importing the --import file again: a file that
+    registers without replace=True is not run again (its registration would be refused)."""
+    import sys
+
+    from ticketlab.cli import main
+    from ticketlab.models.registry import MODELS
+
+    (tmp_path / "sweep_once_models_for_test.py").write_text(textwrap.dedent("""
+        import torch
+        import ticketlab
+
+        @ticketlab.register_model(name="sweep_once_mlp")
+        def sweep_once_mlp(input_shape, num_classes, hidden=()):
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))
+    """))
+    (tmp_path / "study.toml").write_text(textwrap.dedent("""
+        name = "imported_once"
+        preset = "digits_mlp"
+        command = "train"
+        seeds = 2
+        [fields]
+        model.name = "sweep_once_mlp"
+        train.steps = "3it"
+    """))
+    (tmp_path / "json.py").write_text("raise AssertionError('not to be run')\n")
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    try:
+        code = main(["sweep", "study.toml", "--import", "sweep_once_models_for_test.py", "--workers", "1",
+                     "--runs-dir", str(runs)])
+        out = capsys.readouterr()
+        assert code == 0, out
+        assert len(list(runs.glob("train_*/final.pt"))) == 2
+        assert main(["list", "models", "--import", "json.py"]) == 2  # would replace the json module
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ticketlab: error: --import json.py: a module named 'json' is already imported (from ")
+        assert err.endswith("; rename the file") and "\n" not in err
+    finally:
+        sys.modules.pop("sweep_once_models_for_test", None)
+        if "sweep_once_mlp" in MODELS.registered():
+            MODELS.remove("sweep_once_mlp")

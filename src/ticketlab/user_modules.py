@@ -12,17 +12,13 @@ def import_user_module(name: str) -> None:
     """Import a module by name (the current folder searched first, as ``python -m`` does) or a ``.py``
     file, running the ``register_*`` calls it makes; a module that is missing or fails is a one-line error."""
     import importlib
-    import importlib.util
     import traceback
 
     try:
         if name.endswith(".py"):
             if not Path(name).is_file():
                 raise ConfigError(f"--import {name}: no such file; give a module name or the path of a .py file")
-            spec = importlib.util.spec_from_file_location(Path(name).stem, name)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
+            _import_file(name)
             return
         if "" not in sys.path and str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
@@ -38,6 +34,30 @@ def import_user_module(name: str) -> None:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         raise ConfigError(f"--import {name}: importing it failed: {type(exc).__name__}: {exc} "
                           f"({where.filename}:{where.lineno})") from None
+
+
+def _import_file(name: str) -> None:
+    """Import the ``.py`` file ``name`` as the module named by its stem, once: the same file again (a
+    sweep imports its modules again for each job) is a no-op; another module of that name is refused,
+    not replaced (``--import json.py`` would shadow the standard library's for everything after it)."""
+    import importlib.util
+
+    path = Path(name).resolve()
+    loaded = sys.modules.get(path.stem)
+    if loaded is not None:
+        origin = getattr(loaded, "__file__", None)
+        if origin is not None and Path(origin).resolve() == path:
+            return
+        raise ConfigError(f"--import {name}: a module named {path.stem!r} is already imported (from "
+                          f"{origin or 'Python itself'}); rename the file")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)  # not imported: the next attempt runs it again
+        raise
 
 
 __all__ = ["import_user_module"]
