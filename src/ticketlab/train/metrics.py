@@ -9,12 +9,12 @@ a damaged file is put back, with a warning.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ticketlab import distributed
 from ticketlab.io import DamagedFileError
+from ticketlab.logs import logger
 
 
 class MetricsLog:
@@ -44,8 +44,8 @@ class MetricsLog:
         if self.path is not None and self.path.exists():
             kept = read_metrics(self.path, strict=False)[:lines]
             if len(kept) < lines and distributed.is_writer():
-                warnings.warn(f"{self.path} holds only {len(kept)} readable lines of the {lines} its checkpoint "
-                              "covers (the file was damaged); the history after them is lost", stacklevel=2)
+                logger.warning(f"{self.path} holds only {len(kept)} readable lines of the {lines} its checkpoint "
+                               "covers (the file was damaged); the history after them is lost")
             self._rewrite(kept)
         else:
             self.records = self.records[:lines]
@@ -57,8 +57,8 @@ class MetricsLog:
         if self.path is not None and self.path.exists():
             on_disk = read_metrics(self.path, strict=False)[:len(records)]
             if on_disk != records and distributed.is_writer():
-                warnings.warn(f"{self.path} did not match the {len(records)} records of its checkpoint (the file "
-                              "was damaged); rewritten from the checkpoint", stacklevel=2)
+                logger.warning(f"{self.path} did not match the {len(records)} records of its checkpoint (the file "
+                               "was damaged); rewritten from the checkpoint")
         self._rewrite(records)
 
     def _rewrite(self, records: List[Dict[str, Any]]) -> None:

@@ -21,7 +21,6 @@ import contextlib
 import copy
 import functools
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -33,6 +32,7 @@ from ticketlab.config import TrainConfig
 from ticketlab.data import DataBundle, epoch_permutation, iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import DamagedFileError, load_torch, move_file, remove_file, save_torch, write_json
+from ticketlab.logs import logger
 from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.sparsity import Mask, MaskEnforcer
 from ticketlab.train.accel import Accelerator
@@ -503,9 +503,9 @@ class Trainer:
                 raise
             raise CheckpointError(f"{latest} and {previous.name} beside it are both damaged; delete both and run the "
                                   "same command again to train that phase again") from None
-        if damaged is not None:
-            warnings.warn(f"{damaged.path} is damaged; resuming from the checkpoint before it ({previous.name}, "
-                          f"step {ckpt.get('step')})", stacklevel=3)
+        if damaged is not None and distributed.is_writer():
+            logger.warning(f"{damaged.path} is damaged; resuming from the checkpoint before it ({previous.name}, "
+                           f"step {ckpt.get('step')})")
         return previous, ckpt
 
     def _restore_callbacks(self, saved, path: Path) -> None:
