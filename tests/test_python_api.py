@@ -276,3 +276,17 @@ def test_a_py_file_imported_for_every_job_of_a_sweep_in_one_process_runs_once(tm
         sys.modules.pop("sweep_once_models_for_test", None)
         if "sweep_once_mlp" in MODELS.registered():
             MODELS.remove("sweep_once_mlp")
+
+
+def test_a_failing_or_interrupted_import_is_one_line(tmp_path, monkeypatch, capsys):
+    from ticketlab.cli import main
+
+    (tmp_path / "two_line_failure_for_test.py").write_text("raise RuntimeError('first line\\nsecond line')\n")
+    (tmp_path / "interrupted_import_for_test.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "models", "--import", "two_line_failure_for_test.py"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ticketlab: error: --import two_line_failure_for_test.py: importing it failed: "
+                          "RuntimeError: first line") and "second line" in err and "\n" not in err
+    assert main(["list", "models", "--import", "interrupted_import_for_test.py"]) == 130
+    assert capsys.readouterr().err.startswith("ticketlab: interrupted")

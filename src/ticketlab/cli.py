@@ -645,25 +645,22 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     show_messages()
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+    distributed = None  # imported (with torch) once a command runs: `--help` and `--version` need neither
+    try:  # the user's modules too: their errors are one line, Ctrl-C while they import exits 130
         parse_argv, modules = take_imports(argv)
         for module in modules:
             import_user_module(module)
-    except TicketlabError as exc:
-        print(f"ticketlab: error: {exc}", file=sys.stderr)
-        return 2
-    parser = build_parser(methods=bool(parse_argv) and parse_argv[0] not in ("-h", "--help", "--version"))
-    try:  # argparse ends with SystemExit on bad flags (2) and on the top-level --help (0): return the code
-        args, extra = parser.parse_known_args(parse_argv)
-        sub = parser._subparsers._group_actions[0].choices[args.command]
-        if extra:
-            sub.error(f"unrecognized arguments: {' '.join(extra)}")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    args.imports = modules  # taken out before parsing; sweep workers import them again
-    from ticketlab import distributed
+        parser = build_parser(methods=bool(parse_argv) and parse_argv[0] not in ("-h", "--help", "--version"))
+        try:  # argparse ends with SystemExit on bad flags (2) and on the top-level --help (0): return the code
+            args, extra = parser.parse_known_args(parse_argv)
+            sub = parser._subparsers._group_actions[0].choices[args.command]
+            if extra:
+                sub.error(f"unrecognized arguments: {' '.join(extra)}")
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 2
+        args.imports = modules  # taken out before parsing; sweep workers import them again
+        from ticketlab import distributed
 
-    try:
         if distributed.launched() and args.command not in METHODS:
             raise ConfigError(f"`ticketlab {args.command}` is not a run command: run it without torchrun")
         if args.command in METHODS:
@@ -694,7 +691,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
-        distributed.teardown()
+        if distributed is not None:
+            distributed.teardown()
 
 
 def _silence_stdout() -> None:
