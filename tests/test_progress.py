@@ -53,7 +53,7 @@ def test_status_resumed_and_notes(capsys):
 
 
 def test_commands_say_level_k_of_n_resumed_and_already_finished(tmp_path, capsys, monkeypatch):
-    import sys
+    import importlib
 
     from killing import killing
     from ticketlab.cli import main
@@ -61,7 +61,7 @@ def test_commands_say_level_k_of_n_resumed_and_already_finished(tmp_path, capsys
     common = ["lottery", "--preset", "digits_mlp", "--model.hidden", "16", "--train.steps", "2ep",
               "--train.eval_every", "1ep", "--train.checkpoint_every", "1ep", "--threads", "1",
               "--progress", "lines", "--runs-dir", str(tmp_path)]
-    module = sys.modules["ticketlab.methods.lottery"]
+    module = importlib.import_module("ticketlab.methods.lottery")  # the package's `lottery` is the function
     killed = killing(module.Lottery, lambda out: out.name == "level_1")
     killed.kill_at = 30  # after the checkpoint at the end of epoch 1 (20 steps of 64 of the 1257 examples)
     with monkeypatch.context() as patch:
