@@ -69,6 +69,24 @@ def test_finished_run_does_no_work(digits, tmp_path):
     assert (tmp_path / "metrics.jsonl").stat().st_mtime_ns == stamp
 
 
+def test_the_progress_bar_is_closed_however_fit_ends(digits, tmp_path):
+    """An open bar sends every later status line through tqdm: a killed fit, a finished one and an
+    already finished phase all leave none open."""
+    from ticketlab import status
+
+    def trainer(callbacks=()):
+        return Trainer(_model(digits), digits, _cfg(), order_seed=5, out_dir=tmp_path, callbacks=callbacks,
+                       progress="bar")
+
+    before = status.open_bars[0]
+    with pytest.raises(KeyboardInterrupt):
+        trainer([KillAt(2)]).fit()
+    assert status.open_bars[0] == before
+    first = trainer().fit()
+    assert status.open_bars[0] == before
+    assert trainer().fit() == first and status.open_bars[0] == before
+
+
 def test_pruned_weights_stay_zero_through_training(digits, tmp_path):
     trainer, model = _sparse_trainer(digits, _cfg(optimizer="adam", lr=1e-3), tmp_path)
     trainer.fit()

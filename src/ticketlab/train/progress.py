@@ -89,3 +89,9 @@ class Progress:
             self.bar.close()
             self.bar = None
             status.open_bars[0] -= 1
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -249,7 +249,8 @@ class Trainer:
         self.train_forward = self._distributed_forward() if distributed.active() else self.accel.forward
         self.lr_at = lr_at or lr_schedule(cfg, self.ipe)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl" if self.out_dir else None, trackers, label)
-        self.progress = Progress(self.total, start_step, label, enabled=progress if distributed.is_writer() else False)
+        self.label, self.progress_mode = label, progress if distributed.is_writer() else False
+        self.progress: Optional[Progress] = None  # open while `fit` trains (a bar is closed however it ends)
         self.best: Dict[str, Any] = {}
         self.step = start_step
         self.summary_extra = dict(summary_extra or {})
@@ -271,6 +272,12 @@ class Trainer:
         if self.out_dir is not None and finished(self.out_dir):
             return read_summary(self.out_dir / SUMMARY, TRAINER_KEYS)
         began = time.perf_counter()
+        with Progress(self.total, self.start_step, self.label, enabled=self.progress_mode) as self.progress:
+            state = self._train()
+        return self._finish(time.perf_counter() - began, stopped=state.stop_requested and self.step < self.total)
+
+    def _train(self) -> StepState:
+        """Resume or start, then train to the end (or a callback's stop request)."""
         self._running = RunningStats(self.data.train.x.device, self.loss_fn, batch_size=self.cfg.batch_size)
         resumed = self._resume()
         if not resumed and self.initial_optimizer_state is not None:
@@ -288,8 +295,7 @@ class Trainer:
             self._evaluate(state)
         for cb in self.callbacks:
             cb.on_train_end(state)
-        self.progress.close()
-        return self._finish(time.perf_counter() - began, stopped=state.stop_requested and self.step < self.total)
+        return state
 
     def _continue_optimizer(self, saved: Dict[str, Any]) -> None:
         """Load another phase's optimizer state (a copy: loading may share tensors), keeping this phase's
