@@ -28,15 +28,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def parser(doc: str, *, repeats: int) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark has (``--threads``, ``--repeats``, ``--out``)."""
+def parser(doc: str, *, repeats: int, clock: str = "cpu") -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark has (``--threads``, ``--repeats``, ``--out``,
+    ``--clock``, default ``clock``)."""
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--repeats", type=int, default=repeats, help=f"timed rounds per case (default {repeats})")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<script>.json)")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                   help="compare process CPU time (default; robust on a shared machine) or wall time")
+    p.add_argument("--clock", choices=("cpu", "wall"), default=clock,
+                   help=f"compare process CPU time (robust on a shared machine) or wall time (default {clock})")
     return p
 
 
@@ -102,6 +103,19 @@ def interleaved(cases: Mapping[str, Callable[[], Dict[str, float]]], repeats: in
             for clock, seconds in fn().items():
                 samples[name][clock].append(seconds)
     return samples
+
+
+def command_seconds(command: Sequence[str]) -> Dict[str, float]:
+    """Wall and CPU seconds (the process's user + system time) of running ``command`` to its end, its
+    output captured; a failing command raises. A case of `interleaved`."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
 
 
 def median(values: Sequence[float]) -> float:

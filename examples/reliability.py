@@ -43,9 +43,13 @@ UNCOMPARED = ("manifest.json", "report/")  # times and the command line; figures
 SKIPPED = (".tmp", ".sha256")  # a checksum record follows its file, which is compared (its times aside)
 
 
+def command(args: List[str], runs: Path) -> List[str]:
+    """The CLI command line of ``args`` on one thread, its runs in ``runs``, no progress bars."""
+    return [sys.executable, "-m", "ticketlab", *args, "--threads", "1", "--runs-dir", str(runs), "--progress", "none"]
+
+
 def ticketlab(args: List[str], runs: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ticketlab", *args, "--threads", "1", "--runs-dir", str(runs), "--progress", "none"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command(args, runs), capture_output=True, text=True, timeout=timeout)
 
 
 def files_of(runs: Path) -> Dict[str, Path]:
@@ -103,9 +107,14 @@ def timed_reference(job: str, work: Path) -> Tuple[Path, float]:
     return runs, time.perf_counter() - began
 
 
+def reference(job: str, work: Path) -> Path:
+    """The reference runs of ``job`` (made first when missing): what every other part compares against."""
+    runs = work / job / "reference"
+    return runs if runs.exists() else timed_reference(job, work)[0]
+
+
 def kill_at(job: str, runs: Path, delay: float) -> None:
-    command = [sys.executable, "-m", "ticketlab", *JOBS[job], "--threads", "1", "--runs-dir", str(runs), "--progress", "none"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command(JOBS[job], runs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -151,63 +160,60 @@ def outcome(done: subprocess.CompletedProcess, reference: Path, runs: Path, dama
     return f"exit {done.returncode}, {len(lines)} lines"
 
 
-def damages(work: Path) -> Dict:
-    job = JOBS["lottery"]
-    reference = work / "lottery" / "reference"
-    if not reference.exists():
-        timed_reference("lottery", work)
-    counts: Dict[str, int] = {}
-    cases = []
-    for name in files_of(reference):
-        for kind, damage in DAMAGES.items():
-            runs = work / "damage"
-            shutil.rmtree(runs, ignore_errors=True)
-            shutil.copytree(reference, runs)
-            target = runs / name
-            target.write_bytes(damage(target.read_bytes()))
-            result = outcome(ticketlab(job, runs), reference, runs, name)
-            counts[result] = counts.get(result, 0) + 1
-            if result in ("traceback", "silently different") or result.startswith("exit"):
-                cases.append((name, kind, result))
-    # the checkpoint of a partly trained level
+def try_damage(source: Path, name: str, kind: str, reference: Path, work: Path) -> str:
+    """The outcome of the lottery job run again on a copy of ``source`` whose file ``name`` is damaged
+    the ``kind`` way (`DAMAGES`)."""
+    runs = work / "damage"
+    shutil.rmtree(runs, ignore_errors=True)
+    shutil.copytree(source, runs)
+    target = runs / name
+    target.write_bytes(DAMAGES[kind](target.read_bytes()))
+    return outcome(ticketlab(JOBS["lottery"], runs), reference, runs, name)
+
+
+def partly_trained(work: Path) -> Tuple[Path, List[str]]:
+    """A lottery run killed as soon as a level has a checkpoint, and that checkpoint (none if it finished
+    first)."""
     partial = work / "partial"
     shutil.rmtree(partial, ignore_errors=True)
-    command = [sys.executable, "-m", "ticketlab", *job, "--threads", "1", "--runs-dir", str(partial), "--progress", "none"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command(JOBS["lottery"], partial), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = []
-    while process.poll() is None and not checkpoints:  # killed as soon as a level has a checkpoint
+    while process.poll() is None and not checkpoints:
         checkpoints = sorted(partial.rglob("checkpoint.pt"))
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    for checkpoint in checkpoints[:1]:
-        for kind, damage in DAMAGES.items():
-            runs = work / "damage"
-            shutil.rmtree(runs, ignore_errors=True)
-            shutil.copytree(partial, runs)
-            target = runs / checkpoint.relative_to(partial)
-            target.write_bytes(damage(target.read_bytes()))
-            result = outcome(ticketlab(job, runs), reference, runs, str(checkpoint.relative_to(partial)))
-            counts[result] = counts.get(result, 0) + 1
-            if result in ("traceback", "silently different") or result.startswith("exit"):
-                cases.append((str(checkpoint.relative_to(partial)), kind, result))
+    return partial, [str(c.relative_to(partial)) for c in checkpoints[:1]]
+
+
+def damages(work: Path) -> Dict:
+    finished = reference("lottery", work)
+    partial, checkpoints = partly_trained(work)
+    counts: Dict[str, int] = {}
+    cases = []
+    for source, names in ((finished, list(files_of(finished))), (partial, checkpoints)):
+        for name in names:
+            for kind in DAMAGES:
+                result = try_damage(source, name, kind, finished, work)
+                counts[result] = counts.get(result, 0) + 1
+                if result in ("traceback", "silently different") or result.startswith("exit"):
+                    cases.append((name, kind, result))
     return {"damaged": sum(counts.values()), "outcomes": counts, "cases": cases}
 
 
 def concurrency(work: Path) -> Dict:
-    job = JOBS["lottery"]
-    reference = work / "lottery" / "reference"
+    finished = reference("lottery", work)
     runs = work / "concurrent"
     shutil.rmtree(runs, ignore_errors=True)
-    command = [sys.executable, "-m", "ticketlab", *job, "--threads", "1", "--runs-dir", str(runs), "--progress", "none"]
-    both = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    job = command(JOBS["lottery"], runs)
+    both = [subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(), p.stderr.read().strip()) for p in both]
     two = {"exit codes": sorted(code for code, _ in results),
            "messages": [err.splitlines()[-1] for code, err in results if code and err],
-           "result equals the reference": not differences(reference, runs)}
+           "result equals the reference": not differences(finished, runs)}
     # runs rm while the run trains
     shutil.rmtree(runs, ignore_errors=True)
-    training = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    training = subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dirs = []
     for _ in range(300):  # until the run directory exists and its first level trains
         run_dirs = [p for p in runs.glob("*") if (p / "init.pt").exists()]

@@ -5,7 +5,7 @@ class, the core sections and its own (``--train.lr``, ``--lottery.retrain``; das
 interchangeable), its extra flags and the runtime flags. Resolution: preset, then ``--config FILE``, then
 flags. ``--help`` is answered after parsing, so ``--preset X --help`` shows the values the preset
 resolves to. ``ticketlab --help`` and ``--version`` are answered from the table of commands
-(`BUILTIN_METHODS`, `TOOL_COMMANDS`) without importing the methods, and so without torch.
+(`ticketlab.method_help`, `TOOL_COMMANDS`) without importing the methods, and so without torch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ticketlab.config import (SECTION_OWNERS, RunConfig, drop_idle_sections, get
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.fields import nested_keys
 from ticketlab.method import METHODS, Method, compose_config, options_of
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.presets import get_preset
 from ticketlab.steps import Steps
 from ticketlab.version import __version__
@@ -488,29 +489,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# The help lines of the methods `ticketlab.methods` registers, so that `ticketlab --help` and `--version`
-# answer without importing the methods (and torch); tests/test_help.py holds them equal to the registry.
-BUILTIN_METHODS = {
-    "train": "train one model (dense, or sparse with --prune.density < 1)",
-    "lottery": "iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
-    "branch": "ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot, reorder",
-    "rst": "Dual Lottery Ticket: RST / RST_Iter on a random sparse network, L1 / L1_Iter / IMP baselines "
-           "(ratios are fractions PRUNED)",
-    "dst": "dynamic sparse training: RigL, SET, GraNet, GMP and static sparse training from a sparse (GMP: dense) "
-           "initialisation",
-    "suptickets": "Sup-tickets: a dst run whose last epochs take cheap tickets in cycles and superpose them into one",
-    "pools": "Lottery Pools: tickets of a finished lottery run improved by interpolating their neighbours "
-             "(no training)",
-    "lmc": "linear mode connectivity: error along the line between adjacent tickets, or a level and its reorder "
-           "branch (instability)",
-    "prac": "PrAC: lottery tickets found on a pruning-aware critical subset of the data, rounds stopped early",
-}
-
-
 def method_helps() -> Dict[str, str]:
     """Run commands and their help lines: the built-in ones, then any other method registered so far
     (without importing the built-in methods' modules)."""
-    return {**BUILTIN_METHODS, **{name: method.help for name, method in METHODS.registered().items()}}
+    return {**METHOD_HELP, **{name: method.help for name, method in METHODS.registered().items()}}
 
 
 def add_runs_flags(runs: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ global state changes. Each plot function returns its Figure and, given a path st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ticketlab.analysis.aggregate import AggRow
 from ticketlab.analysis.rows import TRUNK, Row, collect, row_order
@@ -55,6 +55,28 @@ def density_ticks(densities: Sequence[float], max_ticks: int = 9) -> List[float]
         if ticks[-1] / value >= ratio * (1 - 1e-9):
             ticks.append(value)
     return ticks
+
+
+def density_axis(ax, densities: Sequence[float]) -> None:
+    """``ax``'s x-axis as densities (%) on an inverted log scale, 100% on the left, a subset labelled."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xscale("log")
+    ticks = density_ticks(densities)
+    ax.set_xticks([100 * t for t in ticks], [format_percent(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(100 * max(densities) * 1.15, 100 * min(densities) / 1.15)  # inverted: sparser to the right
+
+
+def seed_label(counts: Iterable[int]) -> str:
+    """A series' seed counts in its legend entry: '(n=3)', or '(n=1-3)' when its points differ."""
+    counts = sorted(set(counts))
+    return f"(n={counts[0]})" if len(counts) == 1 else f"(n={counts[0]}-{counts[-1]})"
+
+
+def error_key(several: bool, error: str = "std") -> str:
+    """The legend title: what the error bars are (``error``: a key of `ERRORS`), or that there are none."""
+    return f"mean ± {ERRORS[error]} over n seeds" if several else "one seed per point: no error bars"
 
 
 # Okabe-Ito: told apart with colour blindness; each series also has its own marker and line style, so a
@@ -178,8 +200,6 @@ def plot_accuracy_vs_density(agg: Sequence[AggRow], path_stem: Optional[str | Pa
     given a stem."""
     import math
 
-    from matplotlib.ticker import NullLocator
-
     if metric not in METRICS:
         raise TicketlabError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
     if error not in ERRORS:
@@ -206,8 +226,7 @@ def plot_accuracy_vs_density(agg: Sequence[AggRow], path_stem: Optional[str | Pa
         name = experiment_name(points[0], with_data=False)  # the title says them
         if branch != TRUNK:
             name = branch_name(branch) if one_experiment else f"{name}: {branch_name(branch)}"
-        counts = sorted({p.n for p in points})
-        name += f" (n={counts[0]})" if len(counts) == 1 else f" (n={counts[0]}-{counts[-1]})"
+        name += " " + seed_label(p.n for p in points)
         spread = [100 * getattr(p, attr + "_std") / (math.sqrt(p.n) if error == "sem" else 1) for p in points]
         shift = dodge(index, len(series), densities) if several else 1.0
         container = ax.errorbar([100 * p.density * shift for p in points], [100 * getattr(p, attr) for p in points],
@@ -217,15 +236,11 @@ def plot_accuracy_vs_density(agg: Sequence[AggRow], path_stem: Optional[str | Pa
                                 linestyle="-" if branch == TRUNK else "--")
         handles.append(container)
         labels.append(name)
-    ax.set_xscale("log")
-    ticks = density_ticks(densities)
-    ax.set_xticks([100 * t for t in ticks], [format_percent(t) for t in ticks])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlim(100 * max(densities) * 1.15, 100 * min(densities) / 1.15)  # inverted: sparser to the right
+    density_axis(ax, densities)
     ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # no room above 100% (one point autoscales past it)
     label_axes(ax, "density (% of prunable weights kept, log scale)", f"{what} (%)",
                f"{dataset} {model}: {what} vs density")
-    key = (f"mean ± {ERRORS[error]} over n seeds" if several else "one seed per point: no error bars")
+    key = error_key(several, error)
     if several and len(series) > 1:
         key += "; series offset sideways for legibility"
     outside_legend(fig, handles, labels, title=key)

@@ -22,16 +22,9 @@ def _pct(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(100 * value, 6)
 
 
-def _pm(mean: Optional[float], std: Optional[float], n: int) -> str:
-    """'97.00 ± 1.41' (mean ± std over n seeds); for one seed the value alone: it has no spread."""
-    if mean is None:
-        return "-"
-    return f"{100 * mean:.2f}" if n < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
 def render(agg: Sequence[AggRow], fmt: str = "terminal") -> str:
     """A table (terminal, md, csv) or a JSON list of the aggregated rows (percentages)."""
-    from ticketlab.analysis.table import render_table
+    from ticketlab.analysis.table import format_mean_std, render_table
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -50,12 +43,12 @@ def render(agg: Sequence[AggRow], fmt: str = "terminal") -> str:
                  for r in records]
         return render_table(headers, cells, "csv")
     headers = ["experiment", "level", "density %", "mode", "branch", "final test %", "test @ best val %", "n"]
-    cells = [[a.label, a.level, f"{100 * a.density:.2f}", a.mode, a.branch, _pm(a.final_test, a.final_test_std, a.n),
-              _pm(a.best_val_test, a.best_val_test_std, a.n), a.n] for a in agg]
+    cells = [[a.label, a.level, f"{100 * a.density:.2f}", a.mode, a.branch, format_mean_std(a.final_test, a.final_test_std, a.n, 100),
+              format_mean_std(a.best_val_test, a.best_val_test_std, a.n, 100), a.n] for a in agg]
     if any(a.corrupted is not None for a in agg):  # scored by `ticketlab eval --corruptions`
         headers.insert(-1, "corrupted test %")
         for a, row in zip(agg, cells):
-            row.insert(-1, _pm(a.corrupted, a.corrupted_std, a.n))
+            row.insert(-1, format_mean_std(a.corrupted, a.corrupted_std, a.n, 100))
     return render_table(headers, cells, fmt)
 
 

@@ -4,7 +4,7 @@ phase of a run (`source`); `load_export` rebuilds any export as a module."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -44,31 +44,24 @@ def _orig(name: str, mask) -> str:
 
 
 def export_run(run: Path, fmt: str, out: Optional[Path] = None, level: Optional[int] = None, batch: int = 256,
-               checkpoint: str = "final") -> Path:
+               checkpoint: str = "final", loaded=None) -> Tuple[Path, Ticket]:
     """Export a finished run's trunk result at ``level`` (default: its last); the file goes to ``out``
-    (default ``<run>/export/level_<k>_<format>.safetensors``)."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    ticket = load_ticket(Path(run), level, checkpoint)
-    return export_ticket(ticket, fmt, _destination(run, ticket, fmt, out), batch)
-
-
-def _destination(run: Path, ticket: Ticket, fmt: str, out: Optional[Path]) -> Path:
-    return Path(out) if out is not None else \
+    (default ``<run>/export/level_<k>_<format>.safetensors``). ``loaded``: the run's `run_data`
+    ``(config, data)`` when the caller has it already. Returns the file and the ticket written."""
+    ticket = load_ticket(Path(run), level, checkpoint, loaded)
+    out = Path(out) if out is not None else \
         Path(run) / "export" / f"level_{ticket.spec['source']['level']}_{fmt}.safetensors"
+    return export_ticket(ticket, fmt, out, batch), ticket
 
 
 def export_main(run: str, fmt: str, out: Optional[str], level: Optional[int], batch: int, checkpoint: str) -> str:
     """`ticketlab export`: write the file, load it back, compare its predictions on the test split."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    _, data = run_data(Path(run))  # loaded once: for the ticket and for the comparison
-    ticket = load_ticket(Path(run), level, checkpoint, data=data)
-    path = export_ticket(ticket, fmt, _destination(run, ticket, fmt, Path(out) if out else None), batch)
-    test = data.test
-    exported = load_export(path)
+    loaded = run_data(Path(run))  # loaded once: for the ticket and for the comparison
+    path, ticket = export_run(Path(run), fmt, out, level, batch, checkpoint, loaded)
+    contents = read(path)  # the file as written, read once: for the module and for its description
+    exported, meta = load_export(path, contents), contents[1]
     with torch.inference_mode():
-        x = test.x[:2048]
+        x = loaded[1].test.x[:2048]
         gap = float((ticket.model(x) - exported(x)).abs().max())
     dense = (Path(run) / ticket.spec["source"]["phase"] / f"{checkpoint}.pt").stat().st_size
     size = path.stat().st_size
@@ -78,7 +71,6 @@ def export_main(run: str, fmt: str, out: Optional[str], level: Optional[int], ba
              f"{ticket.spec['source']['phase']} of {ticket.spec['source']['run']}, density "
              f"{100 * ticket.mask.density():.2f}%; largest |logit difference| from the masked model on {len(x)} test "
              f"examples: {gap:.2e}"]
-    _, meta = read(path)
     if fmt == "sparse":
         lines.append(f"CSR layers at batch {batch}: {', '.join(meta['sparse_layers']) or 'none (dense was faster)'}")
     if fmt == "structured":
@@ -86,9 +78,10 @@ def export_main(run: str, fmt: str, out: Optional[str], level: Optional[int], ba
     return "\n".join(lines)
 
 
-def load_export(path: Path) -> nn.Module:
-    """The module an export file describes, in eval mode, on the CPU."""
-    tensors, meta = read(Path(path))
+def load_export(path: Path, contents: Optional[Tuple[Dict[str, torch.Tensor], Dict[str, Any]]] = None) -> nn.Module:
+    """The module an export file describes, in eval mode, on the CPU; ``contents``: the file's
+    ``(tensors, meta)`` when the caller has read it already."""
+    tensors, meta = read(Path(path)) if contents is None else contents
     fmt = meta.get("format")
     if fmt == "sparse":
         return sparse_model(tensors, meta)

@@ -61,13 +61,13 @@ def run_data(run: Path):
     return config, load_data(config.data, noise_seed=config.noise_seed, device="cpu")
 
 
-def load_ticket(run: Path, level: Optional[int] = None, checkpoint: str = "final", data=None) -> Ticket:
+def load_ticket(run: Path, level: Optional[int] = None, checkpoint: str = "final", loaded=None) -> Ticket:
     """The masked model of a finished run's phase (``checkpoint``: ``final`` or ``best`` weights);
-    ``data``: the run's data bundle when the caller has loaded it already."""
+    ``loaded``: the run's `run_data` ``(config, data)`` when the caller has it already."""
     from ticketlab.models import build_model
 
     run = Path(run)
-    config, data = run_data(run) if data is None else (load_config(run), data)
+    config, data = run_data(run) if loaded is None else loaded
     folder, summary = find_phase(run, level)
     path = weights_path(folder, checkpoint)
     if not path.is_file():

@@ -24,6 +24,7 @@ from ticketlab.config import RunConfig, Section, TrainConfig, content_hash, conv
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
 from ticketlab.method import Flag, Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.experiment import masked, save_mask, trainer_summary, with_summary_extra
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
 from ticketlab.registry import Registry
@@ -220,7 +221,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="branch", config=BranchRunConfig, run=_cli_run, owns_runs=False,
-    help="ablations on a finished lottery trunk: retrain, reinit, random-prune, oneshot, reorder",
+    help=METHOD_HELP["branch"],
     run_dir=lambda config, runs_dir: runs_dir / trunk_config(config).run_name,
     flags=(Flag("--levels", "finished trunk levels to branch from, e.g. 1,3-5", required=True, metavar="LEVELS"),
            Flag("--branch", "which ablation (same as --branch.name)", field="branch.name",

@@ -26,6 +26,7 @@ from ticketlab.config import RunConfig, Section, content_hash, convert, option, 
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
 from ticketlab.method import Flag, Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.branches import check_levels, parse_levels
 from ticketlab.methods.experiment import Weights, masked
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
@@ -145,8 +146,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="lmc", config=LMCRunConfig, run=_cli_run, owns_runs=False, show=show,
-    help="linear mode connectivity: error along the line between adjacent tickets, or a level and its reorder "
-         "branch (instability)",
+    help=METHOD_HELP["lmc"],
     run_dir=lambda config, runs_dir: runs_dir / convert(config, LotteryRunConfig).run_name,
     flags=(Flag("--levels", "levels to pair, e.g. 1,3-5 (default: every finished level)", metavar="LEVELS"),
            *TRUNK_FLAGS)))

@@ -30,6 +30,7 @@ from ticketlab.data import DataBundle, iters_per_epoch
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, check_data_state, masked,
                                           prune_options, run_record, save_mask, scoring_batch)
 from ticketlab.methods.tickets import LotteryResult, level_tickets
@@ -320,6 +321,6 @@ TRUNK_FLAGS = (Flag("--retrain", "how levels k >= 1 retrain (same as --lottery.r
 
 register_method(Method(
     name="lottery", config=LotteryRunConfig, run=_cli_run,
-    help="iterative magnitude pruning: train levels 0..N with rewinding, lr-rewinding, finetuning or scratch",
+    help=METHOD_HELP["lottery"],
     flags=(Flag("--levels", "train levels 0..N (N prunings); raising it later trains only the new levels",
                 default=1, type=int, metavar="N"), *TRUNK_FLAGS)))

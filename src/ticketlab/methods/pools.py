@@ -33,6 +33,7 @@ from ticketlab.config import RunConfig, Section, content_hash, convert, option, 
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
 from ticketlab.method import Flag, Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.branches import check_levels, parse_levels
 from ticketlab.methods.experiment import Weights, masked, save_mask
 from ticketlab.methods.lottery import TRUNK_FLAGS, Lottery, LotteryConfig, LotteryRunConfig, open_lottery
@@ -216,7 +217,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="pools", config=PoolsRunConfig, run=_cli_run, owns_runs=False,
-    help="Lottery Pools: tickets of a finished lottery run improved by interpolating their neighbours (no training)",
+    help=METHOD_HELP["pools"],
     run_dir=lambda config, runs_dir: runs_dir / convert(config, LotteryRunConfig).run_name,
     flags=(Flag("--levels", "target levels, e.g. 1,3-5 (default: every finished level)", metavar="LEVELS"),
            *TRUNK_FLAGS)))

@@ -12,6 +12,7 @@ from ticketlab import runlock
 from ticketlab.config import RunConfig, adopt
 from ticketlab.runfiles import TRAINER_KEYS, read_summary
 from ticketlab.method import Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.context import RunContext
 from ticketlab.methods.experiment import Experiment, prune_options, save_mask, scoring_batch
 from ticketlab.runs import SUMMARY, RunDir, ensure
@@ -84,5 +85,5 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx: RunContext) -> Pat
 
 
 register_method(Method(
-    name="train", help="train one model (dense, or sparse with --prune.density < 1)", config=RunConfig,
+    name="train", help=METHOD_HELP["train"], config=RunConfig,
     run=_cli_run, show=lambda path: format_summary(read_summary(path / SUMMARY, TRAINER_KEYS))))

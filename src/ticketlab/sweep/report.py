@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ticketlab.analysis.flops import layer_positions, phase_cost
-from ticketlab.analysis.table import render_table
+from ticketlab.analysis.table import format_mean_std, render_table
 from ticketlab.errors import TicketlabError
 from ticketlab.io import read_json
 from ticketlab.runs import SUMMARY, TRUNK, load_config
@@ -137,8 +137,8 @@ def study_table(folder: Path, fmt: str = "terminal") -> str:
     rows = []
     for c in cells:
         rows.append([c.label, *c.cell, c.branch, c.level, f"{100 * c.mean('density'):.2f}",
-                     _mean_std(c.accuracy("test"), len(c.results)),
-                     _mean_std(c.accuracy("best_val_test"), len(c.results)), len(c.results),
+                     format_mean_std(*c.accuracy("test"), len(c.results)),
+                     format_mean_std(*c.accuracy("best_val_test"), len(c.results)), len(c.results),
                      _count(c.mean("iterations")), _count(c.mean("examples")), _flops(c.mean("flops"))])
     headers = ["method", *record.get("axes", []), "branch", "level", "density %", "test %", "test @ best val %",
                "seeds", "iterations", "examples", "train FLOPs"]
@@ -156,10 +156,8 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from matplotlib.ticker import NullLocator
-
-    from ticketlab.analysis.plots import (FONT, MARKERS, PALETTE, branch_name, density_ticks, format_percent,
-                                          label_axes, outside_legend, save_figure)
+    from ticketlab.analysis.plots import (FONT, MARKERS, PALETTE, branch_name, density_axis, error_key, label_axes,
+                                          outside_legend, save_figure, seed_label)
 
     record, cells, _, _ = study_cells(folder)
     series: Dict[tuple, List[StudyCell]] = defaultdict(list)
@@ -177,8 +175,7 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
         points = sorted(points, key=lambda c: c.level)
         seeds = sorted({len(p.results) for p in points})
         name = " ".join([label, *(f"{a}={v}" for a, v in zip(axes, cell))])
-        count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        name += ("" if branch == TRUNK else f": {branch_name(branch)}") + f" (n={count})"
+        name += ("" if branch == TRUNK else f": {branch_name(branch)}") + " " + seed_label(seeds)
         means, stds = zip(*(p.accuracy() for p in points))
         style = dict(marker=MARKERS[index % len(MARKERS)], markersize=5, capsize=3,
                      color=PALETTE[index % len(PALETTE)], linestyle="-" if branch == TRUNK else "--",
@@ -187,11 +184,7 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
         by_cost.errorbar([p.mean("flops") for p in points], means, **style)
         names.append(name)
     densities = [p.mean("density") for points in series.values() for p in points]
-    ticks = density_ticks(densities)
-    by_density.set_xscale("log")
-    by_density.set_xticks([100 * t for t in ticks], [format_percent(t) for t in ticks])
-    by_density.xaxis.set_minor_locator(NullLocator())
-    by_density.set_xlim(100 * max(densities) * 1.15, 100 * min(densities) / 1.15)  # sparser to the right
+    density_axis(by_density, densities)
     by_cost.set_xscale("log")
     label_axes(by_density, "density (% of prunable weights kept, log scale)", "final test accuracy (%)")
     label_axes(by_cost, "training FLOPs to make the result (log scale)", "")
@@ -199,18 +192,11 @@ def plot_study(folder: Path, path_stem: Optional[Path] = None):
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=FONT["tick"])
     several = any(len(p.results) > 1 for points in series.values() for p in points)
-    outside_legend(fig, handles, names,
-                   title="mean ± std over n seeds" if several else "one seed per point: no error bars")
+    outside_legend(fig, handles, names, title=error_key(several))
     fig.suptitle(f"study {record.get('name', '?')}: final test accuracy by density and by cost",
                  fontsize=FONT["title"])
     save_figure(fig, path_stem if path_stem is not None else Path(folder) / "accuracy_vs_cost")
     return fig
-
-
-def _mean_std(accuracy: Tuple[Optional[float], float], n: int) -> str:
-    """'97.00 ± 1.41' over n seeds; the mean alone for one seed (it has no spread)."""
-    mean, std = accuracy
-    return "-" if mean is None else f"{mean:.2f}" if n < 2 else f"{mean:.2f} ± {std:.2f}"
 
 
 def _count(value: float) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Dict
 
 from ticketlab.config import ModelConfig, PruneConfig, RunConfig, convert
 from ticketlab.method import Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.dst.callback import CALLBACKS, DynamicSparse
 from ticketlab.methods.dst.config import VARIANTS, DSTConfig, DSTRunConfig
 from ticketlab.methods.dst.run import DSTRun, run_dst
@@ -52,7 +53,6 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="dst", config=DSTRunConfig, run=_cli_run, presets=PRESETS,
-    help="dynamic sparse training: RigL, SET, GraNet, GMP and static sparse training from a sparse "
-         "(GMP: dense) initialisation"))
+    help=METHOD_HELP["dst"]))
 
 __all__ = ["DSTConfig", "DSTRunConfig", "DSTRun", "DynamicSparse", "CALLBACKS", "VARIANTS", "run_dst"]

@@ -35,6 +35,7 @@ from ticketlab.data import DataBundle, examples_seen, iters_per_epoch
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.experiment import masked, save_mask, with_summary_extra
 from ticketlab.methods.lottery import Lottery, LotteryConfig, LotteryRunConfig
 from ticketlab.methods.prac.record import EarlyBird, ExampleRecord, SaveWeightsAt, critical_set, forgetting_counts
@@ -222,7 +223,7 @@ PRESETS = {"cifar10_resnet20_prac": convert(_IMP, PracRunConfig), "mnist_lenet_3
 
 register_method(Method(
     name="prac", config=PracRunConfig, run=_cli_run, presets=PRESETS, distributed=False,
-    help="PrAC: lottery tickets found on a pruning-aware critical subset of the data, rounds stopped early",
+    help=METHOD_HELP["prac"],
     flags=(Flag("--levels", "prune N times (levels 0..N), as ticketlab lottery", default=1, type=int, metavar="N"),
            Flag("--rewind", "rewind step, e.g. 3ep (same as --lottery.rewind)", field="lottery.rewind",
                 metavar="STEPS"))))

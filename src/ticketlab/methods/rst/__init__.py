@@ -13,6 +13,7 @@ from typing import Any, Dict
 
 from ticketlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, convert
 from ticketlab.method import Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.rst.config import ITERATIVE, VARIANTS, RSTConfig, RSTRunConfig
 from ticketlab.methods.rst.run import RSTRun, check_rst, last_n_statistics, mini_config, open_rst, run_rst
 from ticketlab.presets import cifar_config
@@ -49,8 +50,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="rst", config=RSTRunConfig, run=_cli_run,
-    help="Dual Lottery Ticket: RST / RST_Iter on a random sparse network, L1 / L1_Iter / IMP baselines "
-         "(ratios are fractions PRUNED)",
+    help=METHOD_HELP["rst"],
     presets={"cifar100_resnet56_rst": _DLTH_README, "cifar100_resnet56_rst_iter": _DLTH_README_ITER,
              "mnist1d_cnn_rst": _MNIST1D}))
 

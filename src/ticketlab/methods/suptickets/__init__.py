@@ -13,6 +13,7 @@ from typing import Any, Dict
 
 from ticketlab.config import ModelConfig, PruneConfig, RunConfig, TrainConfig, convert
 from ticketlab.method import Method, register_method
+from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.dst.config import DSTConfig
 from ticketlab.methods.suptickets.config import SupTicketsConfig, SupTicketsRunConfig, phase_epochs
 from ticketlab.methods.suptickets.run import RESULT, SupTicketsRun, run_suptickets
@@ -59,7 +60,7 @@ def _cli_run(config: RunConfig, options: Dict[str, Any], ctx) -> Path:
 
 register_method(Method(
     name="suptickets", config=SupTicketsRunConfig, run=_cli_run, presets=PRESETS,
-    help="Sup-tickets: a dst run whose last epochs take cheap tickets in cycles and superpose them into one"))
+    help=METHOD_HELP["suptickets"]))
 
 __all__ = ["SupTicketsConfig", "SupTicketsRunConfig", "SupTicketsRun", "Superposition", "superpose", "reprune",
            "phase_epochs", "run_suptickets", "RESULT"]
