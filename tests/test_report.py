@@ -166,6 +166,9 @@ def test_labels_unique_when_other_fields_differ(tmp_path):
 
 
 def test_report_main_text_plots_and_errors(runs, tmp_path, capsys):
+    from ticketlab.logs import show_messages
+
+    show_messages()  # as the command line does: the notes of csv/json reach stderr
     text = report_main([str(runs)], out_dir=runs / "report")
     assert "97.00 ± 1.41" in text and "skipped 1 unfinished" in text and "mean ± std" in text
     # one data set: one accuracy figure; two experiments: training curves of each, the most levels first
