@@ -130,10 +130,20 @@ def verify(path: PathLike, handle: BinaryIO, fix: str = REMAKE) -> None:
             raise DamagedFileError(path, f"the checksum record {checksum_path(path)} is damaged; delete that record "
                                          f"to load {path.name} unchecked")
         return
-    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = sha256_file(handle)
     handle.seek(0)
     if digest not in accepted:
         raise DamagedFileError(path, damaged_message(path, "its bytes do not match its checksum", fix))
+
+
+def sha256_file(handle: BinaryIO) -> str:
+    """The hex sha256 of what ``handle`` reads from its position on (``hashlib.file_digest`` is Python 3.11+)."""
+    if hasattr(hashlib, "file_digest"):
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def damaged_message(path: Path, what: str, fix: str = REMAKE) -> str:

@@ -7,7 +7,6 @@ weights are another run, and a file that changed under a run is refused rather t
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Dict, Tuple
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError, ConfigError
+from ticketlab.io import sha256_file
 
 _DIGESTS: Dict[Tuple[str, int, int], str] = {}  # (absolute path, size, mtime) -> digest: hash each file once
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
@@ -30,11 +30,8 @@ def file_digest(path: str) -> str:
                           "(torch.save(model.state_dict(), ...) or .safetensors)") from None
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()[:16]
+            _DIGESTS[key] = sha256_file(handle)[:16]
     return _DIGESTS[key]
 
 
