@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, List, Optional, Union
+from typing import Any, BinaryIO, Callable, List, Optional, Tuple, Union
 
 import torch
 
@@ -120,20 +120,29 @@ def move_file(source: PathLike, target: PathLike) -> None:
         os.replace(checksum_path(source), checksum_path(target))
 
 
-def verify(path: PathLike, handle: BinaryIO, fix: str = REMAKE) -> None:
-    """Check the open file ``handle`` of ``path`` against its record (none: nothing to check); leaves
-    ``handle`` at its start. A mismatch raises `DamagedFileError` naming the file and ``fix``."""
-    path = Path(path)
+def verify(path: PathLike, handle: BinaryIO, fix: str = REMAKE) -> bool:
+    """Check the open file ``handle`` of ``path`` against its record; leaves ``handle`` at its start. True when
+    the record vouches for the bytes, False without a record (nothing to check); a mismatch raises
+    `DamagedFileError` naming the file and ``fix``."""
+    def digest() -> str:
+        found = sha256_file(handle)
+        handle.seek(0)
+        return found
+
+    return _check(Path(path), digest, fix)
+
+
+def _check(path: Path, digest: Callable[[], str], fix: str) -> bool:
+    """`verify` of the bytes whose sha256 ``digest()`` gives (taken only when ``path`` has a record)."""
     accepted = _recorded(path)
     if accepted is None:
         if checksum_path(path).exists():
             raise DamagedFileError(path, f"the checksum record {checksum_path(path)} is damaged; delete that record "
                                          f"to load {path.name} unchecked")
-        return
-    digest = sha256_file(handle)
-    handle.seek(0)
-    if digest not in accepted:
+        return False
+    if digest() not in accepted:
         raise DamagedFileError(path, damaged_message(path, "its bytes do not match its checksum", fix))
+    return True
 
 
 def sha256_file(handle: BinaryIO) -> str:
@@ -152,9 +161,15 @@ def damaged_message(path: Path, what: str, fix: str = REMAKE) -> str:
 
 def read_checked(path: PathLike, fix: str = REMAKE) -> bytes:
     """The bytes of ``path``, verified against its checksum record."""
-    with open(path, "rb") as handle:
-        verify(path, handle, fix)
-        return handle.read()
+    return read_verified(path, fix)[0]
+
+
+def read_verified(path: PathLike, fix: str = REMAKE) -> Tuple[bytes, bool]:
+    """The bytes of ``path`` (read once, hashed in memory) and whether its checksum record vouched for them
+    (False: it has none); a mismatch raises `DamagedFileError`."""
+    path = Path(path)
+    data = path.read_bytes()  # before the record: a replacement's record still accepts the bytes it replaces
+    return data, _check(path, lambda: hashlib.sha256(data).hexdigest(), fix)
 
 
 def write_json(path: PathLike, obj: Any) -> None:
