@@ -7,7 +7,8 @@ Every such file also gets a checksum beside it, ``<file>.sha256`` (SHA-256 of th
 from memory: 1.8 ms for a 2.2 MB ResNet-20 checkpoint, against about 12 ms to serialise and write it), and
 every read through `read_checked`, `read_json` or `load_torch` verifies it: flipped or garbled bytes
 raise `DamagedFileError` instead of loading a different result. A file without a checksum (written by
-an older version) loads unchecked and gains one when it is next written.
+an older version) loads unchecked and gains one when it is next written. A file that matches its checksum
+but does not load is intact, not damaged: that is a plain `CheckpointError` naming the cause (`parsing`).
 
 The two files cannot be replaced in one step, so the record lists the digest it replaces too and is
 written first: a kill between the two leaves the old file, which the new record still accepts. A file
@@ -17,13 +18,15 @@ unchecked once), so neither order can make an intact file look damaged.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, List, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
 import torch
 
@@ -36,7 +39,8 @@ REMAKE = "delete it and run the command that made the run again, which makes it 
 
 
 class DamagedFileError(CheckpointError):
-    """A file's bytes do not match the checksum recorded when it was written (or cannot be parsed)."""
+    """A file's bytes do not match the checksum recorded when it was written (or, without a record, do
+    not parse)."""
 
     def __init__(self, path: PathLike, message: str):
         super().__init__(message)
@@ -194,16 +198,52 @@ def save_torch(obj: Any, path: PathLike) -> None:
 
 
 def load_torch(path: PathLike, map_location: Any = "cpu", fix: str = REMAKE) -> Any:
-    """Load a tensor file saved by ticketlab (``weights_only=True``), verified; damaged, truncated or
-    foreign -> `DamagedFileError` (its message ends with ``fix``)."""
+    """Load a tensor file saved by ticketlab (``weights_only=True``), verified. Damaged, truncated or foreign
+    -> `DamagedFileError` (its message ends with ``fix``); see `parsing` for what is not damage."""
     try:
-        with open(path, "rb") as handle:
-            verify(path, handle, fix)
-            return torch.load(handle, map_location=map_location, weights_only=True)
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; check the run directory or start the run again") from None
-    except CheckpointError:
-        raise
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise DamagedFileError(path, damaged_message(Path(path), f"not a readable tensor file: {type(exc).__name__}",
-                                                     fix)) from None
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    with handle:
+        try:
+            checked = verify(path, handle, fix)
+        except OSError as exc:
+            raise unreadable(path, exc) from None
+        with parsing(path, checked, "a readable tensor file", fix):  # torch raises several types for cut files
+            return torch.load(handle, map_location=map_location, weights_only=True)
+
+
+@contextlib.contextmanager
+def parsing(path: PathLike, checked: bool, what: str, fix: str = REMAKE) -> Iterator[None]:
+    """Parse the bytes of ``path`` as ``what`` in this block, raising what an error there means. Only bytes
+    that may be bad make a `DamagedFileError` (which callers answer by falling back or advising deletion):
+    bytes that matched their record (``checked``) are intact, so the cause is named instead (a
+    `CheckpointError`), as is an error reading the file; memory running out (host or device) is raised as
+    it is."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001  (parsers raise many types for bad bytes)
+        failure = _parse_failure(Path(path), exc, checked, what, fix)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _parse_failure(path: Path, exc: Exception, checked: bool, what: str, fix: str) -> Optional[CheckpointError]:
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+            isinstance(exc, RuntimeError) and "out of memory" in str(exc)):
+        return None
+    if checked:
+        cause = (str(exc).strip().splitlines() or [""])[0]
+        return CheckpointError(f"{path} is intact (it matches its checksum) but loading it failed: "
+                               f"{type(exc).__name__}{': ' + cause if cause else ''}")
+    if isinstance(exc, OSError) and exc.errno != errno.EINVAL:  # EINVAL: a seek before the start of a cut file
+        return unreadable(path, exc)
+    return DamagedFileError(path, damaged_message(path, f"not {what}: {type(exc).__name__}", fix))
+
+
+def unreadable(path: PathLike, exc: OSError) -> CheckpointError:
+    """An error reading ``path`` (permissions, a folder, the disk), not its content, in one line."""
+    return CheckpointError(f"cannot read {path} ({exc.strerror or type(exc).__name__}); check that it is a readable file")
