@@ -112,6 +112,17 @@ def test_corrupt_file(tmp_path, name):
     assert str(path) in message and "\n" not in message and "re-create" in message
 
 
+@pytest.mark.parametrize("name", ["mask.pt", "mask.safetensors"])
+def test_an_intact_mask_that_does_not_parse_names_the_cause_and_is_not_called_damaged(tmp_path, name):
+    from ticketlab.io import DamagedFileError, atomic_write_bytes
+
+    path = tmp_path / name
+    atomic_write_bytes(path, b"\x00not a mask at all" * 10)  # its checksum record vouches for these bytes
+    with pytest.raises(CheckpointError, match=r"is intact \(it matches its checksum\) but loading it failed: ") as info:
+        Mask.load(path)
+    assert not isinstance(info.value, DamagedFileError) and "\n" not in str(info.value)
+
+
 def test_wrong_content_and_missing(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"fc.weight": torch.randn(3, 3)}, path)
