@@ -174,6 +174,20 @@ def test_model_weights_start_a_run_and_name_it_by_content(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == other_run
 
 
+def test_model_weights_saved_from_a_compiled_ddp_model_start_the_same_run_as_plain_ones(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    base = ["lottery", "--levels", "0", "--preset", "digits_mlp", "--model.hidden", "16", "--train.steps", "2it",
+            "--runs-dir", str(runs), "--progress", "none"]
+    assert main(base) == 0
+    (plain,) = runs.iterdir()
+    trained = torch.load(plain / "level_0" / "final.pt", weights_only=True)
+    torch.save({f"_orig_mod.module.{k}": v for k, v in trained.items()}, tmp_path / "wrapped.pt")  # compile(DDP(m))
+    assert main(base + ["--model.weights", str(tmp_path / "wrapped.pt")]) == 0
+    (started,) = set(runs.iterdir()) - {plain}
+    init = torch.load(started / "init.pt", weights_only=True)
+    assert set(init) == set(trained) and all(torch.equal(init[k], trained[k]) for k in trained)
+
+
 def test_model_weights_that_do_not_fit_are_one_line_errors(tmp_path, capsys):
     runs = tmp_path / "runs"
     base = ["train", "--preset", "digits_mlp", "--model.hidden", "16", "--train.steps", "2it", "--runs-dir", str(runs)]

@@ -16,9 +16,9 @@ from torch import nn
 
 from ticketlab.errors import CheckpointError, ConfigError
 from ticketlab.io import sha256_file
+from ticketlab.sparsity.mask import strip_wrapper_prefixes
 
 _DIGESTS: Dict[Tuple[str, int, int], str] = {}  # (absolute path, size, mtime) -> digest: hash each file once
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
 
 def file_digest(path: str) -> str:
@@ -61,10 +61,7 @@ def read_state_dict(path: str, digest: str) -> Dict[str, torch.Tensor]:
                                                       for k, v in state.items())):
         raise CheckpointError(f"model.weights: {path} holds no state dict (a mapping of names to tensors); save one "
                               "with torch.save(model.state_dict(), path)")
-    for prefix in WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
+    return dict(zip(strip_wrapper_prefixes(list(state)), state.values()))  # saved from a DDP / compiled model
 
 
 def load_pretrained(model: nn.Module, path: str, digest: str) -> nn.Module:

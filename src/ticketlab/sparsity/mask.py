@@ -15,7 +15,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Union
+from typing import Dict, Iterator, List, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -45,7 +45,21 @@ def opt_in_modules(model: nn.Module, kinds) -> nn.Module:
     if kinds:
         setattr(model, _OPT_IN_ATTR, tuple(kinds))
     return model
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def strip_wrapper_prefixes(names: Sequence[str]) -> List[str]:
+    """``names`` (in order) less the wrapper prefixes they all share, however nested: the names of
+    ``torch.compile(DDP(model))``'s parameters (``_orig_mod.module.fc.weight``) give ``model``'s."""
+    names = list(names)
+    while names:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(n.startswith(p) for n in names)), None)
+        if prefix is None:
+            break
+        names = [n[len(prefix):] for n in names]
+    return names
 
 
 def output_layer_name(model: nn.Module) -> str:
@@ -112,10 +126,10 @@ def warn_unprunable(model: nn.Module) -> None:
 def resolve_parameters(model: nn.Module, names) -> Dict[str, nn.Parameter]:
     """Map mask names to ``model``'s parameters, seeing through DDP / torch.compile wrappers."""
     params = dict(model.named_parameters())
+    unwrapped = dict(zip(strip_wrapper_prefixes(list(params)), params.values()))
     found = {}
     for name in names:
-        candidates = [name] + [pre + name for pre in _WRAPPER_PREFIXES] + ["_orig_mod.module." + name]
-        hit = next((params[c] for c in candidates if c in params), None)
+        hit = params.get(name, unwrapped.get(name))
         if hit is None:
             raise CheckpointError(f"the mask has an entry {name!r} that the model lacks; "
                                   "use a mask made for this model")
