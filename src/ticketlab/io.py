@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, List, Optional, Tuple, Union
 
@@ -53,25 +53,32 @@ def checksum_path(path: PathLike) -> Path:
 
 
 def _replace_with(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temporary(path)
     try:
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; a shared cache or run folder must be readable
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-def _file_mode() -> int:
-    """0666 less the process umask: the mode `open` would give a new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_temporary(path: Path) -> Tuple[int, str]:
+    """``(fd, name)`` of a new ``.<name>.<random>.tmp`` beside ``path``, made as `open` makes files: 0666 less
+    the umask, which the kernel applies (a shared cache or run folder stays readable). `tempfile.mkstemp`
+    makes 0600, and a chmod after it needs the umask, read only by setting it (racing other threads' new
+    files), and a filesystem that allows chmod."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _recorded(path: Path) -> Optional[List[str]]:
