@@ -122,8 +122,9 @@ def remove_file(path: PathLike) -> None:
 
 
 def move_file(source: PathLike, target: PathLike) -> None:
-    """Rename ``source`` to ``target`` with its checksum record (a record left behind by a kill between
-    the two renames makes ``target`` read as damaged, never as another file)."""
+    """Rename ``source`` to ``target`` with its checksum record (``target``'s own is removed first, so a kill
+    between the two renames leaves ``target`` without a record, read unchecked, never checked against
+    another file's)."""
     source, target = Path(source), Path(target)
     checksum_path(target).unlink(missing_ok=True)
     os.replace(source, target)
