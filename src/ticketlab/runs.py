@@ -98,7 +98,7 @@ class RunDir:
         if distributed.is_writer():
             leftovers.remove(leftovers.run_leftovers(path))
         path.mkdir(parents=True, exist_ok=True)
-        ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
+        ensure(path / CONFIG, config.to_dict, save=save_json, load=lambda p: None)  # an existing one: read above
         runlock.watch(path)
         manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, record, data_fingerprint),
                           save=save_json,
