@@ -189,7 +189,7 @@ def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Op
     """An image folder whose splits decode on demand (`ticketlab.data.stream`); None when
     ``--data.stream auto`` finds that the images fit in ``--data.memory_gb``. The splits, noise and batch
     order are drawn exactly as for the same folder in memory."""
-    from ticketlab.data.imagefolder import cache_key, streamed_images
+    from ticketlab.data.imagefolder import files_fingerprint, streamed_images
     from ticketlab.data.stream import StreamingImages, stream_stats
 
     found = streamed_images(resolve_root(cfg.dataset, cfg.root), cfg.memory_gb if cfg.stream == "auto" else None)
@@ -225,7 +225,7 @@ def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Op
         val=val, test=Split(images([path for path, _ in test]), test_y.to(device), torch.arange(len(test)).to(device)),
         num_classes=len(classes), input_shape=(3, size, size), clean_train_y=clean.to(device), augment=None,
         normalisation=(tuple(mean), tuple(std)), name=cfg.dataset,
-        fingerprint={"files": cache_key(resolve_root(cfg.dataset, cfg.root), classes, train, test)})
+        fingerprint={"files": files_fingerprint(resolve_root(cfg.dataset, cfg.root), classes, train, test)})
 
 
 def _pair(split: str, given) -> Tuple[Tensor, Tensor]:

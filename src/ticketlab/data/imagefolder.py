@@ -92,8 +92,19 @@ def _tiny_imagenet_val(folder: pathlib.Path, annotations: pathlib.Path, index: D
 
 
 def cache_key(root: pathlib.Path, classes: Sequence[str], train: Listing, test: Listing) -> str:
-    """Hash of the class names, every file's relative path, label and size (not of the pixels)."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}\n{chr(0).join(classes)}\n".encode())
+    """The cache's key: a `listing_digest` that changes with the cache format."""
+    return listing_digest(root, classes, train, test, f"v{CACHE_VERSION}")
+
+
+def files_fingerprint(root: pathlib.Path, classes: Sequence[str], train: Listing, test: Listing) -> str:
+    """A streamed folder's data fingerprint: a `listing_digest` that a new cache format leaves alone (it is
+    the key of format 1, which fingerprints were first taken from; pinned so existing runs keep theirs)."""
+    return listing_digest(root, classes, train, test, "v1")
+
+
+def listing_digest(root: pathlib.Path, classes: Sequence[str], train: Listing, test: Listing, salt: str) -> str:
+    """Hash of ``salt``, the class names, every file's relative path, label and size (not of the pixels)."""
+    digest = hashlib.sha256(f"{salt}\n{chr(0).join(classes)}\n".encode())
     for split, items in (("train", train), ("test", test)):
         for path, label in items:
             try:
