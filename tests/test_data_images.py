@@ -322,8 +322,9 @@ def test_imagefolder_second_load_comes_from_cache(tmp_path, monkeypatch):
     assert len(third.train_y) == 10
     new_caches = list(tmp_path.glob(".ticketlab-cache-*.pt"))
     assert len(new_caches) == 1 and new_caches != caches  # the stale cache is replaced
-    new_caches[0].write_bytes(b"corrupt")  # a broken cache is rebuilt, not fatal
-    assert torch.equal(DATASETS.get("imagefolder")(tmp_path, False).train_x, third.train_x)
+    new_caches[0].write_bytes(b"corrupt")  # a broken cache is rebuilt, not fatal, and said to be
+    with pytest.warns(UserWarning, match=f"{new_caches[0]} is damaged; decoding 16 images under {tmp_path} again"):
+        assert torch.equal(DATASETS.get("imagefolder")(tmp_path, False).train_x, third.train_x)
 
 
 def test_imagefolder_test_folder_grey_and_resized_images(tmp_path):

@@ -31,9 +31,9 @@ def run_leftovers(run: Path) -> List[Path]:
     return sorted(p for p in found if p.is_file())
 
 
-def temporary_files(folder: Path) -> List[Path]:
-    """The temporary files of atomic writes directly in ``folder`` (the decoded-data cache)."""
-    return sorted(p for p in Path(folder).glob(TMP_GLOB) if p.is_file()) if Path(folder).is_dir() else []
+def temporary_files(folder: Path, pattern: str = TMP_GLOB) -> List[Path]:
+    """The temporary files of atomic writes directly in ``folder`` (a data cache), those of ``pattern``."""
+    return sorted(p for p in Path(folder).glob(pattern) if p.is_file()) if Path(folder).is_dir() else []
 
 
 def unfinished_removals(runs_dir: Path) -> List[Path]:
