@@ -344,6 +344,13 @@ def test_imagefolder_size_is_the_most_common_not_the_first_image_s(tmp_path):
     assert (raw.train_x[0] == 9).all()  # the odd image resized up to the others
 
 
+def test_whether_a_folder_fits_in_memory_is_judged_by_the_most_common_size(tmp_path):
+    write_tree(tmp_path, classes=("b", "c"))  # 6 training images of 12x10: 2160 bytes decoded
+    write_png(tmp_path / "train/a/0.png", np.full((2, 2, 3), 9, np.uint8))  # listed first: 7 x 12 bytes at its size
+    assert imagefolder.streamed_images(tmp_path, memory_gb=2520 / 2**30) is None  # 7 x 360 bytes fit
+    assert imagefolder.streamed_images(tmp_path, memory_gb=2000 / 2**30) is not None
+
+
 def test_imagefolder_tiny_imagenet_layout(tmp_path):
     for wnid in ("n02", "n01"):
         for i in range(2):

@@ -36,6 +36,7 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", "
 CACHE_PREFIX, CACHE_VERSION = ".ticketlab-cache-", 1
 ENTRIES, LOCK = f"{CACHE_PREFIX}*.pt", ".ticketlab-cache.lock"  # a root's caches; held while writing one
 LEFTOVERS = f".{ENTRIES}.*.tmp"  # what a killed write of one leaves
+SIZE_SAMPLE = 256  # image headers read to estimate the decoded size of a folder that may be streamed
 LAYOUT = "expected train/<class>/ and val/<class>/ (or test/<class>/) folders of images"
 
 Listing = List[Tuple[pathlib.Path, int]]  # (file, class index)
@@ -116,7 +117,8 @@ def listing_digest(root: pathlib.Path, classes: Sequence[str], train: Listing, t
 
 
 def _decode(items: Listing, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-    """Decode every file to RGB uint8 (N, 3, H, W); ``size`` (width, height) defaults to the first file's."""
+    """Decode every file to RGB uint8 (N, 3, H, W) of ``size`` (width, height; default: the most common
+    size, `common_size`)."""
     Image = require("PIL.Image", "the imagefolder data set")
 
     def read(path: pathlib.Path, size=None) -> np.ndarray:
@@ -187,18 +189,16 @@ def clean_leftovers(root: pathlib.Path) -> List[Tuple[pathlib.Path, int]]:
 
 
 def streamed_images(root: Optional[pathlib.Path], memory_gb: Optional[float]):
-    """``(classes, train listing, test listing, training image size)`` for streaming, or None when
-    ``memory_gb`` is given and the decoded training images would fit in it (then hold them in memory)."""
+    """``(classes, train listing, test listing)`` for streaming, or None when ``memory_gb`` is given and the
+    decoded training images would fit in it (then hold them in memory): all at the most common size of
+    up to `SIZE_SAMPLE` of them, read from their headers."""
     if root is None or not root.is_dir():
         raise DataError(f"imagefolder needs --data.root FOLDER; {LAYOUT}")
     classes, train, test = list_images(root)
     if memory_gb is not None:
         Image = require("PIL.Image", "the imagefolder data set")
-        try:
-            with Image.open(train[0][0]) as first:
-                width, height = first.size
-        except OSError as exc:
-            raise DataError(f"cannot read image {train[0][0]} ({exc}); remove or replace the file") from None
+        sample = train[::max(1, len(train) // SIZE_SAMPLE)]  # spread over the classes
+        width, height = common_size(_header_size(Image, path) for path, _ in sample)
         if len(train) * 3 * width * height <= memory_gb * 2**30:
             return None
     return classes, train, test
