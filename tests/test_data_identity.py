@@ -101,3 +101,18 @@ def test_differing_names_the_parts():
     recorded = {"train_images": "1", "train_labels": "2", "test_images": "3", "test_labels": "4"}
     assert differing(recorded, {**recorded, "train_labels": "x"}) == "training labels"
     assert differing(recorded, {**recorded, "test_images": "x", "test_labels": "y"}) == "test images and test labels"
+
+
+def test_the_fingerprint_is_taken_when_first_read_once_and_has_not_changed(monkeypatch):
+    from ticketlab.config import DataConfig
+    from ticketlab.data import fingerprint, load_data
+
+    passes = []
+    digest = fingerprint.tensor_digest
+    monkeypatch.setattr(fingerprint, "tensor_digest", lambda t: passes.append(1) or digest(t))
+    data = load_data(DataConfig(dataset="digits"), noise_seed=0)
+    assert passes == []  # loading alone (export, reports, evaluation) makes no pass over the pixels
+    pinned = {"train_images": "065795a1ecfe3da6", "train_labels": "fe52d9a4054ced69",
+              "test_images": "9656983b4c1f80c2", "test_labels": "e6470c829824e8f1"}  # as recorded by earlier runs
+    assert data.fingerprint == pinned and dict(data.fingerprint) == pinned and len(passes) == 4
+    assert data.to("cpu").fingerprint == pinned and len(passes) == 4  # taken once, shared by copies

@@ -322,8 +322,9 @@ def test_imagefolder_second_load_comes_from_cache(tmp_path, monkeypatch):
     assert len(third.train_y) == 10
     new_caches = list(tmp_path.glob(".ticketlab-cache-*.pt"))
     assert len(new_caches) == 1 and new_caches != caches  # the stale cache is replaced
-    new_caches[0].write_bytes(b"corrupt")  # a broken cache is rebuilt, not fatal
-    assert torch.equal(DATASETS.get("imagefolder")(tmp_path, False).train_x, third.train_x)
+    new_caches[0].write_bytes(b"corrupt")  # a broken cache is rebuilt, not fatal, and said to be
+    with pytest.warns(UserWarning, match=f"{new_caches[0]} is damaged; decoding 16 images under {tmp_path} again"):
+        assert torch.equal(DATASETS.get("imagefolder")(tmp_path, False).train_x, third.train_x)
 
 
 def test_imagefolder_test_folder_grey_and_resized_images(tmp_path):
@@ -341,6 +342,13 @@ def test_imagefolder_size_is_the_most_common_not_the_first_image_s(tmp_path):
     raw = DATASETS.get("imagefolder")(tmp_path, False)
     assert raw.train_x.shape[1:] == raw.test_x.shape[1:] == (3, 12, 10)
     assert (raw.train_x[0] == 9).all()  # the odd image resized up to the others
+
+
+def test_whether_a_folder_fits_in_memory_is_judged_by_the_most_common_size(tmp_path):
+    write_tree(tmp_path, classes=("b", "c"))  # 6 training images of 12x10: 2160 bytes decoded
+    write_png(tmp_path / "train/a/0.png", np.full((2, 2, 3), 9, np.uint8))  # listed first: 7 x 12 bytes at its size
+    assert imagefolder.streamed_images(tmp_path, memory_gb=2520 / 2**30) is None  # 7 x 360 bytes fit
+    assert imagefolder.streamed_images(tmp_path, memory_gb=2000 / 2**30) is not None
 
 
 def test_imagefolder_tiny_imagenet_layout(tmp_path):

@@ -94,6 +94,86 @@ def test_a_kill_between_the_file_and_its_record_never_makes_an_intact_file_look_
         read_json(path)
 
 
+def test_checked_reads_work_without_hashlib_file_digest(tmp_path, monkeypatch):
+    """Python 3.10 has no hashlib.file_digest: files are still verified, with the same digests."""
+    import hashlib
+
+    from ticketlab.io import sha256_file
+
+    path = tmp_path / "w.pt"
+    weights = {"w": torch.arange(300000.0)}  # several chunks
+    torch.save(weights, tmp_path / "reference.pt")
+    with open(tmp_path / "reference.pt", "rb") as handle:
+        with_file_digest = sha256_file(handle)
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)
+    with open(tmp_path / "reference.pt", "rb") as handle:
+        assert sha256_file(handle) == with_file_digest == hashlib.sha256(handle.seek(0) or handle.read()).hexdigest()
+    atomic_write_bytes(path, (tmp_path / "reference.pt").read_bytes())
+    assert torch.equal(load_torch(path)["w"], weights["w"])
+    flip_byte(path, 0.9)
+    with pytest.raises(DamagedFileError, match="do not match its checksum"):
+        load_torch(path)
+
+
+def _failing_load(monkeypatch, exc):
+    import ticketlab.io as io_module
+
+    def load(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(io_module.torch, "load", load)
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"),
+                                 RuntimeError("MPS backend out of memory")])
+@pytest.mark.parametrize("recorded", [True, False])
+def test_running_out_of_memory_while_loading_is_not_damage(tmp_path, monkeypatch, exc, recorded):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, path) if not recorded else atomic_write_bytes(path, b"any bytes")
+    _failing_load(monkeypatch, exc)
+    with pytest.raises(type(exc)) as info:
+        load_torch(path)
+    assert info.value is exc and not isinstance(info.value, CheckpointError)
+
+
+def test_an_intact_file_that_fails_to_load_names_the_cause_and_is_not_called_damaged(tmp_path, monkeypatch):
+    path = tmp_path / "w.pt"
+    atomic_write_bytes(path, b"bytes its record vouches for")
+    _failing_load(monkeypatch, RuntimeError("Attempting to deserialize object on a CUDA device\nmore"))
+    with pytest.raises(CheckpointError) as info:
+        load_torch(path, map_location="cuda")
+    assert not isinstance(info.value, DamagedFileError)
+    assert str(info.value) == (f"{path} is intact (it matches its checksum) but loading it failed: RuntimeError: "
+                               "Attempting to deserialize object on a CUDA device")
+
+
+def test_a_file_that_cannot_be_opened_is_one_line_and_not_damaged(tmp_path, monkeypatch):
+    import ticketlab.io as io_module
+
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, path)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io_module, "open", refused, raising=False)
+    with pytest.raises(CheckpointError) as info:
+        load_torch(path)
+    assert not isinstance(info.value, DamagedFileError)
+    assert str(info.value) == f"cannot read {path} (Permission denied); check that it is a readable file"
+
+
+def test_a_cut_file_without_a_record_is_damaged_wherever_it_is_cut(tmp_path):
+    full = tmp_path / "full.pt"
+    torch.save({"w": torch.arange(1000.0)}, full)
+    data = full.read_bytes()
+    path = tmp_path / "cut.pt"
+    for cut in range(0, len(data), 97):  # torch raises RuntimeError, EOFError, ValueError or OSError(EINVAL)
+        path.write_bytes(data[:cut])
+        with pytest.raises(DamagedFileError, match="not a readable tensor file"):
+            load_torch(path)
+
+
 # -- the trainer: checkpoints and metrics --------------------------------------------------------------
 
 
@@ -156,6 +236,17 @@ def test_both_checkpoints_damaged_is_one_line_naming_both(digits, tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint.pt and checkpoint.prev.pt beside it are both damaged; "
                                               "delete both"):
         _trainer(digits, tmp_path).fit()
+
+
+def test_an_intact_checkpoint_that_runs_out_of_memory_is_not_replaced_by_the_one_before_it(digits, tmp_path,
+                                                                                           monkeypatch, caplog):
+    _killed(digits, tmp_path, 20)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("checkpoint*")}
+    _failing_load(monkeypatch, torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _trainer(digits, tmp_path).fit()
+    assert warned(caplog) == []  # no "resuming from the checkpoint before it"
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("checkpoint*")} == before
 
 
 def test_a_run_without_checksums_still_resumes_and_records_them(digits, straight, tmp_path, caplog):

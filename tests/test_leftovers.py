@@ -1,10 +1,11 @@
 """What a killed process leaves behind (temporary files of atomic writes, a finished phase's checkpoint,
-the decoded-data cache's temporary files) is removed when the same run starts again and by
+the temporary files of the decoded-data cache and of an image folder's) is removed when the same run starts again and by
 `ticketlab runs clean`, which prints what it freed; nothing a run still needs is touched."""
 
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from ticketlab.cli import main
@@ -75,3 +76,40 @@ def test_decoding_removes_the_cache_temporary_files_of_a_killed_write(tmp_path):
     tensors = decoded("toy", [source], lambda: {"x": torch.arange(3)})
     assert torch.equal(tensors["x"], torch.arange(3)) and not leftover.exists()
     assert [p.name for p in cache_folder().glob("toy-*.pt")]  # the new entry was written
+
+
+def test_killed_image_folder_cache_writes_go_at_the_next_load_and_with_runs_clean(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("PIL")
+    import filelock
+
+    import ticketlab.data.cache as cache
+    from ticketlab.data import imagefolder
+    from test_data_images import write_tree
+
+    root = tmp_path / "images"
+    write_tree(root)
+    killed, other = root / "..ticketlab-cache-0123.pt.k1ll3d.tmp", root / ".notes.txt.tmp"
+    killed.write_bytes(b"\0" * 4000)
+    other.write_bytes(b"not the cache's")  # kept: the data folder is the user's
+    runs = tmp_path / "runs"
+    args = ["train", "--preset", "digits_mlp", "--data.dataset", "imagefolder", "--data.root", str(root),
+            "--data.val_size", "0", "--train.steps", "2it", "--train.batch_size", "4", "--progress", "none", "--threads", "1",
+            "--runs-dir", str(runs)]
+    written = []
+
+    def save_holding_the_lock(value, path):
+        with pytest.raises(filelock.Timeout):
+            filelock.FileLock(str(root / imagefolder.LOCK), timeout=0).acquire()
+        written.append(path)
+        save(value, path)
+
+    save = cache.save_torch
+    monkeypatch.setattr(cache, "save_torch", save_holding_the_lock)
+    assert main(args) == 0
+    assert written and not killed.exists() and other.exists() and len(list(root.glob(".ticketlab-cache-*.pt"))) == 1
+    killed.write_bytes(b"\0" * 4000)  # a later write killed
+    with filelock.FileLock(str(root / imagefolder.LOCK)):  # a write under way: nothing is removed
+        assert imagefolder.clean_leftovers(root) == [] and killed.exists()
+    capsys.readouterr()
+    assert main(["runs", "clean", "--runs-dir", str(runs)]) == 0
+    assert not killed.exists() and other.exists() and f"removed {killed}" in capsys.readouterr().out

@@ -89,6 +89,26 @@ def test_apply_zeroes_pruned_only():
         Mask({"nope.weight": torch.ones(2, dtype=torch.bool)}).apply_(model)
 
 
+def test_masks_apply_through_nested_wrappers_and_strip_wrapper_prefixes():
+    from ticketlab.sparsity.mask import strip_wrapper_prefixes
+
+    class Wrapper(nn.Module):  # as DistributedDataParallel (module.) and torch.compile (_orig_mod.) hold a model
+        def __init__(self, attribute, inner):
+            super().__init__()
+            setattr(self, attribute, inner)
+
+    model = ConvNet()
+    mask = random_mask(model, 0.3)
+    wrapped = Wrapper("_orig_mod", Wrapper("module", model))
+    assert next(iter(dict(wrapped.named_parameters()))) == "_orig_mod.module.conv.weight"
+    mask.apply_(wrapped)
+    assert all(torch.count_nonzero(p[~mask[k]]) == 0 and p[mask[k]].ne(0).all()
+               for k, p in prunable_parameters(model).items())
+    assert strip_wrapper_prefixes(["_orig_mod.module.a", "_orig_mod.module.b"]) == ["a", "b"]
+    assert strip_wrapper_prefixes(["module.a", "b"]) == ["module.a", "b"]  # only prefixes every name has
+    assert strip_wrapper_prefixes([]) == []
+
+
 @pytest.mark.parametrize("name", ["mask.pt", "mask.safetensors"])
 def test_save_load_round_trip(tmp_path, name):
     model = ConvNet()
@@ -110,6 +130,17 @@ def test_corrupt_file(tmp_path, name):
         Mask.load(path)
     message = str(info.value)
     assert str(path) in message and "\n" not in message and "re-create" in message
+
+
+@pytest.mark.parametrize("name", ["mask.pt", "mask.safetensors"])
+def test_an_intact_mask_that_does_not_parse_names_the_cause_and_is_not_called_damaged(tmp_path, name):
+    from ticketlab.io import DamagedFileError, atomic_write_bytes
+
+    path = tmp_path / name
+    atomic_write_bytes(path, b"\x00not a mask at all" * 10)  # its checksum record vouches for these bytes
+    with pytest.raises(CheckpointError, match=r"is intact \(it matches its checksum\) but loading it failed: ") as info:
+        Mask.load(path)
+    assert not isinstance(info.value, DamagedFileError) and "\n" not in str(info.value)
 
 
 def test_wrong_content_and_missing(tmp_path):

@@ -37,6 +37,33 @@ def test_written_files_honour_the_umask(tmp_path, umask):
         assert stat.S_IMODE((run.path / name).stat().st_mode) == 0o664, name
 
 
+def test_writes_leave_the_umask_alone_need_no_chmod_and_close_their_file_on_failure(tmp_path, umask, monkeypatch):
+    """Setting the umask to read it would race other threads' new files; some mounts refuse chmod."""
+    umask(0o027)
+
+    def umask_set(*args):
+        raise AssertionError("the umask was set")
+
+    def chmod_refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "umask", umask_set)
+        for name in ("chmod", "fchmod", "lchmod"):
+            patch.setattr(os, name, chmod_refused, raising=False)
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+    assert (tmp_path / "a.bin").read_bytes() == b"x" and stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o640
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(tmp_path / "b.bin", b"y")
+    assert len(os.listdir("/proc/self/fd")) == open_before and sorted(os.listdir(tmp_path)) == ["a.bin", "a.bin.sha256"]
+
+
 def _tiny(**overrides):
     return merge(ticketlab.get_preset("digits_mlp"), {"train": {"steps": "3it"}, "model": {"hidden": "16"},
                                                       **overrides})
@@ -172,6 +199,20 @@ def test_model_weights_start_a_run_and_name_it_by_content(tmp_path, capsys):
     assert main(base + ["--config", str(started / "config.json"), "--model.weights", str(tmp_path / "other.pt"),
                         "--dry-run"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == other_run
+
+
+def test_model_weights_saved_from_a_compiled_ddp_model_start_the_same_run_as_plain_ones(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    base = ["lottery", "--levels", "0", "--preset", "digits_mlp", "--model.hidden", "16", "--train.steps", "2it",
+            "--runs-dir", str(runs), "--progress", "none"]
+    assert main(base) == 0
+    (plain,) = runs.iterdir()
+    trained = torch.load(plain / "level_0" / "final.pt", weights_only=True)
+    torch.save({f"_orig_mod.module.{k}": v for k, v in trained.items()}, tmp_path / "wrapped.pt")  # compile(DDP(m))
+    assert main(base + ["--model.weights", str(tmp_path / "wrapped.pt")]) == 0
+    (started,) = set(runs.iterdir()) - {plain}
+    init = torch.load(started / "init.pt", weights_only=True)
+    assert set(init) == set(trained) and all(torch.equal(init[k], trained[k]) for k in trained)
 
 
 def test_model_weights_that_do_not_fit_are_one_line_errors(tmp_path, capsys):

@@ -139,3 +139,22 @@ def test_two_ranks_each_decoding_their_shard_train_what_one_process_trains(tree,
         assert done.returncode == 0, done.stderr
         finals.append(final(runs))
     assert max(float((finals[0][k] - finals[1][k]).abs().max()) for k in finals[0]) < 1e-5
+
+
+def test_a_new_imagefolder_cache_format_keeps_the_fingerprints_of_streamed_runs(tree, monkeypatch):
+    """The fingerprint is the digest of the file list that cache format 1 used as its key."""
+    import hashlib
+
+    from ticketlab.data import imagefolder
+
+    cfg = DataConfig(dataset="imagefolder", root=str(tree), stream="on", image_size=8, val_size=6)
+    fingerprint = load_data(cfg, noise_seed=0).fingerprint
+    classes, train, test = imagefolder.list_images(tree)
+    digest = hashlib.sha256(b"v1\nant\0bee\0cat\n")
+    for split, items in (("train", train), ("test", test)):
+        for path, label in items:
+            digest.update(f"{split}\0{path.relative_to(tree).as_posix()}\0{label}\0{path.stat().st_size}\n".encode())
+    assert fingerprint == {"files": digest.hexdigest()[:20]}
+    monkeypatch.setattr(imagefolder, "CACHE_VERSION", imagefolder.CACHE_VERSION + 1)
+    assert load_data(cfg, noise_seed=0).fingerprint == fingerprint
+    assert imagefolder.cache_key(tree, classes, train, test) != fingerprint["files"]  # the cache itself moves on

@@ -292,11 +292,18 @@ def one_line_error(capsys, args):
     ("manifest.json", "[]", "manifest.json holds a list, not a manifest"),
     ("config.json", "[1, 2]", "config.json holds a different config"),
 ])
-def test_run_files_of_the_wrong_shape_get_one_line(capsys, damaged, name, text, message):
+def test_run_files_of_the_wrong_shape_get_one_line(capsys, damaged, finished_run, name, text, message):
     runs, run = damaged(name, text)
-    assert message in one_line_error(capsys, ["train", *TINY, "--runs-dir", str(runs)])
+    err = one_line_error(capsys, ["train", *TINY, "--runs-dir", str(runs)])
+    assert message in err
     assert main(["runs", "list", "--runs-dir", str(runs)]) == 0  # listed (as unreadable), no traceback
     assert run.name in capsys.readouterr().out
+    if name == "summary.json":  # the advice, the same as for damaged bytes, works
+        assert err.strip().endswith("; delete it and run the command that made the run again, which makes it again")
+        (run / name).unlink()
+        assert main(["train", *TINY, "--runs-dir", str(runs)]) == 0
+        made, original = (json.loads((folder / name).read_text()) for folder in (run, finished_run))
+        assert made["final"] == original["final"]  # trained again to the same result
 
 
 @pytest.mark.parametrize("line", ["[1, 2]", "3", '"text"', "null", '{"loss": 1.0}'])

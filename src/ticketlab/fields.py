@@ -308,19 +308,17 @@ def load_config_file(path: str) -> Dict[str, Any]:
     kind = "JSON" if p.suffix == ".json" else "TOML"
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing .toml or .json file")
+    too_deep = ConfigError(f"config file {path} nests tables or lists more than {MAX_NESTING} deep; a config has "
+                           "sections of fields (e.g. [train] lr = 0.1)")
     try:
         text = p.read_text()
-        if kind == "JSON":
-            tree = json.loads(text)
-        else:
-            tree = toml_module().loads(text)
-        if nesting_depth(tree) > MAX_NESTING:
-            raise RecursionError
+        tree = json.loads(text) if kind == "JSON" else toml_module().loads(text)
     except RecursionError:  # the parsers recurse once per level
-        raise ConfigError(f"config file {path} nests tables or lists more than {MAX_NESTING} deep; a config has "
-                          "sections of fields (e.g. [train] lr = 0.1)") from None
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid {kind}: {str(exc).splitlines()[0]}") from None
+    if nesting_depth(tree) > MAX_NESTING:
+        raise too_deep
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a table of fields (e.g. {{\"train\": {{\"lr\": 0.1}}}}); "
                           f"it holds a {type(tree).__name__}")

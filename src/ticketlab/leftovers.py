@@ -9,8 +9,10 @@ writer is cut short), and `ticketlab runs clean` removes those of every run that
 
 from __future__ import annotations
 
-from pathlib import Path
+import fnmatch
+import os
 import shutil
+from pathlib import Path
 from typing import Iterable, List, Tuple
 
 TMP_GLOB = ".*.tmp"
@@ -21,15 +23,17 @@ STALE_IN_FINISHED = tuple(f"{name}{suffix}" for name in ("checkpoint.pt", "check
 
 def run_leftovers(run: Path) -> List[Path]:
     """Temporary files anywhere under ``run`` and checkpoints of its finished phases."""
-    run = Path(run)
-    temporary = [p for p in run.rglob(TMP_GLOB) if p.is_file()]
-    stale = [p for name in STALE_IN_FINISHED for p in run.rglob(name) if (p.parent / "summary.json").is_file()]
-    return sorted(temporary + stale)
+    found = []
+    for folder, _, files in os.walk(run):  # one walk of the tree
+        finished = "summary.json" in files
+        found += [Path(folder) / name for name in files
+                  if fnmatch.fnmatchcase(name, TMP_GLOB) or (finished and name in STALE_IN_FINISHED)]
+    return sorted(p for p in found if p.is_file())
 
 
-def temporary_files(folder: Path) -> List[Path]:
-    """The temporary files of atomic writes directly in ``folder`` (the decoded-data cache)."""
-    return sorted(p for p in Path(folder).glob(TMP_GLOB) if p.is_file()) if Path(folder).is_dir() else []
+def temporary_files(folder: Path, pattern: str = TMP_GLOB) -> List[Path]:
+    """The temporary files of atomic writes directly in ``folder`` (a data cache), those of ``pattern``."""
+    return sorted(p for p in Path(folder).glob(pattern) if p.is_file()) if Path(folder).is_dir() else []
 
 
 def unfinished_removals(runs_dir: Path) -> List[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from ticketlab.errors import CheckpointError
-from ticketlab.io import read_json
+from ticketlab.io import REMAKE, read_json
 
 TRAINER_KEYS = ("steps", "density", "final", "final_test_accuracy")  # what every trainer summary holds
 _NUMBERS = ("density", "final_test_accuracy", "test_accuracy_at_best_val", "train_seconds", "ticket_density",
@@ -23,10 +23,10 @@ _TABLES = ("row", "final", "kept", "best_val")  # an object (or null) where pres
 
 def read_object(path: Path, what: str = "record", fix: Optional[str] = None) -> Dict[str, Any]:
     """``path`` as a JSON object; anything else is a `CheckpointError` (``fix``: the advice it gives)."""
-    value = read_json(path, fix) if fix else read_json(path)
+    fix = fix or REMAKE  # the advice for damaged bytes too (it makes the file again)
+    value = read_json(path, fix)
     if not isinstance(value, dict):
-        raise CheckpointError(f"{path} holds a {type(value).__name__}, not a {what} (a JSON object); "
-                              f"{fix or _default_fix(Path(path))}")
+        raise CheckpointError(f"{path} holds a {type(value).__name__}, not a {what} (a JSON object); {fix}")
     return value
 
 
@@ -36,7 +36,7 @@ def read_summary(path: Path, required: Sequence[str] = (), fix: Optional[str] = 
     summary = read_object(path, "summary", fix)
     problem = summary_problem(summary, required)
     if problem:
-        raise CheckpointError(f"{path} is not a summary ticketlab wrote ({problem}); {fix or _default_fix(path)}")
+        raise CheckpointError(f"{path} is not a summary ticketlab wrote ({problem}); {fix or REMAKE}")
     return summary
 
 
@@ -60,10 +60,6 @@ def summary_problem(summary: Dict[str, Any], required: Sequence[str] = ()) -> st
     if weights is not None and not (isinstance(weights, list) and all(isinstance(w, str) for w in weights)):
         return "weights is not a list of file names"
     return ""
-
-
-def _default_fix(path: Path) -> str:
-    return f"restore it, or remove {path.parent} and run the command again to redo that phase"
 
 
 REBUILD = "delete it and run the command again to rebuild it from the finished phases"

@@ -98,7 +98,7 @@ class RunDir:
         if distributed.is_writer():
             leftovers.remove(leftovers.run_leftovers(path))
         path.mkdir(parents=True, exist_ok=True)
-        ensure(path / CONFIG, config.to_dict, save=save_json, load=read_json)
+        ensure(path / CONFIG, config.to_dict, save=save_json, load=lambda p: None)  # an existing one: read above
         runlock.watch(path)
         manifest = ensure(path / MANIFEST, lambda: make_manifest(device, threads, argv, record, data_fingerprint),
                           save=save_json,
@@ -345,20 +345,37 @@ def remove_run(path: Path) -> None:
 
 def clean_runs(runs_dir: Path) -> Tuple[List[Tuple[Path, int]], List[Path]]:
     """Remove what killed processes left behind (`ticketlab.leftovers`) in every run under ``runs_dir``
-    that is not in use, the folders of unfinished `remove_run` calls and the decoded-data cache's
-    temporary files. Returns what was removed (with sizes) and the runs skipped as in use."""
+    that is not in use, the folders of unfinished `remove_run` calls and the temporary files of the
+    decoded-data cache and of the image folders those runs name. Returns what was removed (with sizes) and
+    the runs skipped as in use."""
+    from ticketlab.data import imagefolder
     from ticketlab.data.cache import clean_cache
 
     freed: List[Tuple[Path, int]] = []
     busy: List[Path] = []
+    image_roots = set()
     for run in find_runs(runs_dir):
+        image_roots.add(_image_folder(run))
         try:
             with runlock.holding(run, None):  # skipped, without waiting to learn who holds it
                 freed += leftovers.remove(leftovers.run_leftovers(run))
         except CheckpointError:
             busy.append(run)
     freed += leftovers.remove(p for p in leftovers.unfinished_removals(runs_dir) if not _removal_running(p))
+    for root in sorted(image_roots - {None}):
+        freed += imagefolder.clean_leftovers(root)
     return freed + clean_cache(), busy
+
+
+def _image_folder(run: Path) -> Optional[Path]:
+    """The ``--data.root`` of a run on an image folder, as its config records it (None: another data set)."""
+    try:
+        data = read_json(run / CONFIG).get("data")
+    except (TicketlabError, OSError, AttributeError):
+        return None
+    if isinstance(data, dict) and data.get("dataset") == "imagefolder" and isinstance(data.get("root"), str):
+        return Path(data["root"]).expanduser()
+    return None
 
 
 def _removal_running(folder: Path) -> bool:

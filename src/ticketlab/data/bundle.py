@@ -11,7 +11,7 @@ with ``cfg.augment``) maps a batch and its step to the augmented batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.utils.data
@@ -20,7 +20,7 @@ from torch import Tensor
 from ticketlab import distributed
 from ticketlab.config import DataConfig
 from ticketlab.data.augment import make_augment
-from ticketlab.data.fingerprint import raw_fingerprint
+from ticketlab.data.fingerprint import Deferred, raw_fingerprint
 from ticketlab.data.noise import apply_label_noise
 from ticketlab.data.sources import DATASETS, RawData, resolve_root
 from ticketlab.errors import ConfigError, DataError
@@ -53,8 +53,9 @@ class DataBundle:
     # per-channel (mean, std) that map pixels in [0, 1] to the inputs (corrupted-data evaluation); None: unknown
     normalisation: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = None
     name: str = ""  # the data set's name in configs, manifests and reports ("": a registered source's, or "user data")
-    # digests of the source's content, recorded with a run (`ticketlab.data.fingerprint`); None: unknown
-    fingerprint: Optional[Dict[str, str]] = None
+    # digests of the source's content, recorded with a run (`ticketlab.data.fingerprint`, perhaps `Deferred`
+    # until first read); None: unknown
+    fingerprint: Optional[Mapping[str, str]] = None
 
     @classmethod
     def from_tensors(cls, train: Pairish, test: Pairish, *, val: Union[int, Pairish, None] = None, name: str = "user data",
@@ -180,7 +181,7 @@ def load_data(cfg: DataConfig, *, noise_seed: int, device: Device = "cpu",
         clean_train_y=clean.to(device),
         augment=make_augment(raw.train_x.shape[1:], raw.mean, raw.std, augment_seed) if cfg.augment else None,
         normalisation=(tuple(raw.mean), tuple(raw.std)), name=cfg.dataset,
-        fingerprint=raw_fingerprint(raw),
+        fingerprint=Deferred(lambda: raw_fingerprint(raw)),
     )
 
 
@@ -189,7 +190,7 @@ def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Op
     """An image folder whose splits decode on demand (`ticketlab.data.stream`); None when
     ``--data.stream auto`` finds that the images fit in ``--data.memory_gb``. The splits, noise and batch
     order are drawn exactly as for the same folder in memory."""
-    from ticketlab.data.imagefolder import cache_key, streamed_images
+    from ticketlab.data.imagefolder import files_fingerprint, streamed_images
     from ticketlab.data.stream import StreamingImages, stream_stats
 
     found = streamed_images(resolve_root(cfg.dataset, cfg.root), cfg.memory_gb if cfg.stream == "auto" else None)
@@ -225,7 +226,7 @@ def load_streamed(cfg: DataConfig, *, noise_seed: int, device: Device, state: Op
         val=val, test=Split(images([path for path, _ in test]), test_y.to(device), torch.arange(len(test)).to(device)),
         num_classes=len(classes), input_shape=(3, size, size), clean_train_y=clean.to(device), augment=None,
         normalisation=(tuple(mean), tuple(std)), name=cfg.dataset,
-        fingerprint={"files": cache_key(resolve_root(cfg.dataset, cfg.root), classes, train, test)})
+        fingerprint={"files": files_fingerprint(resolve_root(cfg.dataset, cfg.root), classes, train, test)})
 
 
 def _pair(split: str, given) -> Tuple[Tensor, Tensor]:

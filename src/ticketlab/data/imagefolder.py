@@ -11,7 +11,8 @@ folder) and ``val/images/*.JPEG`` labelled by ``val/val_annotations.txt`` (file 
 Images are decoded with Pillow and converted to RGB; an image whose size differs from the most common size
 of the training images (read from every header first) is resized to it (bilinear). The decoded uint8 tensors, the class names and the per-channel mean/std
 of the training images go to ``.ticketlab-cache-<key>.pt`` in the root, where ``key`` hashes the file list
-and sizes, so later loads read one file and open no images. Older caches of the same root are removed.
+and sizes, so later loads read one file and open no images. Older caches of the same root are removed,
+and writes take ``.ticketlab-cache.lock`` there, as `ticketlab.data.cache` does for its own.
 """
 
 from __future__ import annotations
@@ -20,22 +21,22 @@ import collections
 import hashlib
 import os
 import pathlib
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ticketlab import distributed
+from ticketlab.data.cache import clean_cache, read_or_make
 from ticketlab.data.sources import RawData, register_dataset
-from ticketlab.errors import CheckpointError, DataError
+from ticketlab.errors import DataError
 from ticketlab.extras import require
-from ticketlab.io import load_torch, remove_file, save_torch
-from ticketlab.status import note
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 CACHE_PREFIX, CACHE_VERSION = ".ticketlab-cache-", 1
+ENTRIES, LOCK = f"{CACHE_PREFIX}*.pt", ".ticketlab-cache.lock"  # a root's caches; held while writing one
+LEFTOVERS = f".{ENTRIES}.*.tmp"  # what a killed write of one leaves
+SIZE_SAMPLE = 256  # image headers read to estimate the decoded size of a folder that may be streamed
 LAYOUT = "expected train/<class>/ and val/<class>/ (or test/<class>/) folders of images"
 
 Listing = List[Tuple[pathlib.Path, int]]  # (file, class index)
@@ -92,8 +93,19 @@ def _tiny_imagenet_val(folder: pathlib.Path, annotations: pathlib.Path, index: D
 
 
 def cache_key(root: pathlib.Path, classes: Sequence[str], train: Listing, test: Listing) -> str:
-    """Hash of the class names, every file's relative path, label and size (not of the pixels)."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}\n{chr(0).join(classes)}\n".encode())
+    """The cache's key: a `listing_digest` that changes with the cache format."""
+    return listing_digest(root, classes, train, test, f"v{CACHE_VERSION}")
+
+
+def files_fingerprint(root: pathlib.Path, classes: Sequence[str], train: Listing, test: Listing) -> str:
+    """A streamed folder's data fingerprint: a `listing_digest` that a new cache format leaves alone (it is
+    the key of format 1, which fingerprints were first taken from; pinned so existing runs keep theirs)."""
+    return listing_digest(root, classes, train, test, "v1")
+
+
+def listing_digest(root: pathlib.Path, classes: Sequence[str], train: Listing, test: Listing, salt: str) -> str:
+    """Hash of ``salt``, the class names, every file's relative path, label and size (not of the pixels)."""
+    digest = hashlib.sha256(f"{salt}\n{chr(0).join(classes)}\n".encode())
     for split, items in (("train", train), ("test", test)):
         for path, label in items:
             try:
@@ -105,7 +117,8 @@ def cache_key(root: pathlib.Path, classes: Sequence[str], train: Listing, test: 
 
 
 def _decode(items: Listing, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-    """Decode every file to RGB uint8 (N, 3, H, W); ``size`` (width, height) defaults to the first file's."""
+    """Decode every file to RGB uint8 (N, 3, H, W) of ``size`` (width, height; default: the most common
+    size, `common_size`)."""
     Image = require("PIL.Image", "the imagefolder data set")
 
     def read(path: pathlib.Path, size=None) -> np.ndarray:
@@ -155,50 +168,37 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> Tuple[torch.Tensor, tor
     return mean, (squares / count - mean.square()).clamp_min(0).sqrt()
 
 
-def _load_cache(path: pathlib.Path, classes: Sequence[str]) -> Optional[dict]:
-    try:
-        cache = load_torch(path)
-    except CheckpointError:
-        return None  # corrupt or foreign: decode again and overwrite
+def _valid_cache(cache, classes: Sequence[str]) -> bool:
     fields = ("train_x", "train_y", "test_x", "test_y", "mean", "std", "classes", "version")
-    if not isinstance(cache, dict) or any(k not in cache for k in fields) or cache["version"] != CACHE_VERSION \
-            or list(cache["classes"]) != list(classes):
-        return None
-    return cache
+    return isinstance(cache, dict) and all(k in cache for k in fields) and cache["version"] == CACHE_VERSION \
+        and list(cache["classes"]) == list(classes)
 
 
-def _build_cache(path: pathlib.Path, classes, train: Listing, test: Listing) -> dict:
-    note(f"decoding {len(train) + len(test)} images under {path.parent} (once: later runs read {path.name})")
+def _decode_all(classes: Sequence[str], train: Listing, test: Listing) -> dict:
     train_x = _decode(train)
     test_x = _decode(test, size=(train_x.shape[3], train_x.shape[2]))
     mean, std = channel_stats(train_x)
-    cache = {"version": CACHE_VERSION, "classes": list(classes), "train_x": train_x, "test_x": test_x,
-             "train_y": torch.tensor([label for _, label in train], dtype=torch.int64),
-             "test_y": torch.tensor([label for _, label in test], dtype=torch.int64), "mean": mean, "std": std}
-    try:
-        save_torch(cache, path)
-        for old in path.parent.glob(f"{CACHE_PREFIX}*.pt") if distributed.is_writer() else ():
-            if old != path:
-                remove_file(old)
-    except OSError as exc:
-        warnings.warn(f"imagefolder: could not write the cache {path} ({exc}); images will be decoded "
-                      "again next time", stacklevel=3)
-    return cache
+    return {"version": CACHE_VERSION, "classes": list(classes), "train_x": train_x, "test_x": test_x,
+            "train_y": torch.tensor([label for _, label in train], dtype=torch.int64),
+            "test_y": torch.tensor([label for _, label in test], dtype=torch.int64), "mean": mean, "std": std}
+
+
+def clean_leftovers(root: pathlib.Path) -> List[Tuple[pathlib.Path, int]]:
+    """Remove the temporary files of killed cache writes in ``root`` (unless a write is under way)."""
+    return clean_cache(root, LEFTOVERS, LOCK)
 
 
 def streamed_images(root: Optional[pathlib.Path], memory_gb: Optional[float]):
-    """``(classes, train listing, test listing, training image size)`` for streaming, or None when
-    ``memory_gb`` is given and the decoded training images would fit in it (then hold them in memory)."""
+    """``(classes, train listing, test listing)`` for streaming, or None when ``memory_gb`` is given and the
+    decoded training images would fit in it (then hold them in memory): all at the most common size of
+    up to `SIZE_SAMPLE` of them, read from their headers."""
     if root is None or not root.is_dir():
         raise DataError(f"imagefolder needs --data.root FOLDER; {LAYOUT}")
     classes, train, test = list_images(root)
     if memory_gb is not None:
         Image = require("PIL.Image", "the imagefolder data set")
-        try:
-            with Image.open(train[0][0]) as first:
-                width, height = first.size
-        except OSError as exc:
-            raise DataError(f"cannot read image {train[0][0]} ({exc}); remove or replace the file") from None
+        sample = train[::max(1, len(train) // SIZE_SAMPLE)]  # spread over the classes
+        width, height = common_size(_header_size(Image, path) for path, _ in sample)
         if len(train) * 3 * width * height <= memory_gb * 2**30:
             return None
     return classes, train, test
@@ -214,9 +214,9 @@ def imagefolder(root: Optional[pathlib.Path], download: bool) -> RawData:
                         "(--data.download is not available for imagefolder)")
     classes, train, test = list_images(root)
     path = root / f"{CACHE_PREFIX}{cache_key(root, classes, train, test)}.pt"
-    cache = _load_cache(path, classes) if path.is_file() else None
-    if cache is None:
-        cache = _build_cache(path, classes, train, test)
+    cache = read_or_make(path, f"{len(train) + len(test)} images under {root}",
+                         lambda: _decode_all(classes, train, test), older=ENTRIES, lock=LOCK,
+                         valid=lambda found: _valid_cache(found, classes))
     return RawData(cache["train_x"], cache["train_y"], cache["test_x"], cache["test_y"],
                    num_classes=len(classes), mean=tuple(cache["mean"].tolist()),
                    std=tuple(cache["std"].tolist()), scale=255.0)

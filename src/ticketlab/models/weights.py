@@ -7,7 +7,6 @@ weights are another run, and a file that changed under a run is refused rather t
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Dict, Tuple
@@ -16,9 +15,10 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError, ConfigError
+from ticketlab.io import sha256_file
+from ticketlab.sparsity.mask import strip_wrapper_prefixes
 
 _DIGESTS: Dict[Tuple[str, int, int], str] = {}  # (absolute path, size, mtime) -> digest: hash each file once
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
 
 def file_digest(path: str) -> str:
@@ -30,11 +30,8 @@ def file_digest(path: str) -> str:
                           "(torch.save(model.state_dict(), ...) or .safetensors)") from None
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()[:16]
+            _DIGESTS[key] = sha256_file(handle)[:16]
     return _DIGESTS[key]
 
 
@@ -64,10 +61,7 @@ def read_state_dict(path: str, digest: str) -> Dict[str, torch.Tensor]:
                                                       for k, v in state.items())):
         raise CheckpointError(f"model.weights: {path} holds no state dict (a mapping of names to tensors); save one "
                               "with torch.save(model.state_dict(), path)")
-    for prefix in WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
+    return dict(zip(strip_wrapper_prefixes(list(state)), state.values()))  # saved from a DDP / compiled model
 
 
 def load_pretrained(model: nn.Module, path: str, digest: str) -> nn.Module:

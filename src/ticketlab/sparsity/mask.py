@@ -15,7 +15,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Union
+from typing import Dict, Iterator, List, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from ticketlab.errors import CheckpointError
 from ticketlab.extras import require
-from ticketlab.io import DamagedFileError, atomic_write_bytes, read_checked
+from ticketlab.io import atomic_write_bytes, load_torch, parsing, read_verified, unreadable
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # kinds of weights pruned only when asked for: kind -> (module types, their parameter names)
@@ -45,7 +45,21 @@ def opt_in_modules(model: nn.Module, kinds) -> nn.Module:
     if kinds:
         setattr(model, _OPT_IN_ATTR, tuple(kinds))
     return model
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def strip_wrapper_prefixes(names: Sequence[str]) -> List[str]:
+    """``names`` (in order) less the wrapper prefixes they all share, however nested: the names of
+    ``torch.compile(DDP(model))``'s parameters (``_orig_mod.module.fc.weight``) give ``model``'s."""
+    names = list(names)
+    while names:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(n.startswith(p) for n in names)), None)
+        if prefix is None:
+            break
+        names = [n[len(prefix):] for n in names]
+    return names
 
 
 def output_layer_name(model: nn.Module) -> str:
@@ -112,10 +126,10 @@ def warn_unprunable(model: nn.Module) -> None:
 def resolve_parameters(model: nn.Module, names) -> Dict[str, nn.Parameter]:
     """Map mask names to ``model``'s parameters, seeing through DDP / torch.compile wrappers."""
     params = dict(model.named_parameters())
+    unwrapped = dict(zip(strip_wrapper_prefixes(list(params)), params.values()))
     found = {}
     for name in names:
-        candidates = [name] + [pre + name for pre in _WRAPPER_PREFIXES] + ["_orig_mod.module." + name]
-        hit = next((params[c] for c in candidates if c in params), None)
+        hit = params.get(name, unwrapped.get(name))
         if hit is None:
             raise CheckpointError(f"the mask has an entry {name!r} that the model lacks; "
                                   "use a mask made for this model")
@@ -268,19 +282,17 @@ class Mask(Mapping):
         if not path.is_file():
             raise CheckpointError(f"mask file {path} does not exist; check the path or re-create the mask")
         fix = "delete it and re-create the mask (a run's own: run the command that made the run again)"
-        load_file = require("safetensors.torch", "reading a .safetensors mask").load_file if \
-            path.suffix == ".safetensors" else None
-        try:
-            data = read_checked(path, fix)  # verified against its checksum record
-            if load_file is not None:
-                state = load_file(str(path))  # (load of the bytes would not keep the order of the names)
-            else:
-                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except DamagedFileError:
-            raise
-        except Exception as exc:
-            raise DamagedFileError(path, f"mask file {path} is corrupt or unreadable ({type(exc).__name__}); "
-                                         f"{fix}") from None
+        if path.suffix == ".safetensors":
+            load = require("safetensors.torch", "reading a .safetensors mask").load
+            try:
+                data, checked = read_verified(path, fix)  # the bytes parsed are the bytes checked
+            except OSError as exc:
+                raise unreadable(path, exc) from None
+            with parsing(path, checked, "a safetensors file", fix):
+                # names sorted, as load_file gives them; cloned: load's tensors are views of immutable bytes
+                state = {k: v.clone() for k, v in sorted(load(data).items())}
+        else:
+            state = load_torch(path, fix=fix)
         bad = not isinstance(state, dict) or any(
             not isinstance(k, str) or not torch.is_tensor(v) or v.dtype != torch.bool for k, v in state.items())
         if bad:
