@@ -87,7 +87,10 @@ def test_a_kill_between_the_file_and_its_record_never_makes_an_intact_file_look_
     with pytest.raises(KeyboardInterrupt):
         write_json(path, {"v": 2})
     monkeypatch.setattr(io_module, "_replace_with", real)
-    assert read_json(path) == ({"v": 2} if first_write else {"v": 1})  # the new file unchecked, or the old one
+    if first_write:  # the record is written first: no file, rather than a file that loads unchecked
+        assert not path.exists()
+    else:  # the old file, accepted by the new record as an earlier version
+        assert read_json(path) == {"v": 1}
     write_json(path, {"v": 3})
     flip_byte(path)
     with pytest.raises(DamagedFileError):
@@ -458,3 +461,25 @@ def test_a_damaged_side_file_names_the_file_to_delete_with_it(tmp_path, capsys):
     (run / "cycle_1" / "pruned.pt").unlink()
     assert main(flags) == 0
     assert read_json(run / "summary.json") == expected
+
+
+def test_a_new_file_never_exists_without_its_checksum_record(tmp_path, monkeypatch):
+    """A new file's record is written before it (the file written first, a kill between left a file that
+    loaded unchecked, damage included); a file from before checksums keeps being written first."""
+    import ticketlab.io as tio
+
+    order, replace = [], tio._replace_with
+
+    def recording(path, data):
+        order.append(path.name)
+        replace(path, data)
+
+    monkeypatch.setattr(tio, "_replace_with", recording)
+    new = tmp_path / "new.pt"
+    atomic_write_bytes(new, b"first")
+    assert order == ["new.pt.sha256", "new.pt"]
+    old = tmp_path / "old.pt"
+    old.write_bytes(b"unrecorded")
+    order.clear()
+    atomic_write_bytes(old, b"second")
+    assert order == ["old.pt", "old.pt.sha256"]

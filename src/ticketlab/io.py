@@ -105,11 +105,13 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, checksum: bool = True) ->
         return
     earlier = _recorded(path)
     record = {"sha256": hashlib.sha256(data).hexdigest(), "file": path.name}
-    if earlier is None:
+    if earlier is None and path.exists():  # a file from before checksums: a kill between leaves it unchecked
         _replace_with(path, data)
         _replace_with(checksum_path(path), (json.dumps(record) + "\n").encode())
         return
-    record["earlier"] = [d for d in earlier if d != record["sha256"]][:KEEP_EARLIER]
+    # the record first, so the file never exists without one: a kill between the two leaves the old file
+    # (accepted as "earlier") or none
+    record["earlier"] = [d for d in earlier or () if d != record["sha256"]][:KEEP_EARLIER]
     _replace_with(checksum_path(path), (json.dumps(record) + "\n").encode())
     _replace_with(path, data)
 
