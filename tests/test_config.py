@@ -95,3 +95,34 @@ def test_toml_file(tmp_path):
     bad.write_text("[train]\nwarp = 9\n")
     with pytest.raises(ConfigError, match="train.warp"):
         merge(RunConfig(), load_config_file(str(bad)))
+
+
+def test_other_weights_over_a_lower_layer_get_their_own_digest(tmp_path, capsys):
+    """A layer that sets model.weights without a digest drops the lower layers' digest (file, then flag;
+    merge and compose_config in Python), so the run is named by, and later checks, the weights it uses."""
+    from ticketlab.cli import main
+    from ticketlab.method import METHODS, compose_config
+    from ticketlab.models.weights import file_digest
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"weights a")
+    b.write_bytes(b"weights b")
+    only_b = merge(RunConfig(), {"model": {"weights": str(b)}})
+    assert only_b.model.weights_digest == file_digest(str(b)) != file_digest(str(a))
+
+    over_a = merge(merge(RunConfig(), {"model": {"weights": str(a)}}), {"model": {"weights": str(b)}})
+    assert over_a == only_b
+    lottery = METHODS.get("lottery")
+    layered, _ = compose_config(lottery, "digits_mlp", [{"model": {"weights": str(a)}}, {"model": {"weights": str(b)}}])
+    assert layered == compose_config(lottery, "digits_mlp", [{"model": {"weights": str(b)}}])[0]
+    assert merge(over_a, {"model": {"weights": ""}}).model == RunConfig().model  # no weights: no digest either
+    stored = merge(over_a, {"model": {"weights": str(a), "weights_digest": "0" * 16}})  # a stored config's pair
+    assert stored.model.weights_digest == "0" * 16
+
+    config_file = tmp_path / "f.json"
+    config_file.write_text(json.dumps({"model": {"weights": str(a)}}))
+    assert main(["lottery", "--preset", "digits_mlp", "--config", str(config_file), "--model.weights", str(b),
+                 "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    *shown, where = capsys.readouterr().out.strip().splitlines()
+    assert json.loads("\n".join(shown))["model"]["weights_digest"] == file_digest(str(b))
+    assert where == f"run directory: {tmp_path / 'runs' / layered.run_name}"

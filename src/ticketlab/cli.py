@@ -209,8 +209,6 @@ def resolve_config(args: argparse.Namespace, method: Method) -> RunConfig:
     if args.config is not None:  # other commands' sections at their defaults change nothing (an old config.json)
         layers.append(drop_idle_sections(method.config, load_config_file(args.config)))
     overrides = nested_keys({key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")})
-    if "weights" in overrides.get("model", {}):  # other weights than a --config file's: their own digest
-        overrides["model"].setdefault("weights_digest", "")
     config, lost = compose_config(method, args.preset, [*layers, overrides], getattr(args, "variant", None))
     if lost:  # once the config is good: a bad one gets its one-line error alone
         print(f"ticketlab: note: preset {args.preset} is a `ticketlab {type(get_preset(args.preset)).command}` "

@@ -70,6 +70,8 @@ class DataConfig(Section):
 
 @dataclass(frozen=True)
 class ModelConfig(Section):
+    derived_fields = {"weights_digest": "weights"}  # `merge`: other weights get their own digest
+
     name: str = option("mlp", "architecture (see `ticketlab list models`)")
     hidden: Tuple[int, ...] = option((), "hidden widths of an MLP, e.g. 300,100 (empty: the model's default)",
                                      within="[1, inf)")

@@ -230,7 +230,9 @@ def _unknown_field(cls, key: str, full: str, prefix: str, names, command: str) -
 
 
 def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "", command: str = "") -> Any:
-    """Return ``base`` with the nested ``overrides`` applied (values already typed or raw strings)."""
+    """Return ``base`` with the nested ``overrides`` applied (values already typed or raw strings). A
+    section's ``derived_fields`` (derived field -> its source) go back to their defaults when the source is
+    set without them, so the section's `validate` derives them afresh instead of keeping the old source's."""
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of fields; got {overrides!r}")
     command = command or getattr(type(base), "command", "train")
@@ -246,6 +248,9 @@ def merge(base: Any, overrides: Mapping[str, Any], prefix: str = "", command: st
             changes[key] = merge(getattr(base, key), value, full + ".", command)
         else:
             changes[key] = coerce(full, tp, value)
+    for derived, source in getattr(type(base), "derived_fields", {}).items():
+        if source in changes and derived not in changes:  # recomputed from the new source by `validate`
+            changes[derived] = next(f.default for f in dataclasses.fields(base) if f.name == derived)
     try:
         return dataclasses.replace(base, **changes)
     except TypeError as exc:  # pragma: no cover - guarded by the name check above
