@@ -123,6 +123,13 @@ def test_its_run_resumes_bit_identical_after_a_kill(toy, tmp_path):
     assert summary["shrunk_steps"] == 2 * summary["iters_per_epoch"]  # the callback's count survived the kill
 
 
+def test_its_run_lets_the_run_go_when_it_returns(toy, tmp_path):
+    from test_run_lock import lock_is_free
+
+    path = toy.run(PRESET, {}, RunContext(runs_dir=tmp_path, progress=False))  # as the CLI and a sweep call it
+    assert (path / "phase" / "summary.json").is_file() and lock_is_free(path)
+
+
 def test_a_method_can_be_declared_again_and_bad_declarations_are_refused(toy):
     from ticketlab.config import SECTION_OWNERS
     from ticketlab.method import Flag

@@ -171,6 +171,32 @@ def test_runs_clean_skips_a_run_in_use(tmp_path, holder, capsys, monkeypatch):
     assert asked == []  # the holder is not named, so not waited for
 
 
+def lock_is_free(run: Path) -> bool:
+    """Whether another process could take ``run``'s lock now (an OS file lock belongs to its open file, so a
+    second one taken here is refused while this process still holds the run, as another process's would be)."""
+    import filelock
+
+    lock = filelock.FileLock(str(run / runlock.LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return False
+    lock.release()
+    return True
+
+
+def test_the_python_api_lets_a_run_go_when_it_returns(tmp_path):
+    from ticketlab.config import convert
+    from ticketlab.methods.rst import RSTRunConfig, run_rst
+
+    config = merge(convert(get_preset("digits_mlp"), RSTRunConfig), {
+        "method": "rst", "model": {"hidden": "16"}, "train": {"steps": "1ep", "eval_every": "1ep"},
+        "rst": {"layer_ratios": "0-1:0.7", "pick_pruned": "rand", "reg_granularity": 0.05, "update_reg_interval": 1,
+                "stabilize_reg_interval": "10it", "lr_prune": 0.05, "test_interval": "20it", "save_interval": "5it"}})
+    path, _ = run_rst(config, RunContext(tmp_path, "cpu", progress=False))
+    assert (path / "config.json").is_file() and lock_is_free(path)  # `ticketlab runs rm` or another process may
+
+
 def test_the_lock_holder_file_names_this_process(tmp_path):
     with runlock.session():
         runlock.hold(tmp_path / "some_run")

@@ -283,7 +283,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
         print(config.to_json())
         print(f"run directory: {run_path}")
         return 0
-    from ticketlab import distributed, runlock
+    from ticketlab import distributed
 
     device = args.device
     if distributed.launched():
@@ -296,8 +296,7 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     ctx = RunContext(args.runs_dir, device, args.threads, progress_mode(args.progress), ["ticketlab", *argv],
                      trackers=trackers)
     try:
-        with runlock.session():
-            path = method.run(config, options, ctx)
+        path = method.run(config, options, ctx)  # releases the run's lock when it returns (`register_method`)
     finally:
         for tracker in trackers:
             tracker.close()

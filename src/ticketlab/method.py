@@ -16,7 +16,8 @@ the run directory; ``options`` holds the values of the method's run-option flags
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -85,7 +86,8 @@ RESERVED_FLAGS = ("--preset", "--config", "--seed", "--variant", "--runs-dir", "
 
 
 def register_method(method: Method) -> Method:
-    """Add ``method`` (and its presets); the CLI shows it from the next parser built on."""
+    """Add ``method`` (and its presets); the CLI shows it from the next parser built on. Returns it as
+    registered: its ``run`` releases the run locks it takes when it returns (`releasing_locks`)."""
     if method.name in RESERVED_COMMANDS or method.name.startswith("-") or not method.name:
         raise ValueError(f"a method cannot be named {method.name!r}: the CLI has commands {RESERVED_COMMANDS}")
     taken = [f.name for f in method.flags if f.name in RESERVED_FLAGS or not f.name.startswith("--")
@@ -105,11 +107,30 @@ def register_method(method: Method) -> Method:
         if type(preset) is not method.config or preset.method not in method.choices:
             raise ValueError(f"preset {name!r} of {method.name!r} must be a {method.config.__name__} with one of "
                              f"its variants as method")
+    method = replace(method, run=releasing_locks(method.run))
     METHODS.register(method, name=method.name)
     claim_sections(method.name, method_sections(method.config))
     for name, preset in method.presets.items():
         PRESETS.register(preset, name=name)
     return method
+
+
+def releasing_locks(run: Callable[..., Any]) -> Callable[..., Any]:
+    """``run`` releasing, when it returns or raises, the run locks taken inside it
+    (`ticketlab.runlock.session`): whoever calls a method (the CLI, a sweep job, Python), its runs are free
+    for another process or ``ticketlab runs rm`` afterwards, not only once this process ends."""
+    if getattr(run, "releases_locks", False):
+        return run
+
+    @functools.wraps(run)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        from ticketlab import runlock  # imports torch: not for `ticketlab --help`
+
+        with runlock.session():
+            return run(*args, **kwargs)
+
+    wrapped.releases_locks = True
+    return wrapped
 
 
 def unregister_method(name: str) -> None:
@@ -162,5 +183,5 @@ def options_of(method: Method, values: Mapping[str, Any]) -> Dict[str, Any]:
     return {flag.dest: values.get(flag.dest, flag.default) for flag in method.flags if not flag.field}
 
 
-__all__ = ["Flag", "Method", "METHODS", "register_method", "unregister_method", "method_of_run",
+__all__ = ["Flag", "Method", "METHODS", "register_method", "releasing_locks", "unregister_method", "method_of_run",
            "config_from_dict", "compose_config", "options_of"]

@@ -6,13 +6,14 @@ run stops at once with one line naming the holder (its pid, host and command, ke
 while it holds the lock); `ticketlab runs rm` and `runs clean` take the same lock. Nobody waits for a
 lock, so a removed run's lock file is never one that another process is about to take.
 
-A lock is held until the `session` it was taken in ends (a run command, a sweep job, a call of the Python
-API); taken outside any session, until the process ends. What a thread holds is its own (each thread,
-and each session, has its own record of the runs it holds), so threads using the Python API neither
-release each other's locks nor share a run. Under torchrun only rank 0 locks (the ranks are
-one run) and every rank learns whether it got the lock, so none is left waiting. A held run whose
-directory disappears or is replaced by another (`check_present`) stops its process before anything is
-written into it again.
+A lock is held until the `session` it was taken in ends: every registered method's run is one
+(`ticketlab.method.register_method`), whoever calls it (a run command, a sweep job), and so is each run
+function of the Python API (``ticketlab.run_rst``, ...); taken outside any session, until the process
+ends. What a thread holds is its own (each thread, and each session, has its own record of the runs it
+holds), so threads using the Python API neither release each other's locks nor share a run. Under
+torchrun only rank 0 locks (the ranks are one run) and every rank learns whether it got the lock, so none
+is left waiting. A held run whose directory disappears or is replaced by another (`check_present`) stops
+its process before anything is written into it again.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import torch
 
+from ticketlab import runlock
 from ticketlab.config import RunConfig, Section, TrainConfig, content_hash, convert, option, run_config, to_jsonable
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json
@@ -198,6 +199,7 @@ def parse_levels(text: str) -> List[int]:
     return sorted(set(levels))
 
 
+@runlock.session()
 def run_branches(config: RunConfig, branch: Optional[BranchConfig], levels: Sequence[int], ctx) -> Path:
     """Run ``branch`` (default: ``config.branch``) on the finished trunk levels ``levels`` of the lottery run
     of ``config``."""

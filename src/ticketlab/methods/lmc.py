@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
+from ticketlab import runlock
 from ticketlab.analysis.table import render_table
 from ticketlab.config import RunConfig, Section, content_hash, convert, option, run_config
 from ticketlab.errors import ConfigError
@@ -92,6 +93,7 @@ def pair(lottery: Lottery, cfg: LMCConfig, level: int, finished: Sequence[int]) 
     return names, weights[0], weights[1]
 
 
+@runlock.session()
 def run_lmc(config: RunConfig, levels: Optional[Sequence[int]], ctx) -> Path:
     trunk = convert(config, LotteryRunConfig)
     if not (Path(ctx.runs_dir) / trunk.run_name / CONFIG).exists():

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 
+from ticketlab import runlock
 from ticketlab.config import RunConfig, Section, content_hash, convert, option, run_config, to_jsonable
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, read_json, save_torch, write_json
@@ -193,6 +194,7 @@ def _val(result: Dict[str, Any]) -> float:
     return result["val"] if result["val"] is not None else -math.inf
 
 
+@runlock.session()
 def run_pools(config: RunConfig, levels: Optional[Sequence[int]], ctx) -> Path:
     """Lottery Pools on the finished levels ``levels`` (default: all) of the lottery run of ``config``."""
     trunk = convert(config, LotteryRunConfig)

@@ -43,7 +43,6 @@ def run_job(job: Job) -> Dict[str, Any]:
     import torch
 
     import ticketlab.methods  # noqa: F401  (registers the built-in methods)
-    from ticketlab import runlock
     from ticketlab.method import METHODS
     from ticketlab.methods import RunContext
 
@@ -58,8 +57,8 @@ def run_job(job: Job) -> Dict[str, Any]:
         method = METHODS.get(job.command)
         ctx = RunContext(job.runs_dir, job.device, job.threads, progress=False,
                          argv=["ticketlab", "sweep", job.command])
-        with runlock.session():  # a run another sweep (or command) is training fails here, with its holder
-            path = method.run(method.config.from_dict(job.config), dict(job.options), ctx)
+        # a run another sweep (or command) is training fails here, with its holder; its lock goes with the return
+        path = method.run(method.config.from_dict(job.config), dict(job.options), ctx)
     except TicketlabError as exc:
         return {"key": job.key, "error": str(exc)}
     except Exception:  # noqa: BLE001  (one broken run must not take the sweep down; its traceback is kept)

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ticketlab import seeds
+from ticketlab import runlock, seeds
 from ticketlab.config import RunConfig, adopt
 from ticketlab.data import iters_per_epoch
 from ticketlab.errors import ConfigError
@@ -151,6 +151,7 @@ class DSTRun(Experiment):
                                 order_seed=self.config.order_seed, extra=extra, callbacks=[self.callback()])
 
 
+@runlock.session()
 def run_dst(config: RunConfig, ctx) -> tuple:
     """Run one `ticketlab dst` experiment; returns (run path, summary)."""
     run = DSTRun.open(adopt(config, DSTRunConfig), ctx)

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Literal, Tuple
 
 import torch
 
+from ticketlab import runlock
 from ticketlab.config import (ModelConfig, RunConfig, Section, TrainConfig, adopt, convert, merge, option,
                               run_config)
 from ticketlab.data import DataBundle, examples_seen, iters_per_epoch
@@ -192,6 +193,7 @@ class PracRun(Lottery):
         return summaries
 
 
+@runlock.session()
 def run_prac(config: RunConfig, levels: int, ctx) -> tuple:
     """PrAC levels 0..``levels``; returns (run path, level summaries)."""
     if levels < 0:

@@ -37,6 +37,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ticketlab import runlock
 from ticketlab.config import RunConfig, TrainConfig, adopt
 from ticketlab.data import iters_per_epoch
 from ticketlab.errors import CheckpointError, ConfigError
@@ -278,6 +279,7 @@ def open_rst(config: RunConfig, ctx) -> RSTRun:
     return RSTRun.open(config, ctx)
 
 
+@runlock.session()
 def run_rst(config: RunConfig, ctx) -> tuple:
     """Run one `ticketlab rst` experiment; returns (run path, summary)."""
     run = open_rst(config, ctx)

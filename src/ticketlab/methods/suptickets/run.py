@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Dict, List
 
-from ticketlab import seeds
+from ticketlab import runlock, seeds
 from ticketlab.config import RunConfig, adopt
 from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch, save_torch
@@ -124,6 +124,7 @@ class SupTicketsRun(DSTRun):
                 "steps": trained["steps"], "superposition": trained["superposition"]}
 
 
+@runlock.session()
 def run_suptickets(config: RunConfig, ctx) -> tuple:
     """Run one `ticketlab suptickets` experiment; returns (run path, result summary)."""
     run = SupTicketsRun.open(adopt(config, SupTicketsRunConfig), ctx)
