@@ -96,6 +96,20 @@ def test_lottery_returns_the_tickets_and_names_the_module_and_data(tmp_path, cap
     assert "blobs" in listed and f"{__name__}.SmallNet" in listed and "digits" not in listed
 
 
+def test_lottery_checks_its_settings_before_the_run_directory_exists(tmp_path):
+    x, y = _blobs()
+    data = DataBundle.from_tensors((x[:300], y[:300]), (x[300:], y[300:]), val=60, name="blobs")
+    model = SmallNet()
+    with pytest.raises(ticketlab.ConfigError, match="train.batch_size=241 is larger than the 240 training examples"):
+        ticketlab.lottery(model, data, levels=1, train=ticketlab.TrainConfig(steps="3ep", batch_size=241),
+                          runs_dir=tmp_path)
+    # the first pruning's settings fail now, not once level 0 has trained
+    with pytest.raises(ticketlab.ConfigError, match="prune.layer_density fixes one density per layer"):
+        ticketlab.lottery(model, data, levels=1, train=ticketlab.TrainConfig(steps="3ep", batch_size=20),
+                          prune=ticketlab.PruneConfig(layer_density="head.*:0.5"), runs_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_step_lr_over_a_masked_optimizer_keeps_pruned_weights_at_zero():
     torch.manual_seed(0)
     model = SmallNet()

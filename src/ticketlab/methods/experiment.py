@@ -1,8 +1,8 @@
 """What every method shares: its data, a model factory and a run directory, the initial weights kept in
 ``init.pt``, one way to train a phase under a mask, and the report row a result phase carries.
 
-A method subclasses `Experiment`, opens it with `Experiment.open` (data loaded, settings checked by
-`validate` before anything is written, then the run directory created or reopened) and trains its phases
+A method subclasses `Experiment`, opens it with `Experiment.open` (data loaded, then `open_dir`: settings
+checked by `validate` before anything is written, then the run directory created or reopened) and trains its phases
 with `train_phase`; every file it makes once goes through `ticketlab.runs.ensure`.
 """
 
@@ -53,15 +53,25 @@ class Experiment:
 
     @classmethod
     def open(cls, config: RunConfig, ctx: RunContext, **fields: Any) -> "Experiment":
-        """Load the data, check the settings (`validate`, skipped for a finished run), then create or
-        reopen the run directory; bad input fails before anything is written."""
+        """Load the data, then check the settings and open the run directory (`open_dir`)."""
         data = prepare_data(config, ctx)
         exp = cls(config, data, config_model_factory(config, data), Path(ctx.runs_dir) / config.run_name,
                   ctx.torch_device, ctx.progress, trackers=ctx.trackers, **fields)
-        if not (exp.path / SUMMARY).exists():
-            exp.validate()
-        open_run(config, ctx, data)
+        exp.open_dir(ctx.argv)
         return exp
+
+    def open_dir(self, argv: Optional[List[str]] = None, **record: Any) -> RunDir:
+        """Check the settings (`validate`, skipped for a finished run), then create or reopen the run
+        directory, whose data must match this experiment's (fingerprint, saved splits and labels); bad
+        input fails before anything is written. ``record``: more for the manifest (a user's module and data)."""
+        if not (self.path / SUMMARY).exists():
+            self.validate()
+        run = RunDir.open(self.path.parent, self.config, str(self.device), torch.get_num_threads(), argv,
+                          path=self.path, record=run_record(self.config, self.device, **record),
+                          data_fingerprint=self.data.fingerprint)
+        check_data_state(self.path, self.data)
+        warn_unused_amp(self.config, self.device)
+        return run
 
     def validate(self) -> None:
         """Refuse bad settings before the run directory exists (subclasses add their checks)."""
@@ -184,16 +194,6 @@ def prepare_data(config: RunConfig, ctx: RunContext) -> DataBundle:
                          augment_seed=config.augment_seed)
 
 
-def open_run(config: RunConfig, ctx: RunContext, data: DataBundle, path: Optional[Path] = None) -> RunDir:
-    """Create or reopen the run directory; its data's fingerprint, saved splits and labels must match the
-    data loaded now."""
-    run = RunDir.open(ctx.runs_dir, config, str(ctx.torch_device), torch.get_num_threads(), ctx.argv, path=path,
-                      record=run_record(config, ctx.torch_device), data_fingerprint=data.fingerprint)
-    check_data_state(run.path, data)
-    warn_unused_amp(config, ctx.torch_device)
-    return run
-
-
 def run_record(config: RunConfig, device: torch.device, **more: Any) -> Dict[str, Any]:
     """What a run's manifest records besides the environment: the precision it trains in (resuming it
     in another is refused) and ``more`` (a user's module and data)."""
@@ -261,6 +261,6 @@ def save_mask(mask: Mask, path: Path) -> None:
     mask.save(path)
 
 
-__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "open_run", "run_record", "check_data_state",
+__all__ = ["Experiment", "ModelFactory", "Weights", "prepare_data", "run_record", "check_data_state",
            "config_model_factory", "masked",
            "scoring_batch", "prune_options", "save_mask", "trainer_summary", "with_summary_extra"]

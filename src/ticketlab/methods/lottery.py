@@ -31,10 +31,10 @@ from ticketlab.errors import ConfigError
 from ticketlab.io import load_torch
 from ticketlab.method import Flag, Method, register_method
 from ticketlab.method_help import METHOD_HELP
-from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, check_data_state, masked,
-                                          prune_options, run_record, save_mask, scoring_batch)
+from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, masked, prune_options, save_mask,
+                                          scoring_batch)
 from ticketlab.methods.tickets import LotteryResult, level_tickets
-from ticketlab.runs import START, RunDir, ensure
+from ticketlab.runs import START, ensure
 from ticketlab.sparsity import Mask, opt_in_modules, prune, prune_remaining
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
@@ -300,12 +300,10 @@ def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, pru
     device = torch.device(device) if device is not None else data.train.x.device
     signature = f"{module_signature(model)}{data_signature(data)}"
     path = Path(runs_dir) / f"{config.run_name}_{signature}"
-    RunDir.open(runs_dir, config, str(device), torch.get_num_threads(), path=path,
-                record=run_record(config, device, **user_module_record(model, data)), data_fingerprint=data.fingerprint)
-    check_data_state(path, data)
     run = Lottery(config, data, module_factory(model, prune.modules), path, device, progress,
                   dataset_name=data.name or USER_DATA, model_name=type(model).__name__, signature=signature,
                   trackers=tuple(trackers), init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    run.open_dir(**user_module_record(model, data))
     return level_tickets(path, run.run(levels))
 
 
