@@ -147,6 +147,19 @@ def test_raising_levels_trains_only_new_levels(digits, tmp_path):
     assert (tmp_path / "level_2" / "summary.json").exists()
 
 
+def test_a_level_whose_weights_were_deleted_is_not_called_finished_and_trains_again(digits, tmp_path, capsys):
+    lottery = make(cfg(), digits, tmp_path)
+    lottery.run(1)
+    for name in ("final.pt", "final.pt.sha256"):
+        (tmp_path / "level_1" / name).unlink()
+    lottery.progress = "lines"
+    capsys.readouterr()
+    lottery.run(1)
+    err = capsys.readouterr().err
+    assert f"{tmp_path.name}: level 0 already finished" in err and "levels 0-1" not in err
+    assert (tmp_path / "level_1" / "final.pt").exists() and (tmp_path / "level_1" / "summary.json").exists()
+
+
 # -- branches ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

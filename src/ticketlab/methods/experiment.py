@@ -128,8 +128,8 @@ class Experiment:
             if cfg.keep_weights == "final" and distributed.is_writer():
                 remove_file(out / START)  # a method's start weights of the phase: made again when needed
 
-        # a summary whose weights files were deleted goes too: the phase trains again
-        if finished(out) and current_phase() is None:  # within `phases` that said it already
+        done = finished(out)  # a summary whose weights files were deleted goes: the phase trains again
+        if done and current_phase() is None:  # within `phases`, which said it already
             note(f"{label} already finished", self.progress)
 
         return with_summary_extra(out, ensure(out / SUMMARY, fit, save=None, load=trainer_summary), extra)
@@ -138,10 +138,11 @@ class Experiment:
                train: Callable[[int], T], name: str = "") -> List[T]:
         """``train(k)`` for each key, each under a progress `phase` ("level 3 of 10", or "level 4, 1 of 7"
         when the keys are not 0..N) so its bar shows where the command is and an overall ETA; first one
-        line on the keys whose ``folder`` is finished. ``name``: the run as the lines call it (default: its
-        folder's name)."""
+        line on the keys whose ``folder`` is finished (`finished`: a summary whose weights files were deleted
+        goes here, and that key trains again). ``name``: the run as the lines call it (default: its folder's
+        name)."""
         name, keys = name or self.path.name, list(keys)
-        done = [k for k in keys if (folder(k) / SUMMARY).exists()]
+        done = [k for k in keys if finished(folder(k))]
         which = f"{what}{'s' if len(done) > 1 else ''} {_spans(done)}"
         if done and len(done) == len(keys):
             note(f"{name} already finished ({which})", self.progress)
