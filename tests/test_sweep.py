@@ -100,6 +100,15 @@ def test_bad_study_files_get_one_line_errors_before_any_run(tmp_path, capsys, te
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("field, message", [('model.name = "mpl"', "unknown model 'mpl' (did you mean mlp"),
+                                            ('data.dataset = "digit"', "unknown dataset 'digit' (did you mean digits")])
+def test_a_misspelt_name_fails_the_plan_in_one_line(tmp_path, capsys, field, message):
+    path = write(tmp_path, STUDY.replace('model.hidden = "24"', field))
+    assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "method 'lottery'" in err
+
+
 def test_a_grid_axis_the_command_ignores_is_refused(tmp_path):
     text = STUDY.replace('"prune.fraction" = [0.2, 0.5]', '"train.schedule" = ["constant", "constant"]')
     with pytest.raises(ConfigError, match="share one run directory"):

@@ -250,16 +250,6 @@ def print_config_help(parser: argparse.ArgumentParser, method: Method, config: R
         print(f"\nsections of other commands ({', '.join(owned)}) are not accepted here")
 
 
-def check_names(config: RunConfig) -> None:
-    """The model and the data set are registered: a misspelt name is refused with the closest ones, on
-    ``--dry-run`` too, before any work."""
-    from ticketlab.data import DATASETS
-    from ticketlab.models import MODELS
-
-    MODELS.get(config.model.name)
-    DATASETS.get(config.data.dataset)
-
-
 def progress_mode(flag: str):
     """The trainer's progress setting: None (auto), True (bar), "lines" or False (none)."""
     return {"auto": None, "bar": True, "lines": "lines", "none": False}[flag]
@@ -277,7 +267,6 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     if missing:
         raise ConfigError(f"`ticketlab {method.name}` needs {', '.join(missing)}; see `ticketlab {method.name} --help`")
     check_threads(args.threads)
-    check_names(config)
     run_path = method.directory(config, Path(args.runs_dir))
     if args.dry_run:
         print(config.to_json())

@@ -165,7 +165,9 @@ def compose_config(method: Method, preset: Optional[str] = None, layers: Sequenc
                    variant: Optional[str] = None) -> Tuple[RunConfig, List[str]]:
     """The config ``method`` runs: the preset (its core sections, plus ``method``'s own when it is this
     method's), then each mapping of ``layers`` in turn, then the variant (``--variant``, else the
-    config's own, else the first). Also returns the preset's sections that were dropped."""
+    config's own, else the first). Its model and data set must be registered ones (a misspelt name is
+    refused with the closest, for a command, a sweep's plan or Python alike). Also returns the preset's
+    sections that were dropped."""
     from ticketlab.presets import get_preset
 
     config, lost = method.config(), []
@@ -175,7 +177,18 @@ def compose_config(method: Method, preset: Optional[str] = None, layers: Sequenc
         config = convert(chosen, method.config)
     for layer in layers:
         config = merge(config, layer)
-    return merge(config, {"method": method.variant_of(config, variant)}), lost
+    config = merge(config, {"method": method.variant_of(config, variant)})
+    check_names(config)
+    return config, lost
+
+
+def check_names(config: RunConfig) -> None:
+    """Refuse a model or data set name that no registry knows (`ConfigError` with the closest ones)."""
+    from ticketlab.data import DATASETS  # imports torch: not for `ticketlab --help`
+    from ticketlab.models import MODELS
+
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.dataset)
 
 
 def options_of(method: Method, values: Mapping[str, Any]) -> Dict[str, Any]:
