@@ -160,6 +160,25 @@ def test_a_level_whose_weights_were_deleted_is_not_called_finished_and_trains_ag
     assert (tmp_path / "level_1" / "final.pt").exists() and (tmp_path / "level_1" / "summary.json").exists()
 
 
+def test_opening_checks_settings_on_one_model_and_a_finished_run_not_at_all(tmp_path, monkeypatch):
+    import sys
+
+    from ticketlab.methods import RunContext
+
+    experiment = sys.modules["ticketlab.methods.experiment"]
+    built, build = [], experiment.build_model
+    monkeypatch.setattr(experiment, "build_model", lambda *args, **kwargs: built.append(1) or build(*args, **kwargs))
+    ctx = RunContext(tmp_path, "cpu", progress=False)
+    lottery = Lottery.open(cfg(), ctx, levels=0)
+    assert len(built) == 1  # the initial model, pruned once to check the first pruning's settings
+    lottery.run(0)
+    del built[:]
+    Lottery.open(cfg(), ctx, levels=0).run(0)  # a no-op rerun: nothing is built, nothing pruned
+    assert built == [] and not (lottery.level_dir(1) / "mask.pt").exists()
+    Lottery.open(cfg(), ctx, levels=1)  # level 1 is not finished: the settings are checked again
+    assert len(built) == 1
+
+
 # -- branches ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

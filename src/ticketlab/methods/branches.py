@@ -208,7 +208,7 @@ def run_branches(config: RunConfig, branch: Optional[BranchConfig], levels: Sequ
     if not (Path(ctx.runs_dir) / trunk.run_name / CONFIG).exists():
         raise ConfigError(f"no lottery trunk at {Path(ctx.runs_dir) / trunk.run_name}; run `ticketlab lottery` with "
                           "the same flags first")
-    lottery = open_lottery(trunk, ctx)
+    lottery = open_lottery(trunk, ctx, levels=max(levels, default=0))  # the trunk levels it reads
     check_levels(lottery, levels)
     plans = {level: None if (branch_dir(lottery, branch, level) / SUMMARY).exists()
              else BRANCHES.get(branch.name)(lottery, branch, level) for level in levels}

@@ -64,7 +64,7 @@ class Experiment:
         """Check the settings (`validate`, skipped for a finished run), then create or reopen the run
         directory, whose data must match this experiment's (fingerprint, saved splits and labels); bad
         input fails before anything is written. ``record``: more for the manifest (a user's module and data)."""
-        if not (self.path / SUMMARY).exists():
+        if not self.is_finished():
             self.validate()
         run = RunDir.open(self.path.parent, self.config, str(self.device), torch.get_num_threads(), argv,
                           path=self.path, record=run_record(self.config, self.device, **record),
@@ -73,10 +73,17 @@ class Experiment:
         warn_unused_amp(self.config, self.device)
         return run
 
-    def validate(self) -> None:
-        """Refuse bad settings before the run directory exists (subclasses add their checks)."""
+    def is_finished(self) -> bool:
+        """Whether the run has nothing left to do (its settings were checked when it began): its own
+        ``summary.json``; a method whose runs write none says what else. Reads files only (the run's lock is
+        not held yet)."""
+        return (self.path / SUMMARY).exists()
+
+    def validate(self) -> torch.nn.Module:
+        """Refuse bad settings before the run directory exists (subclasses add their checks). Returns the
+        initial model it built, for a subclass's checks to use instead of building another."""
         self.check_batch_size("train.batch_size", self.config.train.batch_size)
-        self.initial_model()
+        return self.initial_model()
 
     def check_batch_size(self, name: str, size: int) -> None:
         """A batch holds at most the whole training split (one full-batch step per epoch)."""

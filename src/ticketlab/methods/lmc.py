@@ -99,7 +99,7 @@ def run_lmc(config: RunConfig, levels: Optional[Sequence[int]], ctx) -> Path:
     if not (Path(ctx.runs_dir) / trunk.run_name / CONFIG).exists():
         raise ConfigError(f"no lottery trunk at {Path(ctx.runs_dir) / trunk.run_name}; run `ticketlab lottery` with "
                           "the same flags first")
-    lottery, cfg = open_lottery(trunk, ctx), config.lmc
+    lottery, cfg = open_lottery(trunk, ctx, levels=max(levels or [0])), config.lmc  # the trunk levels it reads
     finished = sorted(int(p.parent.name[6:]) for p in lottery.path.glob("level_*/summary.json"))
     targets = list(levels) if levels else (finished[:-1] if cfg.pairs == "adjacent" else finished)
     check_levels(lottery, targets)

@@ -34,7 +34,7 @@ from ticketlab.method_help import METHOD_HELP
 from ticketlab.methods.experiment import (SCORING_STEP, Experiment, ModelFactory, masked, prune_options, save_mask,
                                           scoring_batch)
 from ticketlab.methods.tickets import LotteryResult, level_tickets
-from ticketlab.runs import START, ensure
+from ticketlab.runs import START, SUMMARY, ensure
 from ticketlab.sparsity import Mask, opt_in_modules, prune, prune_remaining
 from ticketlab.steps import Steps
 from ticketlab.train import Callback
@@ -58,6 +58,7 @@ class Lottery(Experiment):
     """One lottery experiment: its config, data, model factory and run directory."""
 
     init_state: Optional[Dict[str, torch.Tensor]] = None  # a user module's own initial weights
+    levels: Optional[int] = None  # the last level this opening asks for (None: not known; see `is_finished`)
 
     # -- derived settings -------------------------------------------------------------------------
     @property
@@ -89,8 +90,15 @@ class Lottery(Experiment):
     def run(self, levels: int) -> List[Dict[str, Any]]:
         return self.phases("level", range(levels + 1), self.level_dir, self.train_level)
 
-    def fresh_initial_weights(self) -> Dict[str, torch.Tensor]:
-        return self.init_state if self.init_state is not None else super().fresh_initial_weights()
+    def is_finished(self) -> bool:
+        """Levels 0..`levels` all finished (a lottery run writes no summary of its own)."""
+        return self.levels is not None and all((self.level_dir(k) / SUMMARY).exists() for k in range(self.levels + 1))
+
+    def initial_model(self) -> torch.nn.Module:
+        model = super().initial_model()
+        if self.init_state is not None:
+            model.load_state_dict(self.init_state)
+        return model
 
     def rewind_weights(self) -> Dict[str, torch.Tensor]:
         """The weights at the rewind step: the initialisation, or the end of the pre-phase."""
@@ -111,8 +119,11 @@ class Lottery(Experiment):
 
     def prune_to(self, level: int, weights: Dict[str, torch.Tensor], mask: Optional[Mask]) -> Mask:
         """Prune ``weights`` to the density of ``level`` (nested in ``mask`` when given)."""
+        return self.prune_model(level, self.model_with(weights), mask)
+
+    def prune_model(self, level: int, model: torch.nn.Module, mask: Optional[Mask]) -> Mask:
+        """`prune_to` on a model with the weights, on the experiment's device."""
         p = self.config.prune
-        model = self.model_with(weights)
         if p.rule != "exact" and mask is not None:  # another tool's counting, relative to the last level's mask
             return prune_remaining(model, mask, p.fraction, p.rule, include_output=p.output_rate > 0)
         generator = torch.Generator().manual_seed(self.prune_seed(f"prune{level}"))
@@ -193,7 +204,7 @@ class Lottery(Experiment):
         return self.train_phase(out, weights, mask, cfg, order_seed=order, extra=extra,
                                 callbacks=callbacks, start_step=start_step, stop_at=stop_at)
 
-    def validate(self) -> None:
+    def validate(self) -> torch.nn.Module:
         config = self.config
         if config.prune.layer_density:
             raise ConfigError("prune.layer_density fixes one density per layer and cannot drive iterative levels; "
@@ -201,9 +212,10 @@ class Lottery(Experiment):
         if config.lottery.rewind.to_iters(self.ipe) > config.train.steps.to_iters(self.ipe):
             raise ConfigError(f"lottery.rewind ({config.lottery.rewind}) lies after the end of training "
                               f"({config.train.steps}); choose a rewind step within --train.steps")
-        super().validate()
+        model = super().validate()
         if not (self.level_dir(1) / "mask.pt").exists():  # the first pruning on the initialisation: bad prune
-            self.prune_to(1, self.fresh_initial_weights(), None)  # settings fail now, not after level 0 trains
+            self.prune_model(1, model.to(self.device), None)  # settings fail now, not after level 0 trains
+        return model
 
 
 def lottery_config(config: RunConfig) -> RunConfig:
@@ -212,9 +224,10 @@ def lottery_config(config: RunConfig) -> RunConfig:
     return adopt(config, LotteryRunConfig)
 
 
-def open_lottery(config: RunConfig, ctx) -> Lottery:
-    """Load the data, check the settings, open (or create) the run directory and return the experiment."""
-    return Lottery.open(lottery_config(config), ctx)
+def open_lottery(config: RunConfig, ctx, levels: Optional[int] = None) -> Lottery:
+    """Load the data, check the settings (unless levels 0..``levels`` are finished), open (or create) the
+    run directory and return the experiment."""
+    return Lottery.open(lottery_config(config), ctx, levels=levels)
 
 
 @runlock.session()
@@ -223,7 +236,7 @@ def run_lottery(config: RunConfig, levels: int, ctx) -> tuple:
     returns ``(path, tickets)``, a `LotteryResult` (one `Ticket` per level: its summary, mask and weights)."""
     if levels < 0:
         raise ConfigError(f"--levels must be 0 or more, got {levels}")
-    lottery = open_lottery(config, ctx)
+    lottery = open_lottery(config, ctx, levels)
     return level_tickets(lottery.path, lottery.run(levels))
 
 
@@ -302,7 +315,8 @@ def lottery(model: torch.nn.Module, data: DataBundle, *, levels: int, train, pru
     path = Path(runs_dir) / f"{config.run_name}_{signature}"
     run = Lottery(config, data, module_factory(model, prune.modules), path, device, progress,
                   dataset_name=data.name or USER_DATA, model_name=type(model).__name__, signature=signature,
-                  trackers=tuple(trackers), init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+                  trackers=tuple(trackers), init_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                  levels=levels)
     run.open_dir(**user_module_record(model, data))
     return level_tickets(path, run.run(levels))
 

@@ -201,7 +201,7 @@ def run_pools(config: RunConfig, levels: Optional[Sequence[int]], ctx) -> Path:
     if not (Path(ctx.runs_dir) / trunk.run_name / CONFIG).exists():
         raise ConfigError(f"no lottery trunk at {Path(ctx.runs_dir) / trunk.run_name}; run `ticketlab lottery` with "
                           "the same flags first")
-    lottery = open_lottery(trunk, ctx)
+    lottery = open_lottery(trunk, ctx, levels=max(levels or [0]))  # the trunk levels it reads (at least 0)
     finished = sorted(int(p.parent.name[6:]) for p in lottery.path.glob("level_*/summary.json"))
     targets = list(levels) if levels else finished
     check_levels(lottery, targets)

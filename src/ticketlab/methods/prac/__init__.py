@@ -41,7 +41,7 @@ from ticketlab.methods.experiment import masked, save_mask, with_summary_extra
 from ticketlab.methods.lottery import Lottery, LotteryConfig, LotteryRunConfig
 from ticketlab.methods.prac.record import EarlyBird, ExampleRecord, SaveWeightsAt, critical_set, forgetting_counts
 from ticketlab.presets import cifar_config, get_preset, register_preset
-from ticketlab.runs import ensure
+from ticketlab.runs import SUMMARY, ensure
 from ticketlab.sparsity import Mask
 from ticketlab.steps import Steps
 from ticketlab.train import predict, weights_path
@@ -184,11 +184,18 @@ class PracRun(Lottery):
         return self.train_phase(out, lambda: masked(self.rewind_weights(), mask), mask, self.config.train,
                                 order_seed=self.config.order_seed, extra=extra)
 
+    def evaluated(self, levels: int) -> List[int]:
+        """The levels whose tickets a run of levels 0..``levels`` evaluates (``prac.evaluate``)."""
+        return {"last": [levels], "all": list(range(levels + 1)), "none": []}[self.prac.evaluate]
+
+    def is_finished(self) -> bool:
+        return super().is_finished() and all((self.level_dir(k) / "evaluate" / SUMMARY).exists()
+                                             for k in self.evaluated(self.levels))
+
     def run(self, levels: int) -> List[Dict[str, Any]]:
         summaries = self.phases("level", range(levels + 1), self.level_dir,
                                 self.train_level)
-        chosen = {"last": [levels], "all": list(range(levels + 1)), "none": []}[self.prac.evaluate]
-        for level in chosen:
+        for level in self.evaluated(levels):
             self.evaluate_ticket(level)
         return summaries
 
@@ -198,7 +205,7 @@ def run_prac(config: RunConfig, levels: int, ctx) -> tuple:
     """PrAC levels 0..``levels``; returns (run path, level summaries)."""
     if levels < 0:
         raise ConfigError(f"--levels must be 0 or more, got {levels}")
-    run = PracRun.open(adopt(config, PracRunConfig), ctx)
+    run = PracRun.open(adopt(config, PracRunConfig), ctx, levels=levels)
     return run.path, run.run(levels)
 
 
