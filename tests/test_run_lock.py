@@ -294,3 +294,38 @@ def test_torchrun_on_a_run_in_use_stops_every_rank(tmp_path, holder, capsys):
     assert f"is in use by process {process.pid}" in result.stderr  # rank 0's line
     assert result.stderr.count("ticketlab: error:") == 2  # one line from each rank (torchrun adds its report)
     assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_run_command_keeps_its_run_until_its_report_is_drawn(tmp_path, capsys, monkeypatch):
+    """The method's own session ends when it returns; the command's encloses it, so a `runs rm` while
+    the report and plots are drawn is refused (it removed the run under them, and the plots made a
+    stray folder or failed on a missing file)."""
+    import ticketlab.cli as cli
+
+    tried = []
+    draw = cli.report_table
+
+    def report_while_removing(path):
+        removal = subprocess.run([sys.executable, "-m", "ticketlab", "runs", "rm", str(path), "--runs-dir",
+                                  str(tmp_path)], capture_output=True, text=True, env=child_env(), timeout=120)
+        tried.append((removal.returncode, removal.stderr))
+        return draw(path)
+
+    monkeypatch.setattr(cli, "report_table", report_while_removing)
+    lottery = ["lottery", *TRAIN[1:], "--levels", "0"]
+    assert main([*lottery, "--runs-dir", str(tmp_path)]) == 0
+    ((code, err),) = tried
+    assert code == 2 and "nothing removed" in err
+    run = run_dir(tmp_path, capsys, lottery)
+    assert (run / "report").is_dir() and (run / "config.json").is_file()
+    with runlock.holding(run, "unexpected"):  # and the command let it go at its end
+        pass
+
+
+def test_a_session_inside_another_leaves_its_locks_to_the_outer_one(tmp_path):
+    with runlock.session():
+        with runlock.session():
+            runlock.hold(tmp_path / "run")
+        assert tmp_path.joinpath("run").absolute() in runlock._held()
+    with runlock.holding(tmp_path / "run", "unexpected"):
+        pass

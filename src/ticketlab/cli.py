@@ -284,14 +284,17 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
     trackers = make_trackers(args.log) if distributed.is_writer() else []
     ctx = RunContext(args.runs_dir, device, args.threads, progress_mode(args.progress), ["ticketlab", *argv],
                      trackers=trackers)
-    try:
-        path = method.run(config, options, ctx)  # releases the run's lock when it returns (`register_method`)
-    finally:
-        for tracker in trackers:
-            tracker.close()
-    if distributed.is_writer():
-        print(method.show(path) if method.show else report_table(path))
-        print(f"run directory: {path}")
+    from ticketlab import runlock
+
+    with runlock.session():  # the run stays locked until its report and plots are written
+        try:
+            path = method.run(config, options, ctx)
+        finally:
+            for tracker in trackers:
+                tracker.close()
+        if distributed.is_writer():
+            print(method.show(path) if method.show else report_table(path))
+            print(f"run directory: {path}")
     return 0
 
 

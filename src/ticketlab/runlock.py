@@ -8,7 +8,8 @@ lock, so a removed run's lock file is never one that another process is about to
 
 A lock is held until the `session` it was taken in ends: every registered method's run is one
 (`ticketlab.method.register_method`), whoever calls it (a run command, a sweep job), and so is each run
-function of the Python API (``ticketlab.run_rst``, ...); taken outside any session, until the process
+function of the Python API (``ticketlab.run_rst``, ...); a session inside another (a run command's, which
+also covers its report) leaves its locks to the outer one; taken outside any session, until the process
 ends. What a thread holds is its own (each thread, and each session, has its own record of the runs it
 holds), so threads using the Python API neither release each other's locks nor share a run. Under
 torchrun only rank 0 locks (the ranks are one run) and every rank learns whether it got the lock, so none
@@ -44,6 +45,7 @@ class _Held:
 
 
 _HELD: ContextVar[Dict[Path, _Held]] = ContextVar("ticketlab_held_runs")
+_IN_SESSION: ContextVar[bool] = ContextVar("ticketlab_in_lock_session", default=False)
 
 
 def _held() -> Dict[Path, _Held]:
@@ -172,7 +174,21 @@ def check_present(path: Path, every_rank: bool = False) -> None:
 @contextlib.contextmanager
 def session() -> Iterator[None]:
     """Release, on leaving, the locks taken inside (a run command, a sweep job, an API call) in this
-    context only; also a decorator."""
+    context only; also a decorator. A session inside another leaves them to the outer one: a run command
+    keeps its run until it has drawn the run's report, after the method's own session returned."""
+    if _IN_SESSION.get():
+        yield
+        return
+    inside = _IN_SESSION.set(True)
+    try:
+        with _releasing():
+            yield
+    finally:
+        _IN_SESSION.reset(inside)
+
+
+@contextlib.contextmanager
+def _releasing() -> Iterator[None]:
     outer = _held()
     token = _HELD.set(dict(outer))  # the session's own record, starting with what its context holds
     try:
