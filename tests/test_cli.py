@@ -196,6 +196,8 @@ def test_lottery_branch_and_report_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     (run,) = list(tmp_path.iterdir())
     assert f"run directory: {run}" in out and "trunk" in out
+    assert sorted(p.name for p in (run / "report").iterdir()) == ["accuracy_vs_density.png",
+                                                                   "training_curves.png"]  # previews
     assert main(["branch", *common, "--levels", "3", "--branch", "reinit"]) == 2
     assert "not finished" in capsys.readouterr().err
     assert main(["branch", *common, "--levels", "1-2", "--branch", "reinit"]) == 0

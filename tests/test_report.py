@@ -337,3 +337,18 @@ def test_report_plots_current_with_several_figures(runs, tmp_path):
     summary = next(runs.rglob("summary.json"))
     summary.write_text(summary.read_text())  # a result newer than the figures
     assert not plots_current(runs, out)
+
+
+def test_a_redrawn_preview_keeps_an_existing_svg_current_and_makes_none(tmp_path):
+    from matplotlib.figure import Figure
+
+    from ticketlab.analysis.plots import save_figure
+
+    stem = tmp_path / "acc"
+    assert save_figure(Figure(), stem, svg=None) == [tmp_path / "acc.png"]
+    assert not (tmp_path / "acc.svg").exists()
+    assert save_figure(Figure(), stem) == [tmp_path / "acc.png", tmp_path / "acc.svg"]
+    (tmp_path / "acc.svg").write_text("stale")
+    assert save_figure(Figure(), stem, svg=None) == [tmp_path / "acc.png", tmp_path / "acc.svg"]
+    assert (tmp_path / "acc.svg").read_text() != "stale"
+    assert save_figure(Figure(), tmp_path / "other", svg=False) == [tmp_path / "other.png"]

@@ -300,11 +300,13 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
 
 def report_table(path: Path) -> str:
     """What a run command prints by default: the report of its run directory, with its plots in
-    ``report/`` drawn again only when a result is newer than them (`ticketlab report` always draws)."""
+    ``report/`` (PNG) drawn again only when a result is newer than them (`ticketlab report` always draws,
+    PNG and SVG)."""
     from ticketlab.analysis.report import plots_current, report_main
 
     out_dir = Path(path) / "report"
-    return report_main([str(path)], fmt="terminal", out_dir=None if plots_current(path, out_dir) else out_dir)
+    return report_main([str(path)], fmt="terminal", out_dir=None if plots_current(path, out_dir) else out_dir,
+                       svg=None)  # PNG previews; an SVG that `ticketlab report` wrote is kept current
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -29,8 +29,12 @@ def output_files(stem: str | Path) -> List[Path]:
     return [Path(f"{stem}{suffix}") for suffix in SUFFIXES]
 
 
-def save_figure(fig, stem: str | Path) -> List[Path]:
+def save_figure(fig, stem: str | Path, svg: Optional[bool] = True) -> List[Path]:
+    """``fig`` as PNG and SVG (``svg=False``: PNG only; None: the SVG only where one exists already, so a
+    redrawn figure never leaves a stale one); returns the files written."""
     files = output_files(stem)
+    if svg is False or (svg is None and not files[1].exists()):
+        files = files[:1]
     files[0].parent.mkdir(parents=True, exist_ok=True)
     for path in files:
         svg = path.suffix == ".svg"

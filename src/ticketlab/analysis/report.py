@@ -88,7 +88,7 @@ def plots_current(run: Path, out_dir: Path) -> bool:
 
 def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Optional[str | Path] = None,
                 curves: Optional[str | Path] = None, out_dir: Optional[str | Path] = None,
-                metric: str = "final") -> str:
+                metric: str = "final", svg: Optional[bool] = True) -> str:
     """The report text; writes plots (PNG and SVG each) when asked.
 
     ``plot``/``curves``: a path stem or a .png/.svg path for the accuracy-vs-density figure (one per data
@@ -96,8 +96,10 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
     (one per experiment: ``<stem>_<experiment>`` when there are several). ``out_dir``: write both there
     (``accuracy_vs_density``, ``training_curves``) unless given explicitly, ``mask_dynamics`` (density and
     explored fraction during training) when some run changes its mask, and ``cycle_accuracy`` when some run
-    takes models per cycle (Sup-tickets). Notes (the error measure, skipped folders, files written) follow
-    the table for terminal/md and go to stderr for csv/json, which stay parseable.
+    takes models per cycle (Sup-tickets). ``svg``: each figure's SVG too (False: PNG only; None: only where
+    one exists, as run commands draw: `ticketlab report` writes both). Notes (the error measure, skipped
+    folders, files written) follow the table for terminal/md and go to stderr for csv/json, which stay
+    parseable.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -135,19 +137,18 @@ def report_main(paths: Sequence[str | Path], fmt: str = "terminal", plot: Option
         if plot is not None:  # one per data set and model: their accuracies do not share an axis
             groups = plots.data_groups(agg)
             for stem, rows_of in zip(figure_stems(plot, [f"{d} {m}" for d, m in groups]), groups.values()):
-                figures.append((stem, lambda s, g=rows_of: plots.plot_accuracy_vs_density(g, s, metric=metric)))
+                figures.append((stem, lambda g=rows_of: plots.plot_accuracy_vs_density(g, metric=metric)))
         if curves is not None:  # one per experiment, the lottery's first
             experiments = plots.curve_experiments(rows)
             labels = {r.experiment: r.label for r in rows}
             for stem, key in zip(figure_stems(curves, [labels[e] for e in experiments]), experiments):
-                figures.append((stem, lambda s, k=key: plots.plot_training_curves(rows, s, experiment=k)))
-        for stem, draw in ((masks, lambda s: plots.plot_mask_dynamics(rows, s)),
-                           (cycles, lambda s: plots.plot_cycle_accuracy(rows, s))):
+                figures.append((stem, lambda k=key: plots.plot_training_curves(rows, experiment=k)))
+        for stem, draw in ((masks, lambda: plots.plot_mask_dynamics(rows)),
+                           (cycles, lambda: plots.plot_cycle_accuracy(rows))):
             if stem is not None:
                 figures.append((stem, draw))
         for stem, draw in figures:
-            draw(stem)
-            notes.append("wrote " + ", ".join(map(str, plots.output_files(stem))))
+            notes.append("wrote " + ", ".join(map(str, plots.save_figure(draw(), stem, svg))))
     if notes and fmt in ("terminal", "md"):
         text += "\n\n" + "\n".join(notes)
     elif notes:
