@@ -295,6 +295,9 @@ def cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser, method: M
         if distributed.is_writer():
             print(method.show(path) if method.show else report_table(path))
             print(f"run directory: {path}")
+    # The ranks leave together: a rank that tore down its process group while rank 0 still drew the report
+    # sometimes aborted at exit inside gloo ("terminate called without an active exception").
+    distributed.barrier()
     return 0
 
 
