@@ -228,3 +228,17 @@ def test_model_weights_that_do_not_fit_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("ticketlab: error: ") and expected in err and "\n" not in err, err
     assert not runs.exists() or not any(runs.iterdir())  # refused before a run directory was made
+
+
+def test_model_weights_too_large_to_read_name_memory_not_a_bad_file(tmp_path, capsys, monkeypatch):
+    torch.save({"0.weight": torch.zeros(3, 3)}, tmp_path / "big.pt")
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(torch, "load", out_of_memory)
+    args = ["train", "--preset", "digits_mlp", "--model.weights", str(tmp_path / "big.pt"), "--runs-dir",
+            str(tmp_path / "runs")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not enough memory to read" in err and "not a state dict" not in err and "\n" not in err, err

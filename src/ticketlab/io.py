@@ -241,9 +241,14 @@ def parsing(path: PathLike, checked: bool, what: str, fix: str = REMAKE) -> Iter
         raise failure from None
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is memory running out (host or device): a cause to report as it is, never a bad file."""
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
 def _parse_failure(path: Path, exc: Exception, checked: bool, what: str, fix: str) -> Optional[CheckpointError]:
-    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
-            isinstance(exc, RuntimeError) and "out of memory" in str(exc)):
+    if out_of_memory(exc):
         return None
     if checked:
         cause = (str(exc).strip().splitlines() or [""])[0]

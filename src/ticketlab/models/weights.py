@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ticketlab.errors import CheckpointError, ConfigError
-from ticketlab.io import sha256_file
+from ticketlab.io import out_of_memory, sha256_file
 from ticketlab.sparsity.mask import strip_wrapper_prefixes
 
 _DIGESTS: Dict[Tuple[str, int, int], str] = {}  # (absolute path, size, mtime) -> digest: hash each file once
@@ -48,11 +48,17 @@ def read_state_dict(path: str, digest: str) -> Dict[str, torch.Tensor]:
         try:
             state = load_file(path)
         except Exception as exc:  # noqa: BLE001  (safetensors raises its own types for foreign files)
+            if out_of_memory(exc):
+                raise CheckpointError(f"model.weights: not enough memory to read {path}; free memory, or "
+                                      "use a machine with more") from None
             raise CheckpointError(f"model.weights: {path} is not a safetensors file ({type(exc).__name__})") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001  (torch raises several types for foreign files)
+            if out_of_memory(exc):
+                raise CheckpointError(f"model.weights: not enough memory to read {path}; free memory, or "
+                                      "use a machine with more") from None
             raise CheckpointError(f"model.weights: {path} is not a state dict readable weights-only "
                                   f"({type(exc).__name__}); save one with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a training checkpoint
