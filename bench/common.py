@@ -47,22 +47,11 @@ def set_threads(threads: int) -> None:
 
 
 def steady_heap() -> bool:
-    """Stop glibc from giving heap memory back between steps (``mallopt``: mmap threshold 32 MB, trim
-    threshold 1 GB), so that no loop page-faults its per-step buffers back in.
+    """`ticketlab.heap.steady_heap` for a bench process, whatever the environment says: both loops of a
+    case then run on the same heap settings, so page faults do not land on one or the other at random."""
+    from ticketlab.heap import steady_heap as set_steady_heap
 
-    By default glibc returns freed memory at the top of the heap to the system once enough is free there,
-    and large blocks may come from ``mmap``; whether a step then page-faults its buffers in again depends
-    on where long-lived small objects happen to lie, which moves either of two identical LeNet-sized loops
-    by up to ~10% from run to run. With these settings neither loop does. Returns False without glibc
-    (the figures then carry that noise).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 32 << 20)) and bool(libc.mallopt(-1, 1 << 30))  # M_MMAP_, M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        return False
+    return set_steady_heap(respect_environment=False)
 
 
 class Clock:
