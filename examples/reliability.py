@@ -215,12 +215,11 @@ def concurrency(work: Path) -> Dict:
     shutil.rmtree(runs, ignore_errors=True)
     training = subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dirs = []
-    for _ in range(300):  # until the run directory exists and its first level trains
-        run_dirs = [p for p in runs.glob("*") if (p / "init.pt").exists()]
-        if run_dirs:
+    for _ in range(3000):  # until level 1 trains (its first checkpoint): mid-run, with levels 2 and 3 to come
+        run_dirs = [p.parent.parent for p in runs.glob("*/level_1/checkpoint.pt")]
+        if run_dirs or training.poll() is not None:
             break
-        time.sleep(0.1)
-    time.sleep(2)
+        time.sleep(0.01)
     removed = subprocess.run([sys.executable, "-m", "ticketlab", "runs", "rm", str(run_dirs[0]) if run_dirs else "none",
                               "--runs-dir", str(runs)], capture_output=True, text=True)
     code = training.wait()
