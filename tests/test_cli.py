@@ -370,3 +370,17 @@ def test_a_rerun_with_nothing_to_do_draws_no_plot_and_a_new_level_redraws(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in (run / "report").iterdir()} == stamps
     assert main([*flags, "--levels", "2"]) == 0
     assert all((run / "report" / p.name).stat().st_mtime_ns > t for p, t in stamps.items() if p.suffix == ".png")
+
+
+def test_the_command_leaves_its_objects_out_of_the_last_collection(monkeypatch):
+    import gc
+
+    from ticketlab import cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    gc.unfreeze()
+    try:
+        assert cli.entry() == 3  # the exit status passes through
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this test process goes on collecting

@@ -2,6 +2,6 @@
 
 import sys
 
-from ticketlab.cli import main
+from ticketlab.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

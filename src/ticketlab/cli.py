@@ -618,6 +618,18 @@ def take_imports(argv: List[str]) -> "tuple[List[str], List[str]]":
     return rest, modules
 
 
+def entry() -> int:
+    """The ``ticketlab`` command (and ``python -m ticketlab``): `main`, then its objects are left out of
+    the interpreter's last garbage collection (``gc.freeze``). That collection only frees memory that the
+    system takes back anyway when the process ends, and it took 0.3-0.9 s of every command. Every file is
+    closed by then: writes are atomic and the trackers are closed."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    return code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from ticketlab.logs import show_messages
 
