@@ -3,13 +3,14 @@
 The job: LeNet-300-100 on MNIST, SGD 0.1, batch 128, 4 levels (0-3) of 2 epochs, test set evaluated every
 epoch (`openlth_mnist_lenet_300_100` with `--train.steps 2ep --levels 3`), as a whole process from an
 empty runs folder. Its limit, measured in the same run: the interpreter starting and importing torch and
-ticketlab and building a first torch optimizer (which imports ``torch._dynamo``), plus the same number of bare training steps (a plain loop over in-memory tensors: index a
-batch, forward, cross-entropy, backward, SGD step, then the masks multiplied into weights) and the same
-number of bare evaluation passes over the test set (`inference_mode`, batches of 1024). Reported: the
-ratio job / limit (target at most 1.15). Wall time (``--clock cpu``: CPU time), median of interleaved
-rounds; ``--threads`` torch threads for both (default one).
+ticketlab and building a first torch optimizer (which imports ``torch._dynamo``), plus the same number of
+bare training steps (a plain loop over in-memory tensors: index a batch, forward, cross-entropy, backward,
+SGD step, then the masks multiplied into weights) and the same number of bare evaluation passes over the
+test set (`inference_mode`, batches of 1024). Reported: the ratio job / limit (target at most 1.15). Wall
+time (``--clock cpu``: CPU time), median of interleaved rounds; ``--threads`` torch threads for both
+(default one); ``--bare-heap steady`` gives the bare loop the steady C heap a run command sets.
 
-    python bench/whole_job.py [--repeats 3] [--threads 1] [--clock wall] [--mnist DIR]
+    python bench/whole_job.py [--repeats 3] [--threads 1] [--clock wall] [--mnist DIR] [--bare-heap default]
 """
 
 from __future__ import annotations

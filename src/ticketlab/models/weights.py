@@ -44,23 +44,20 @@ def read_state_dict(path: str, digest: str) -> Dict[str, torch.Tensor]:
     if Path(path).suffix == ".safetensors":
         from ticketlab.extras import require
 
-        load_file = require("safetensors.torch", "model.weights: reading a .safetensors file").load_file
-        try:
-            state = load_file(path)
-        except Exception as exc:  # noqa: BLE001  (safetensors raises its own types for foreign files)
-            if out_of_memory(exc):
-                raise CheckpointError(f"model.weights: not enough memory to read {path}; free memory, or "
-                                      "use a machine with more") from None
-            raise CheckpointError(f"model.weights: {path} is not a safetensors file ({type(exc).__name__})") from None
+        load = require("safetensors.torch", "model.weights: reading a .safetensors file").load_file
+        foreign = "is not a safetensors file ({})"
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001  (torch raises several types for foreign files)
-            if out_of_memory(exc):
-                raise CheckpointError(f"model.weights: not enough memory to read {path}; free memory, or "
-                                      "use a machine with more") from None
-            raise CheckpointError(f"model.weights: {path} is not a state dict readable weights-only "
-                                  f"({type(exc).__name__}); save one with torch.save(model.state_dict(), path)") from None
+        def load(file):
+            return torch.load(file, map_location="cpu", weights_only=True)
+
+        foreign = "is not a state dict readable weights-only ({}); save one with torch.save(model.state_dict(), path)"
+    try:
+        state = load(path)
+    except Exception as exc:  # noqa: BLE001  (torch and safetensors raise several types for foreign files)
+        if out_of_memory(exc):
+            raise CheckpointError(f"model.weights: not enough memory to read {path}; free memory, or use a "
+                                  "machine with more") from None
+        raise CheckpointError(f"model.weights: {path} {foreign.format(type(exc).__name__)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a training checkpoint
         state = state["state_dict"]
     if not (isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v)
