@@ -222,7 +222,9 @@ def test_model_weights_that_do_not_fit_are_one_line_errors(tmp_path, capsys):
     torch.save({"state": TokenNet()}, tmp_path / "pickled.pt")  # a module, not tensors: not read weights-only
     cases = [("missing.pt", "model.weights: " + str(tmp_path / "missing.pt") + " does not exist"),
              ("wrong.pt", "does not fit the model"),
-             ("pickled.pt", "is not a state dict readable weights-only")]
+             ("pickled.pt", "is not a state dict readable weights-only"),
+             ("garbage.safetensors", "is not a safetensors file")]
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x07 not a safetensors header")
     for name, expected in cases:
         assert main(base + ["--model.weights", str(tmp_path / name)]) == 2, name
         err = capsys.readouterr().err.strip()
